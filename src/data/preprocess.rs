@@ -1,0 +1,70 @@
+//! Turn raw images into the tensor convention the pretrained weights expect.
+
+use super::RawImage;
+use crate::spec::Preprocess;
+use anyhow::Result;
+use candle_core::{Device, Tensor};
+
+const CAFFE_MEAN_BGR: [f32; 3] = [103.939, 116.779, 123.68];
+const TV_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+const TV_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// Bilinear resize of one CHW f32 plane set (half-pixel centres, as torch's
+/// `align_corners=False`).
+pub fn resize(src: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+    if (h, w) == (oh, ow) {
+        return src.to_vec();
+    }
+    let mut out = vec![0f32; c * oh * ow];
+    let coord = |o: usize, scale: f32, n: usize| {
+        let x = ((o as f32 + 0.5) * scale - 0.5).max(0.0);
+        let i0 = (x.floor() as usize).min(n - 1);
+        let i1 = (i0 + 1).min(n - 1);
+        (i0, i1, x - i0 as f32)
+    };
+    let (sy, sx) = (h as f32 / oh as f32, w as f32 / ow as f32);
+    for ch in 0..c {
+        let plane = &src[ch * h * w..(ch + 1) * h * w];
+        for y in 0..oh {
+            let (y0, y1, fy) = coord(y, sy, h);
+            for x in 0..ow {
+                let (x0, x1, fx) = coord(x, sx, w);
+                let top = plane[y0 * w + x0] * (1.0 - fx) + plane[y0 * w + x1] * fx;
+                let bot = plane[y1 * w + x0] * (1.0 - fx) + plane[y1 * w + x1] * fx;
+                out[ch * oh * ow + y * ow + x] = top * (1.0 - fy) + bot * fy;
+            }
+        }
+    }
+    out
+}
+
+/// One image → 3×size×size f32 in the preset's convention (grey is replicated to 3 channels).
+pub fn to_model_input(img: &RawImage, size: usize, preset: Preprocess) -> Vec<f32> {
+    let f: Vec<f32> = img.data.iter().map(|&p| p as f32).collect();
+    let f = resize(&f, img.c, img.h, img.w, size, size);
+    let plane = size * size;
+    let rgb: Vec<&[f32]> = (0..3).map(|c| if img.c == 1 { &f[..] } else { &f[c * plane..(c + 1) * plane] }).collect();
+    let mut out = Vec::with_capacity(3 * plane);
+    match preset {
+        Preprocess::CaffeBgr => {
+            for (c, mean) in CAFFE_MEAN_BGR.iter().enumerate() {
+                out.extend(rgb[2 - c].iter().map(|v| v - mean));
+            }
+        }
+        Preprocess::Torchvision => {
+            for c in 0..3 {
+                out.extend(rgb[c].iter().map(|v| (v / 255.0 - TV_MEAN[c]) / TV_STD[c]));
+            }
+        }
+    }
+    out
+}
+
+/// Stack images into an (N, 3, size, size) tensor.
+pub fn batch(images: &[RawImage], size: usize, preset: Preprocess, device: &Device) -> Result<Tensor> {
+    let mut all = Vec::with_capacity(images.len() * 3 * size * size);
+    for img in images {
+        all.extend(to_model_input(img, size, preset));
+    }
+    Ok(Tensor::from_vec(all, (images.len(), 3, size, size), device)?)
+}

@@ -1,0 +1,109 @@
+//! The seeded, class-balanced split: a few training images per class (head training, LRP
+//! reference, controller decisions) and a held-out test set (curves only).
+
+use super::{preprocess, ImageSource, RawImage, Sources};
+use crate::spec::{DataSettings, Preprocess};
+use anyhow::{bail, Result};
+use candle_core::{Device, Tensor};
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+
+/// Preprocessed images and labels of one split; labels are remapped to 0..n_classes.
+#[derive(Debug, Clone)]
+pub struct Split {
+    pub images: Tensor,
+    pub labels: Vec<u32>,
+}
+
+impl Split {
+    pub fn labels_tensor(&self) -> Result<Tensor> {
+        Ok(Tensor::new(self.labels.as_slice(), self.images.device())?)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskData {
+    pub train: Split,
+    pub test: Split,
+    pub class_names: Vec<String>,
+}
+
+impl TaskData {
+    pub fn n_classes(&self) -> usize {
+        self.class_names.len()
+    }
+}
+
+/// Shuffled indices of each chosen class in `labels`.
+fn by_class(labels: &[u32], classes: &[u32], rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
+    classes
+        .iter()
+        .map(|&c| {
+            let mut idx: Vec<usize> = (0..labels.len()).filter(|&i| labels[i] == c).collect();
+            idx.shuffle(rng);
+            idx
+        })
+        .collect()
+}
+
+fn take(
+    src: &dyn ImageSource,
+    pools: &mut [Vec<usize>],
+    per_class: usize,
+    what: &str,
+    names: &[String],
+) -> Result<(Vec<RawImage>, Vec<u32>)> {
+    let (mut imgs, mut labels) = (Vec::new(), Vec::new());
+    for (new_label, pool) in pools.iter_mut().enumerate() {
+        if pool.len() < per_class {
+            bail!(
+                "class `{}` has only {} images left for the {what} split, {per_class} requested (fix: lower data.{what}_per_class)",
+                names[new_label],
+                pool.len()
+            );
+        }
+        for i in pool.drain(..per_class) {
+            imgs.push(src.image(i)?);
+            labels.push(new_label as u32);
+        }
+    }
+    Ok((imgs, labels))
+}
+
+/// Draw the split with `rng`; decode and preprocess only the chosen images.
+pub fn make(
+    sources: &Sources,
+    cfg: &DataSettings,
+    size: usize,
+    preset: Preprocess,
+    rng: &mut ChaCha8Rng,
+    device: &Device,
+) -> Result<TaskData> {
+    let all_names = sources.train.class_names();
+    let classes: Vec<u32> = if cfg.classes.is_empty() {
+        (0..all_names.len() as u32).collect()
+    } else {
+        for &c in &cfg.classes {
+            if c >= all_names.len() {
+                bail!("data.classes: class {c} does not exist (the dataset has {})", all_names.len());
+            }
+        }
+        cfg.classes.iter().map(|&c| c as u32).collect()
+    };
+    let names: Vec<String> = classes.iter().map(|&c| all_names[c as usize].clone()).collect();
+    let mut train_pools = by_class(sources.train.labels(), &classes, rng);
+    let (tr_imgs, tr_labels) = take(sources.train.as_ref(), &mut train_pools, cfg.train_per_class, "train", &names)?;
+    let (te_imgs, te_labels) = match &sources.test {
+        Some(test) => {
+            let mut pools = by_class(test.labels(), &classes, rng);
+            take(test.as_ref(), &mut pools, cfg.test_per_class, "test", &names)?
+        }
+        // No official test split: hold out from what the training draw left (disjoint).
+        None => take(sources.train.as_ref(), &mut train_pools, cfg.test_per_class, "test", &names)?,
+    };
+    Ok(TaskData {
+        train: Split { images: preprocess::batch(&tr_imgs, size, preset, device)?, labels: tr_labels },
+        test: Split { images: preprocess::batch(&te_imgs, size, preset, device)?, labels: te_labels },
+        class_names: names,
+    })
+}

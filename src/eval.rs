@@ -1,0 +1,64 @@
+//! Classification metrics, per class first: pruning hurts classes unevenly, and the
+//! per-class view is where cascading collapse shows.
+
+use crate::data::split::Split;
+use crate::model::Network;
+use anyhow::{bail, Result};
+use candle_core::D;
+
+/// Floor on each class accuracy inside the harmonic mean, so that one dead class does not
+/// make it undefined (DESIGN §4). Recorded in every run's metadata.
+pub const HARMONIC_FLOOR: f64 = 1e-3;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metrics {
+    pub top1: f64,
+    pub class_acc: Vec<f64>,
+    /// Mean of per-class accuracies (class-averaged accuracy).
+    pub balanced: f64,
+    /// Harmonic mean of per-class accuracies, each floored at `HARMONIC_FLOOR`.
+    pub harmonic: f64,
+}
+
+pub fn from_predictions(pred: &[u32], labels: &[u32], n_classes: usize) -> Metrics {
+    let mut hit = vec![0usize; n_classes];
+    let mut count = vec![0usize; n_classes];
+    for (&p, &y) in pred.iter().zip(labels) {
+        count[y as usize] += 1;
+        hit[y as usize] += (p == y) as usize;
+    }
+    let class_acc: Vec<f64> = hit
+        .iter()
+        .zip(&count)
+        .map(|(&h, &c)| if c == 0 { 0.0 } else { h as f64 / c as f64 })
+        .collect();
+    let present: Vec<f64> = class_acc.iter().zip(&count).filter(|(_, &c)| c > 0).map(|(a, _)| *a).collect();
+    let k = present.len().max(1) as f64;
+    Metrics {
+        top1: hit.iter().sum::<usize>() as f64 / pred.len().max(1) as f64,
+        balanced: present.iter().sum::<f64>() / k,
+        harmonic: harmonic_mean(&present, HARMONIC_FLOOR),
+        class_acc,
+    }
+}
+
+pub fn harmonic_mean(acc: &[f64], floor: f64) -> f64 {
+    if acc.is_empty() {
+        return 0.0;
+    }
+    acc.len() as f64 / acc.iter().map(|a| 1.0 / a.max(floor)).sum::<f64>()
+}
+
+/// Predicted classes of `net` on `split`, in batches.
+pub fn predict(net: &Network, split: &Split, batch: usize) -> Result<Vec<u32>> {
+    let logits = Network::batched(&split.images, batch, |x| net.forward(x))?;
+    let flat = logits.flatten_all()?.to_vec1::<f32>()?;
+    if flat.iter().any(|v| !v.is_finite()) {
+        bail!("the network produced NaN/Inf logits (check the weights file and the preprocessing preset)");
+    }
+    Ok(logits.argmax(D::Minus1)?.to_vec1::<u32>()?)
+}
+
+pub fn evaluate(net: &Network, split: &Split, n_classes: usize, batch: usize) -> Result<Metrics> {
+    Ok(from_predictions(&predict(net, split, batch)?, &split.labels, n_classes))
+}

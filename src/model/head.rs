@@ -1,0 +1,102 @@
+//! The classifier head, trained on cached features of the fixed backbone.
+//!
+//! The backbone is never trained (the paper's setting: a fixed feature extractor). Features
+//! are optionally standardised per dimension; after training, the standardisation is folded
+//! into the first linear layer so that a pruned (zero) feature contributes exactly nothing
+//! and removing its column is exact. Every random draw (init, dropout) comes from the seed.
+
+use super::layer::{Layer, Linear};
+use crate::spec::{HeadSettings, InputNorm, Optimizer};
+use anyhow::{bail, Result};
+use candle_core::{DType, Tensor, Var, D};
+use candle_nn::optim::{AdamW, Optimizer as _, ParamsAdamW, SGD};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+
+/// Train a head on `features` (N, F) with `labels` (N,) u32; returns its layers.
+pub fn train(
+    features: &Tensor,
+    labels: &Tensor,
+    n_classes: usize,
+    cfg: &HeadSettings,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Layer>> {
+    let (n, f) = features.dims2()?;
+    let dev = features.device();
+    if n == 0 {
+        bail!("no training images for the head");
+    }
+    let (mean, std) = match cfg.input_norm {
+        InputNorm::Standardize => {
+            let mean = features.mean_keepdim(0)?;
+            let var = features.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
+            (mean, (var + 1e-6)?.sqrt()?)
+        }
+        InputNorm::None => (Tensor::zeros((1, f), DType::F32, dev)?, Tensor::ones((1, f), DType::F32, dev)?),
+    };
+    let x = features.broadcast_sub(&mean)?.broadcast_div(&std)?;
+
+    let mut sizes = vec![f];
+    sizes.extend(&cfg.hidden);
+    sizes.push(n_classes);
+    let mut vars = Vec::new();
+    for w in sizes.windows(2) {
+        let bound = 1.0 / (w[0] as f64).sqrt();
+        let mut uniform = |len: usize| -> Vec<f32> {
+            (0..len).map(|_| rng.random_range(-bound..bound) as f32).collect()
+        };
+        let weight = Var::from_tensor(&Tensor::from_vec(uniform(w[0] * w[1]), (w[1], w[0]), dev)?)?;
+        let bias = Var::from_tensor(&Tensor::from_vec(uniform(w[1]), w[1], dev)?)?;
+        vars.push((weight, bias));
+    }
+    let params: Vec<Var> = vars.iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect();
+    let mut opt: Box<dyn FnMut(&Tensor) -> candle_core::Result<()>> = match cfg.optimizer {
+        Optimizer::Adam => {
+            let mut o = AdamW::new(
+                params,
+                ParamsAdamW { lr: cfg.lr, weight_decay: cfg.weight_decay, ..Default::default() },
+            )?;
+            Box::new(move |loss| o.backward_step(loss))
+        }
+        Optimizer::Sgd => {
+            let mut o = SGD::new(params, cfg.lr)?;
+            Box::new(move |loss| o.backward_step(loss))
+        }
+    };
+    for _ in 0..cfg.epochs {
+        let mut h = x.clone();
+        for (i, (w, b)) in vars.iter().enumerate() {
+            h = h.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
+            if i + 1 < vars.len() {
+                h = h.relu()?;
+                if cfg.dropout > 0.0 {
+                    h = dropout(&h, cfg.dropout, rng)?;
+                }
+            }
+        }
+        let loss = candle_nn::loss::cross_entropy(&h, labels)?;
+        opt(&loss)?;
+    }
+
+    // Fold the standardisation into the first layer: W' = W / std, b' = b − W' · mean.
+    let mut layers = Vec::new();
+    for (i, (w, b)) in vars.iter().enumerate() {
+        let (mut weight, mut bias) = (w.as_tensor().detach(), b.as_tensor().detach());
+        if i == 0 {
+            weight = weight.broadcast_div(&std)?;
+            bias = (bias - weight.matmul(&mean.t()?)?.squeeze(D::Minus1)?)?;
+        } else {
+            layers.push(Layer::Relu);
+        }
+        layers.push(Layer::Linear(Linear { weight, bias }));
+    }
+    Ok(layers)
+}
+
+fn dropout(h: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
+    let keep = 1.0 - p;
+    let mask: Vec<f32> = (0..h.elem_count())
+        .map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 })
+        .collect();
+    Ok((h * Tensor::from_vec(mask, h.shape(), h.device())?)?)
+}

@@ -1,0 +1,91 @@
+//! The layer kinds a sequential CNN needs, each with its eval-mode forward pass.
+
+use candle_core::{Result, Tensor, D};
+
+/// A 2-D convolution with bias. Batch-norm is folded in at load time, so pruning a filter is
+/// exactly zeroing (or removing) one output channel of one tensor pair.
+#[derive(Debug, Clone)]
+pub struct Conv {
+    /// (out, in, kh, kw)
+    pub weight: Tensor,
+    /// (out,)
+    pub bias: Tensor,
+    pub padding: usize,
+    pub stride: usize,
+}
+
+impl Conv {
+    pub fn out_channels(&self) -> usize {
+        self.weight.dims()[0]
+    }
+    pub fn in_channels(&self) -> usize {
+        self.weight.dims()[1]
+    }
+    pub fn kernel(&self) -> (usize, usize) {
+        let d = self.weight.dims();
+        (d[2], d[3])
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
+        y.broadcast_add(&self.bias.reshape((1, self.out_channels(), 1, 1))?)
+    }
+}
+
+/// A fully connected layer, `y = x Wᵀ + b`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    /// (out, in)
+    pub weight: Tensor,
+    /// (out,)
+    pub bias: Tensor,
+}
+
+impl Linear {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Layer {
+    Conv(Conv),
+    Relu,
+    /// Max-pool with a square window.
+    MaxPool {
+        kernel: usize,
+        stride: usize,
+    },
+    /// (N, C, H, W) → (N, C): the mean over space.
+    GlobalAvgPool,
+    /// (N, C, H, W) → (N, C·H·W).
+    Flatten,
+    Linear(Linear),
+    /// Identity in eval mode; kept so layer indices match torchvision's.
+    Dropout,
+}
+
+impl Layer {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Layer::Conv(c) => c.forward(x),
+            Layer::Relu => x.relu(),
+            Layer::MaxPool { kernel, stride } => x.max_pool2d_with_stride(*kernel, *stride),
+            Layer::GlobalAvgPool => x.mean(D::Minus1)?.mean(D::Minus1),
+            Layer::Flatten => x.flatten_from(1),
+            Layer::Linear(l) => l.forward(x),
+            Layer::Dropout => Ok(x.clone()),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Layer::Conv(_) => "conv",
+            Layer::Relu => "relu",
+            Layer::MaxPool { .. } => "maxpool",
+            Layer::GlobalAvgPool => "gap",
+            Layer::Flatten => "flatten",
+            Layer::Linear(_) => "linear",
+            Layer::Dropout => "dropout",
+        }
+    }
+}

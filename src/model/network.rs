@@ -1,0 +1,115 @@
+//! A sequential network split into a fixed backbone and a head.
+
+use super::layer::{Conv, Layer};
+use candle_core::{Device, Result, Tensor};
+
+#[derive(Debug, Clone)]
+pub struct Network {
+    pub layers: Vec<Layer>,
+    /// Index of the first head layer; `layers[..head_start]` is the fixed backbone.
+    pub head_start: usize,
+    /// (channels, height, width) of one input image.
+    pub input_shape: (usize, usize, usize),
+}
+
+/// The shape flowing between layers: a feature map or a flat vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    Map { c: usize, h: usize, w: usize },
+    Flat(usize),
+}
+
+impl Network {
+    pub fn device(&self) -> &Device {
+        self.convs()
+            .next()
+            .map(|c| c.weight.device())
+            .unwrap_or(&Device::Cpu)
+    }
+
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.layers.iter().try_fold(x.clone(), |x, l| l.forward(&x))
+    }
+
+    /// Output of the backbone (the head's input), e.g. GAP features.
+    pub fn backbone_forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.layers[..self.head_start]
+            .iter()
+            .try_fold(x.clone(), |x, l| l.forward(&x))
+    }
+
+    /// Head only, on backbone outputs.
+    pub fn head_forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.layers[self.head_start..]
+            .iter()
+            .try_fold(x.clone(), |x, l| l.forward(&x))
+    }
+
+    /// Run `f` over `images` in batches of `batch` and concatenate the results on dim 0.
+    pub fn batched(
+        images: &Tensor,
+        batch: usize,
+        f: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let n = images.dim(0)?;
+        let mut outs = Vec::with_capacity(n.div_ceil(batch));
+        let mut start = 0;
+        while start < n {
+            let len = batch.min(n - start);
+            outs.push(f(&images.narrow(0, start, len)?)?);
+            start += len;
+        }
+        Tensor::cat(&outs, 0)
+    }
+
+    pub fn convs(&self) -> impl Iterator<Item = &Conv> {
+        self.layers.iter().filter_map(|l| match l {
+            Layer::Conv(c) => Some(c),
+            _ => None,
+        })
+    }
+
+    /// Layer indices of the convolutions, in order.
+    pub fn conv_layer_indices(&self) -> Vec<usize> {
+        (0..self.layers.len())
+            .filter(|&i| matches!(self.layers[i], Layer::Conv(_)))
+            .collect()
+    }
+
+    /// Output filters of every conv, in order.
+    pub fn filters_per_conv(&self) -> Vec<usize> {
+        self.convs().map(|c| c.out_channels()).collect()
+    }
+
+    /// The input shape of every layer, plus the final output shape at the end.
+    pub fn shapes(&self) -> Vec<Shape> {
+        let (c, h, w) = self.input_shape;
+        let mut s = Shape::Map { c, h, w };
+        let mut out = vec![s];
+        for l in &self.layers {
+            s = match (l, s) {
+                (Layer::Conv(conv), Shape::Map { h, w, .. }) => {
+                    let (kh, kw) = conv.kernel();
+                    let oh = (h + 2 * conv.padding - kh) / conv.stride + 1;
+                    let ow = (w + 2 * conv.padding - kw) / conv.stride + 1;
+                    Shape::Map {
+                        c: conv.out_channels(),
+                        h: oh,
+                        w: ow,
+                    }
+                }
+                (Layer::MaxPool { kernel, stride }, Shape::Map { c, h, w }) => Shape::Map {
+                    c,
+                    h: (h - kernel) / stride + 1,
+                    w: (w - kernel) / stride + 1,
+                },
+                (Layer::GlobalAvgPool, Shape::Map { c, .. }) => Shape::Flat(c),
+                (Layer::Flatten, Shape::Map { c, h, w }) => Shape::Flat(c * h * w),
+                (Layer::Linear(l), _) => Shape::Flat(l.weight.dims()[0]),
+                (_, s) => s,
+            };
+            out.push(s);
+        }
+        out
+    }
+}

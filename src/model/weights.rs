@@ -1,0 +1,25 @@
+//! Checkpoint loading: safetensors or PyTorch `.pth` (zip format), torchvision key names.
+
+use anyhow::{anyhow, bail, Result};
+use candle_core::{Device, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// All tensors of a checkpoint by name, on `device`.
+pub fn load(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    let hint = "(fix: give a .safetensors file or a PyTorch .pth saved with torch.save in the default zip format)";
+    match ext {
+        "safetensors" => candle_core::safetensors::load(path, device)
+            .map_err(|e| anyhow!("{}: cannot read safetensors: {e} {hint}", path.display())),
+        "pth" | "pt" | "bin" => {
+            let pairs = candle_core::pickle::read_all(path)
+                .map_err(|e| anyhow!("{}: cannot read PyTorch checkpoint: {e} {hint}", path.display()))?;
+            pairs
+                .into_iter()
+                .map(|(k, t)| Ok((k, t.to_device(device)?)))
+                .collect()
+        }
+        _ => bail!("{}: unknown weights format `.{ext}` {hint}", path.display()),
+    }
+}

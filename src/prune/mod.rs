@@ -1,0 +1,13 @@
+//! Pruning: which filters are alive ([`FilterMask`]), how to realise that on a network
+//! (zero-masking or physical compaction), how filters are ranked ([`Criterion`]) and how the
+//! ranking turns into a sequence of masks ([`Schedule`]).
+
+pub mod compact;
+pub mod criteria;
+pub mod mask;
+pub mod schedule;
+pub mod select;
+
+pub use criteria::{Criterion, ScoreInput};
+pub use mask::FilterMask;
+pub use schedule::{Schedule, Step};

@@ -1,0 +1,100 @@
+//! Schedules turn a criterion into the sequence of masks of a pruning curve.
+
+use super::compact::compact;
+use super::criteria::{Criterion, ScoreInput};
+use super::mask::FilterMask;
+use super::select::{expand, prune_lowest, target_count, Scores};
+use crate::data::split::Split;
+use crate::model::Network;
+use crate::spec::PruningSettings;
+use anyhow::Result;
+
+/// What a schedule decided for one step.
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub mask: FilterMask,
+    /// Fraction of all filters this step tried to remove.
+    pub step_size: f64,
+    pub backoffs: i64,
+    /// The controller's accuracy signal after the step (control split), if it has one.
+    pub control_acc: Option<f64>,
+}
+
+/// Context shared by every step: the unpruned network and the reference split.
+pub struct Context<'a> {
+    pub original: &'a Network,
+    pub reference: &'a Split,
+    pub batch_size: usize,
+}
+
+impl Context<'_> {
+    /// Score the network at `mask` with `criterion`, in the unpruned indexing.
+    pub fn scores(&self, criterion: &mut dyn Criterion, mask: &FilterMask) -> Result<Scores> {
+        let net = compact(self.original, mask)?;
+        let s = criterion.score(&ScoreInput {
+            net: &net,
+            reference: self.reference,
+            batch_size: self.batch_size,
+        })?;
+        Ok(expand(mask, &s))
+    }
+}
+
+pub trait Schedule {
+    /// The next mask after `mask`, or `None` once the curve has reached `max_rate`.
+    fn next(&mut self, mask: &FilterMask, ctx: &Context) -> Result<Option<Step>>;
+}
+
+/// Fixed global steps: step k removes filters until `min(k·step, max_rate)` of all conv
+/// filters are gone, lowest score first. With `recompute`, scores are recomputed on the
+/// pruned network each step (Yeom et al.); without, they come once from the intact network
+/// (one-shot, PXP-style), giving nested masks at every rate of the grid.
+pub struct GlobalSchedule {
+    pub criterion: Box<dyn Criterion>,
+    pub settings: PruningSettings,
+    pub recompute: bool,
+    k: usize,
+    cached: Option<Scores>,
+}
+
+impl GlobalSchedule {
+    pub fn new(criterion: Box<dyn Criterion>, settings: PruningSettings, recompute: bool) -> Self {
+        Self { criterion, settings, recompute, k: 0, cached: None }
+    }
+}
+
+/// The rate grid 0 < r₁ < … < r_K = max_rate of a fixed-step schedule.
+pub fn rate_at(k: usize, s: &PruningSettings) -> f64 {
+    (k as f64 * s.step).min(s.max_rate)
+}
+
+pub fn is_last(k: usize, s: &PruningSettings) -> bool {
+    rate_at(k, s) >= s.max_rate - 1e-12
+}
+
+impl Schedule for GlobalSchedule {
+    fn next(&mut self, mask: &FilterMask, ctx: &Context) -> Result<Option<Step>> {
+        if self.k > 0 && is_last(self.k, &self.settings) {
+            return Ok(None);
+        }
+        self.k += 1;
+        let rate = rate_at(self.k, &self.settings);
+        let scores = match (&self.cached, self.recompute) {
+            (Some(s), false) => s.clone(),
+            _ => {
+                let s = ctx.scores(self.criterion.as_mut(), mask)?;
+                self.cached = Some(s.clone());
+                s
+            }
+        };
+        let removed = mask.total() - mask.alive();
+        let n = target_count(rate, mask.total()).saturating_sub(removed);
+        let next = prune_lowest(mask, &scores, n, self.settings.min_filters_per_layer)?;
+        Ok(Some(Step {
+            mask: next,
+            step_size: rate - rate_at(self.k - 1, &self.settings),
+            backoffs: 0,
+            control_acc: None,
+        }))
+    }
+}

@@ -1,0 +1,161 @@
+//! From step rows to one row per run (`summary.parquet`) and to mean ± sd over seeds.
+//!
+//! Polars does the work: a lazy scan of every steps file, per-run AUCs as group-by
+//! expressions, and the aggregation over seeds as a second group-by.
+
+use super::curve;
+use anyhow::{bail, Context, Result};
+use polars::prelude::*;
+use std::path::{Path, PathBuf};
+
+/// Columns that identify a curve; seeds are aggregated over everything else.
+pub const GROUP: [&str; 4] = ["model", "dataset", "variant", "method"];
+/// Rates at which accuracy is reported.
+pub const RATES: [f64; 3] = [0.5, 0.7, 0.9];
+/// Per-run metrics aggregated over seeds, in table order.
+pub const METRICS: [&str; 9] = [
+    "auc_class",
+    "auc_top1",
+    "balanced_at_0.5",
+    "balanced_at_0.7",
+    "balanced_at_0.9",
+    "top1_at_0.9",
+    "safe_rate",
+    "params_frac",
+    "flops_frac",
+];
+
+/// Every finished run's steps file, sorted; a clear error when there are none.
+pub fn step_files(results: &Path) -> Result<Vec<PathBuf>> {
+    let dir = results.join("steps");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .with_context(|| format!("{}: no steps/ folder (fix: run `lrprune run SPEC` first, or point at results/<experiment>)", results.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{}: no .parquet step files (fix: run `lrprune run SPEC` first)", dir.display());
+    }
+    Ok(files)
+}
+
+/// All step rows, sorted by run and step. Files whose schema differs are named in the error.
+pub fn load_steps(results: &Path, progress: &indicatif::ProgressBar) -> Result<DataFrame> {
+    let files = step_files(results)?;
+    progress.set_length(files.len() as u64);
+    let mut first: Option<(PathBuf, Schema)> = None;
+    for f in &files {
+        let schema = ParquetReader::new(std::fs::File::open(f)?)
+            .schema()
+            .map_err(|e| anyhow::anyhow!("{}: not a readable Parquet file: {e}", f.display()))?;
+        let schema = Schema::from_arrow_schema(&schema);
+        match &first {
+            None => first = Some((f.clone(), schema)),
+            Some((f0, s0)) if *s0 != schema => {
+                let cols = |s: &Schema| s.iter_names().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+                bail!(
+                    "mixed schemas in {}: {} has [{}] but {} has [{}] (fix: keep one experiment's results per folder, or re-run the old runs with this version)",
+                    results.display(),
+                    f0.display(),
+                    cols(s0),
+                    f.display(),
+                    cols(&schema)
+                );
+            }
+            _ => {}
+        }
+        progress.inc(1);
+    }
+    let paths: Vec<PlRefPath> = files.iter().map(|p| PlRefPath::from(p.to_string_lossy().as_ref())).collect();
+    let df = LazyFrame::scan_parquet_files(paths.into_iter().collect(), ScanArgsParquet::default())?
+        .sort(["run_id", "step"], SortMultipleOptions::default())
+        .collect()?;
+    Ok(df)
+}
+
+/// Trapezoid AUC of `metric` over `pruning_rate`, normalised by the rate span, per group.
+fn auc_expr(metric: &str) -> Expr {
+    let r = col("pruning_rate");
+    let m = col(metric);
+    ((r.clone() - r.clone().shift(lit(1))) * (m.clone() + m.shift(lit(1))) * lit(0.5)).sum()
+        / (r.clone().last() - r.first())
+}
+
+fn list_f64(df: &DataFrame, name: &str) -> Result<Vec<Vec<f64>>> {
+    let ca = df.column(name)?.list()?.clone();
+    (0..ca.len())
+        .map(|i| {
+            let s = ca.get_as_series(i).context("null list")?.cast(&DataType::Float64)?;
+            Ok(s.f64()?.into_no_null_iter().collect())
+        })
+        .collect()
+}
+
+/// One row per run: AUCs, accuracy at fixed rates, the safe rate, final cost fractions.
+pub fn run_summary(steps: &DataFrame) -> Result<DataFrame> {
+    let ident = ["experiment", "model", "dataset", "method", "variant", "seed"];
+    let mut aggs: Vec<Expr> = ident.iter().map(|c| col(*c).first()).collect();
+    aggs.push(auc_expr("top1").alias("auc_top1"));
+    aggs.push(auc_expr("balanced_acc").alias("auc_class"));
+    aggs.push(col("pruning_rate").last().alias("max_rate"));
+    aggs.push((col("params").last().cast(DataType::Float64) / col("params").first().cast(DataType::Float64)).alias("params_frac"));
+    aggs.push((col("flops").last().cast(DataType::Float64) / col("flops").first().cast(DataType::Float64)).alias("flops_frac"));
+    for c in ["pruning_rate", "top1", "balanced_acc"] {
+        aggs.push(col(c).implode(true).alias(format!("{c}_list")));
+    }
+    let per_run = steps
+        .clone()
+        .lazy()
+        .group_by_stable([col("run_id")])
+        .agg(aggs)
+        .collect()?;
+    // Interpolated points need the whole curve: computed from each run's lists.
+    let rates = list_f64(&per_run, "pruning_rate_list")?;
+    let top1 = list_f64(&per_run, "top1_list")?;
+    let bal = list_f64(&per_run, "balanced_acc_list")?;
+    let mut out = per_run.drop_many(["pruning_rate_list", "top1_list", "balanced_acc_list"]);
+    for &x in &RATES {
+        let b: Vec<Option<f64>> = rates.iter().zip(&bal).map(|(r, v)| curve::at(r, v, x)).collect();
+        out.with_column(Column::new(format!("balanced_at_{x}").into(), b))?;
+    }
+    let t9: Vec<Option<f64>> = rates.iter().zip(&top1).map(|(r, v)| curve::at(r, v, 0.9)).collect();
+    out.with_column(Column::new("top1_at_0.9".into(), t9))?;
+    let safe: Vec<f64> = rates.iter().zip(&bal).map(|(r, v)| curve::safe_rate(r, v, 0.01)).collect();
+    out.with_column(Column::new("safe_rate".into(), safe))?;
+    Ok(out)
+}
+
+/// Mean ± sd over seeds per curve, with each metric's ratio to the `baseline` method.
+pub fn aggregate(summary: &DataFrame, baseline: &str) -> Result<DataFrame> {
+    let mut aggs = vec![len().alias("seeds")];
+    for m in METRICS {
+        aggs.push(col(m).mean().alias(format!("{m}_mean")));
+        aggs.push(col(m).std(1).alias(format!("{m}_sd")));
+    }
+    let agg = summary
+        .clone()
+        .lazy()
+        .group_by_stable(GROUP.map(col))
+        .agg(aggs);
+    let keys = [col("model"), col("dataset"), col("variant")];
+    let base = agg
+        .clone()
+        .filter(col("method").eq(lit(baseline)))
+        .select([
+            col("model"),
+            col("dataset"),
+            col("variant"),
+            col("auc_class_mean").alias("base_auc_class"),
+            col("auc_top1_mean").alias("base_auc_top1"),
+        ]);
+    let joined = agg
+        .join(base, keys.clone(), keys, JoinArgs::new(JoinType::Left))
+        .with_columns([
+            (col("auc_class_mean") / col("base_auc_class")).alias("auc_class_ratio"),
+            (col("auc_top1_mean") / col("base_auc_top1")).alias("auc_top1_ratio"),
+        ])
+        .drop(Selector::ByName { names: ["base_auc_class".into(), "base_auc_top1".into()].into(), strict: true })
+        .collect()?;
+    Ok(joined)
+}

@@ -1,0 +1,147 @@
+//! The Parquet results contract (DESIGN §6): one row per pruning step per run, plus one
+//! metadata row per run. Files are written to a temp file and renamed, so a reader never
+//! sees a partial file and a killed sweep leaves only whole results behind.
+
+use anyhow::{Context, Result};
+use polars::prelude::*;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepRecord {
+    pub step: i64,
+    pub pruning_rate: f64,
+    pub filters_remaining: i64,
+    pub params: i64,
+    pub flops: i64,
+    pub top1: f64,
+    pub balanced_acc: f64,
+    pub harmonic_acc: f64,
+    pub class_acc: Vec<f64>,
+    pub layer_filters: Vec<i64>,
+    pub control_acc: Option<f64>,
+    pub step_size: f64,
+    pub backoffs: i64,
+    pub wall_ms: f64,
+}
+
+/// Identity columns repeated on every row of a run.
+#[derive(Debug, Clone)]
+pub struct RunIdentity {
+    pub run_id: String,
+    pub experiment: String,
+    pub model: String,
+    pub dataset: String,
+    pub method: String,
+    pub variant: String,
+    pub seed: i64,
+}
+
+pub fn steps_path(dir: &Path, run_id: &str) -> PathBuf {
+    dir.join("steps").join(format!("{run_id}.parquet"))
+}
+pub fn runs_path(dir: &Path, run_id: &str) -> PathBuf {
+    dir.join("runs").join(format!("{run_id}.parquet"))
+}
+
+fn list_f64(name: &str, rows: impl Iterator<Item = Vec<f64>>) -> Column {
+    let s: Vec<Series> = rows.map(|v| Series::new("".into(), v)).collect();
+    Series::new(name.into(), s).into_column()
+}
+fn list_i64(name: &str, rows: impl Iterator<Item = Vec<i64>>) -> Column {
+    let s: Vec<Series> = rows.map(|v| Series::new("".into(), v)).collect();
+    Series::new(name.into(), s).into_column()
+}
+
+pub fn steps_frame(id: &RunIdentity, rows: &[StepRecord]) -> Result<DataFrame> {
+    let n = rows.len();
+    let rep = |name: &str, v: &str| Column::new(name.into(), vec![v.to_string(); n]);
+    let col_f = |name: &str, f: fn(&StepRecord) -> f64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
+    let col_i = |name: &str, f: fn(&StepRecord) -> i64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
+    let df = DataFrame::new(
+        n,
+        vec![
+            rep("run_id", &id.run_id),
+            rep("experiment", &id.experiment),
+            rep("model", &id.model),
+            rep("dataset", &id.dataset),
+            rep("method", &id.method),
+            rep("variant", &id.variant),
+            Column::new("seed".into(), vec![id.seed; n]),
+            col_i("step", |r| r.step),
+            col_f("pruning_rate", |r| r.pruning_rate),
+            col_i("filters_remaining", |r| r.filters_remaining),
+            col_i("params", |r| r.params),
+            col_i("flops", |r| r.flops),
+            col_f("top1", |r| r.top1),
+            col_f("balanced_acc", |r| r.balanced_acc),
+            col_f("harmonic_acc", |r| r.harmonic_acc),
+            list_f64("class_acc", rows.iter().map(|r| r.class_acc.clone())),
+            list_i64("layer_filters", rows.iter().map(|r| r.layer_filters.clone())),
+            Column::new("control_acc".into(), rows.iter().map(|r| r.control_acc).collect::<Vec<_>>()),
+            col_f("step_size", |r| r.step_size),
+            col_i("backoffs", |r| r.backoffs),
+            col_f("wall_ms", |r| r.wall_ms),
+        ],
+    )?;
+    Ok(df)
+}
+
+/// Write `df` to `path` atomically: temp file in the same directory, fsync, rename.
+pub fn write_parquet_atomic(path: &Path, df: &mut DataFrame) -> Result<()> {
+    let dir = path.parent().context("results path has no parent")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".partial-")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    ParquetWriter::new(tmp.as_file())
+        .with_compression(ParquetCompression::Uncompressed)
+        .finish(df)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    ParquetReader::new(f)
+        .finish()
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
+}
+
+/// One metadata row per run: its full resolved config (JSON), the head's training accuracy,
+/// split sizes and the constants a reader needs to interpret the step rows.
+pub fn run_frame(
+    id: &RunIdentity,
+    cfg: &crate::spec::RunConfig,
+    task: &crate::runner::Task,
+    wall_s: f64,
+    device: &candle_core::Device,
+) -> Result<DataFrame> {
+    let s = |name: &str, v: String| Column::new(name.into(), vec![v]);
+    let df = DataFrame::new(
+        1,
+        vec![
+            s("run_id", id.run_id.clone()),
+            s("experiment", id.experiment.clone()),
+            s("model", id.model.clone()),
+            s("dataset", id.dataset.clone()),
+            s("method", id.method.clone()),
+            s("variant", id.variant.clone()),
+            Column::new("seed".into(), vec![id.seed]),
+            s("config_json", serde_json::to_string(cfg)?),
+            s("head_input_norm", format!("{:?}", cfg.head.input_norm).to_lowercase()),
+            Column::new("head_train_acc".into(), vec![task.head_train_acc]),
+            Column::new("n_train".into(), vec![task.data.train.labels.len() as i64]),
+            Column::new("n_test".into(), vec![task.data.test.labels.len() as i64]),
+            s("class_names", task.data.class_names.join("|")),
+            Column::new("harmonic_floor".into(), vec![crate::eval::HARMONIC_FLOOR]),
+            s("device", format!("{device:?}")),
+            Column::new("wall_s".into(), vec![wall_s]),
+            s("lrprune_version", env!("CARGO_PKG_VERSION").to_string()),
+        ],
+    )?;
+    Ok(df)
+}

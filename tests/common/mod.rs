@@ -1,0 +1,126 @@
+//! Small fixtures the tests make themselves: a tiny VGG-like network with seeded random
+//! weights (torchvision names, safetensors) and a tiny IDX dataset of four texture classes.
+#![allow(dead_code)]
+
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const TINY_CFG: &str = r#"[8, "M", 16, "M", 16, "M"]"#;
+pub const TINY_WIDTHS: [usize; 3] = [8, 16, 16];
+
+/// Seeded He-initialised weights for `[8, M, 16, M, 16, M]` under torchvision names.
+pub fn tiny_weights(path: &Path, seed: u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let cfg: Vec<Option<usize>> = vec![Some(8), None, Some(16), None, Some(16), None];
+    let keys = lrprune::model::vgg::conv_keys(&cfg, false);
+    let mut map = HashMap::new();
+    let mut in_c = 3;
+    for (k, &out_c) in keys.iter().zip(TINY_WIDTHS.iter()) {
+        let n = out_c * in_c * 9;
+        let std = (2.0 / (in_c * 9) as f64).sqrt();
+        let w: Vec<f32> = (0..n).map(|_| (rng.random::<f64>() * 2.0 - 1.0) as f32 * std as f32 * 1.7).collect();
+        let b: Vec<f32> = (0..out_c).map(|_| (rng.random::<f64>() * 0.2 - 0.1) as f32).collect();
+        map.insert(format!("features.{k}.weight"), Tensor::from_vec(w, (out_c, in_c, 3, 3), &Device::Cpu).unwrap());
+        map.insert(format!("features.{k}.bias"), Tensor::from_vec(b, out_c, &Device::Cpu).unwrap());
+        in_c = out_c;
+    }
+    candle_core::safetensors::save(&map, path).unwrap();
+}
+
+fn texture(class: u32, rng: &mut ChaCha8Rng) -> Vec<u8> {
+    let phase = rng.random_range(0..4);
+    (0..28 * 28)
+        .map(|i| {
+            let (y, x) = (i / 28, i % 28);
+            let on = match class {
+                0 => (y + phase) % 4 < 2,
+                1 => (x + phase) % 4 < 2,
+                2 => ((x + phase) / 3 + y / 3) % 2 == 0,
+                _ => (x + y + phase) % 6 < 3,
+            };
+            let base = if on { 200.0 } else { 40.0 };
+            (base + rng.random_range(-30.0..30.0f64)).clamp(0.0, 255.0) as u8
+        })
+        .collect()
+}
+
+fn write_idx_gz(path: &Path, dims: &[u32], payload: &[u8]) {
+    let mut raw = vec![0u8, 0, 0x08, dims.len() as u8];
+    for d in dims {
+        raw.extend_from_slice(&d.to_be_bytes());
+    }
+    raw.extend_from_slice(payload);
+    let f = std::fs::File::create(path).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::fast());
+    gz.write_all(&raw).unwrap();
+    gz.finish().unwrap();
+}
+
+/// A four-class texture dataset in IDX format (train: `per_class` each, t10k: same).
+pub fn tiny_idx(dir: &Path, per_class: usize, seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for prefix in ["train", "t10k"] {
+        let (mut px, mut lb) = (Vec::new(), Vec::new());
+        for i in 0..4 * per_class {
+            let c = (i % 4) as u32;
+            px.extend(texture(c, &mut rng));
+            lb.push(c as u8);
+        }
+        let n = lb.len() as u32;
+        write_idx_gz(&dir.join(format!("{prefix}-images-idx3-ubyte.gz")), &[n, 28, 28], &px);
+        write_idx_gz(&dir.join(format!("{prefix}-labels-idx1-ubyte.gz")), &[n], &lb);
+    }
+}
+
+/// A spec over the tiny fixtures; `methods` and `seeds` as TOML arrays.
+pub fn tiny_spec(dir: &Path, name: &str, methods: &str, seeds: &str) -> PathBuf {
+    tiny_weights(&dir.join("tiny.safetensors"), 7);
+    tiny_idx(&dir.join("data"), 30, 11);
+    let text = format!(
+        r#"[experiment]
+name = "{name}"
+seeds = {seeds}
+models = ["tiny"]
+datasets = ["textures"]
+methods = {methods}
+results_dir = "{results}"
+
+[data]
+train_per_class = 10
+test_per_class = 20
+batch_size = 40
+
+[pruning]
+step = 0.1
+max_rate = 0.9
+
+[head]
+epochs = 100
+
+[[model]]
+name = "tiny"
+arch = "custom"
+cfg = {TINY_CFG}
+weights = "tiny.safetensors"
+input_size = 16
+
+[[dataset]]
+name = "textures"
+format = "idx"
+source = "data"
+"#,
+        results = dir.join("results").display()
+    );
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+pub fn lrprune() -> std::process::Command {
+    std::process::Command::new(env!("CARGO_BIN_EXE_lrprune"))
+}

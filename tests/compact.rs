@@ -1,0 +1,103 @@
+//! A zero-masked network and its physically compacted copy compute the same function, and
+//! the compacted cost matches the closed-form count.
+
+mod common;
+use candle_core::{Device, Tensor};
+use lrprune::model::{cost, Layer, Linear, Network};
+use lrprune::prune::{compact::compact, mask, FilterMask};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn tiny_net(head_flatten: bool) -> Network {
+    let dir = tempfile::tempdir().unwrap();
+    let w = dir.path().join("w.safetensors");
+    common::tiny_weights(&w, 3);
+    let tensors = lrprune::model::weights::load(&w, &Device::Cpu).unwrap();
+    let cfg = vec![Some(8), None, Some(16), None, Some(16), None];
+    let mut layers = lrprune::model::vgg::build_features(&cfg, false, 3, &tensors, &Device::Cpu).unwrap();
+    // 16×16 input → 2×2×16 maps after three pools.
+    let features = if head_flatten {
+        layers.push(Layer::Flatten);
+        64
+    } else {
+        layers.push(Layer::GlobalAvgPool);
+        16
+    };
+    let head_start = layers.len();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut lin = |i: usize, o: usize| {
+        let w: Vec<f32> = (0..i * o).map(|_| rng.random_range(-0.5..0.5f32)).collect();
+        let b: Vec<f32> = (0..o).map(|_| rng.random_range(-0.5..0.5f32)).collect();
+        Layer::Linear(Linear {
+            weight: Tensor::from_vec(w, (o, i), &Device::Cpu).unwrap(),
+            bias: Tensor::from_vec(b, o, &Device::Cpu).unwrap(),
+        })
+    };
+    layers.push(lin(features, 12));
+    layers.push(Layer::Relu);
+    layers.push(lin(12, 5));
+    Network { layers, head_start, input_shape: (3, 16, 16) }
+}
+
+#[test]
+fn masked_and_compacted_networks_agree_on_random_masks() {
+    let mut rng = ChaCha8Rng::seed_from_u64(42);
+    let x = Tensor::randn(0f32, 1.0, (6, 3, 16, 16), &Device::Cpu).unwrap();
+    for head_flatten in [false, true] {
+        let net = tiny_net(head_flatten);
+        for trial in 0..10 {
+            let mut m = FilterMask::all_alive(&net.filters_per_conv());
+            for row in &mut m.keep {
+                for k in row.iter_mut() {
+                    *k = rng.random::<f64>() > 0.4;
+                }
+                row[trial % row.len()] = true; // keep every layer non-empty
+            }
+            let masked = mask::apply(&net, &m).unwrap();
+            let small = compact(&net, &m).unwrap();
+            assert_eq!(small.filters_per_conv(), m.per_layer());
+            let a = masked.forward(&x).unwrap();
+            let b = small.forward(&x).unwrap();
+            let diff = (a - &b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+            assert!(diff < 1e-4, "trial {trial} flatten={head_flatten}: max |Δlogit| = {diff}");
+            // Compacted cost = closed form: Σ conv out·in·9·HW + head.
+            let alive = m.per_layer();
+            let hw = [16 * 16, 8 * 8, 4 * 4];
+            let mut conv_macs = 0u64;
+            let mut in_c = 3;
+            for (l, &a) in alive.iter().enumerate() {
+                conv_macs += (a * in_c * 9 * hw[l]) as u64;
+                in_c = a;
+            }
+            let feat = if head_flatten { alive[2] * 4 } else { alive[2] };
+            let head_macs = (feat * 12 + 12 * 5) as u64;
+            let c = cost::cost(&small);
+            assert_eq!(c.conv_macs, conv_macs);
+            assert_eq!(c.flops(), 2 * (conv_macs + head_macs));
+        }
+    }
+}
+
+#[test]
+fn masking_only_weights_is_not_removal() {
+    // Zeroing the weight but not the bias leaves ReLU(bias) alive: the outputs differ.
+    let net = tiny_net(false);
+    let mut m = FilterMask::all_alive(&net.filters_per_conv());
+    m.keep[0][0] = false;
+    let x = Tensor::randn(0f32, 1.0, (2, 3, 16, 16), &Device::Cpu).unwrap();
+    let mut weight_only = net.clone();
+    if let Layer::Conv(c) = &mut weight_only.layers[0] {
+        let zero = Tensor::zeros((1, 3, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
+        c.weight = Tensor::cat(&[zero, c.weight.narrow(0, 1, 7).unwrap()], 0).unwrap();
+    }
+    let a = compact(&net, &m).unwrap().forward(&x).unwrap();
+    let b = weight_only.forward(&x).unwrap();
+    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let bias0 = match &net.layers[0] {
+        Layer::Conv(c) => c.bias.to_vec1::<f32>().unwrap()[0],
+        _ => unreachable!(),
+    };
+    if bias0 > 0.0 {
+        assert!(diff > 1e-6, "a positive bias must leak through a weight-only mask");
+    }
+}

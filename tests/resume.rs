@@ -1,0 +1,56 @@
+//! Kill a sweep mid-way, resume it, and find every run exactly once with no partial file.
+
+mod common;
+use std::time::{Duration, Instant};
+
+#[test]
+fn killed_sweep_resumes_without_duplicates_or_partials() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::tiny_spec(dir.path(), "resume", r#"["l1", "l2", "random"]"#, "[0, 1, 2, 3]");
+    let steps = dir.path().join("results/steps");
+
+    let mut child = common::lrprune().args(["run", "--quiet"]).arg(&spec).spawn().unwrap();
+    // Wait until at least one run has finished, then kill the sweep.
+    let t0 = Instant::now();
+    loop {
+        let n = std::fs::read_dir(&steps).map(|d| d.count()).unwrap_or(0);
+        if n >= 1 || t0.elapsed() > Duration::from_secs(300) {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("sweep ended before it could be killed: {status}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = std::fs::read_dir(&steps).unwrap().count();
+    assert!(before < 12, "the sweep finished before the kill; the test proves nothing");
+
+    // Without --resume the harness refuses to overwrite.
+    let out = common::lrprune().args(["run", "--quiet"]).arg(&spec).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
+
+    let out = common::lrprune().args(["run", "--quiet", "--resume"]).arg(&spec).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let listed = lrprune::spec::load(&spec).unwrap();
+    let mut ids: Vec<String> = listed.runs.iter().map(|r| r.run_id()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12);
+    for sub in ["steps", "runs"] {
+        let mut files: Vec<String> = std::fs::read_dir(dir.path().join("results").join(sub))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        let expected: Vec<String> = ids.iter().map(|i| format!("{i}.parquet")).collect();
+        assert_eq!(files, expected, "{sub}/ must hold each run exactly once and nothing else");
+    }
+    for id in &ids {
+        let df = lrprune::results::read_parquet(&lrprune::results::steps_path(&dir.path().join("results"), id)).unwrap();
+        assert_eq!(df.height(), 10, "run {id}: steps 0..=9");
+    }
+}

@@ -1,0 +1,82 @@
+//! Malformed specs exit non-zero with a message naming the file, the line and the key.
+
+mod common;
+use std::path::Path;
+
+const GOOD: &str = r#"[experiment]
+name = "bad"
+seeds = [0]
+models = ["tiny"]
+datasets = ["textures"]
+methods = ["l1"]
+
+[[model]]
+name = "tiny"
+arch = "custom"
+cfg = [8, "M"]
+weights = "tiny.safetensors"
+
+[[dataset]]
+name = "textures"
+format = "idx"
+source = "data"
+"#;
+
+/// Run `inspect` on `text` and return (exit ok, stderr).
+fn check(dir: &Path, text: &str) -> (bool, String) {
+    common::tiny_weights(&dir.join("tiny.safetensors"), 1);
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = common::lrprune().arg("inspect").arg(&path).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
+    (out.status.success(), err)
+}
+
+fn assert_error(text: &str, line: usize, key: &str, words: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, err) = check(dir.path(), text);
+    assert!(!ok, "malformed spec was accepted");
+    let loc = format!("bad.toml:{line}:");
+    assert!(err.contains(&loc), "no `{loc}` in: {err}");
+    assert!(err.contains(&format!("`{key}`")), "key `{key}` not named in: {err}");
+    assert!(err.contains(words), "`{words}` not in: {err}");
+    assert!(err.contains("fix") || err.contains("expected"), "no hint in: {err}");
+}
+
+#[test]
+fn the_good_spec_is_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, err) = check(dir.path(), GOOD);
+    assert!(ok, "{err}");
+}
+
+#[test]
+fn unknown_key() {
+    let text = GOOD.replace("methods = [\"l1\"]", "methods = [\"l1\"]\nstepsize = 3");
+    assert_error(&text, 7, "stepsize", "unknown field");
+}
+
+#[test]
+fn wrong_type() {
+    let text = GOOD.replace("seeds = [0]", "seeds = \"zero\"");
+    assert_error(&text, 3, "seeds", "invalid type");
+}
+
+#[test]
+fn unknown_method() {
+    let text = GOOD.replace("methods = [\"l1\"]", "methods = [\"l1\", \"magnitude\"]");
+    assert_error(&text, 6, "experiment.methods", "unknown method `magnitude`");
+}
+
+#[test]
+fn missing_weights_file() {
+    let text = GOOD.replace("weights = \"tiny.safetensors\"", "weights = \"nowhere.safetensors\"");
+    assert_error(&text, 12, "model.weights", "does not exist");
+}
+
+#[test]
+fn empty_seed_list() {
+    let text = GOOD.replace("seeds = [0]", "seeds = []");
+    assert_error(&text, 3, "experiment.seeds", "seed list is empty");
+}
