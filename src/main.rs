@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
-use lrprune::{assets, model, runner, spec};
+use lrprune::{assets, model, report, runner, spec};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -42,6 +42,19 @@ enum Cmd {
     },
     /// Show the expanded run list and the model's layers, parameters and FLOPs.
     Inspect { spec: PathBuf },
+    /// Summaries, tables (md/csv/tex) and plots (png/svg) from a results directory.
+    Report {
+        results: PathBuf,
+        /// Output directory (default RESULTS/report).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Method the AUC ratios are relative to.
+        #[arg(long, default_value = "lrp")]
+        baseline: String,
+        /// Method whose per-class curves and layer profile are drawn (default: the baseline).
+        #[arg(long)]
+        focus: Option<String>,
+    },
 }
 
 fn device(arg: DeviceArg) -> Result<candle_core::Device> {
@@ -94,6 +107,16 @@ fn inspect(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+fn write_report(results: &std::path::Path, opts: &report::ReportOptions) -> Result<()> {
+    let r = report::report(results, opts)?;
+    println!("\n{}", r.markdown);
+    println!("summary: {}", r.summary.display());
+    for p in r.tables.iter().chain(&r.plots) {
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.cmd {
@@ -103,8 +126,12 @@ fn main() -> ExitCode {
             let spec = spec::load(&spec)?;
             let n = runner::run_sweep(&spec, &runner::RunOptions { device, resume, quiet })?;
             println!("{n} runs finished; results in {}", spec.results_dir.display());
-            Ok(())
+            let opts = report::ReportOptions { out: None, baseline: spec.baseline.clone(), focus: None, quiet };
+            write_report(&spec.results_dir, &opts)
         }),
+        Cmd::Report { results, out, baseline, focus } => {
+            write_report(&results, &report::ReportOptions { out, baseline, focus, quiet: false })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -51,6 +51,9 @@ struct ExperimentSection {
     /// Directory for results; default `results/<name>` relative to the working directory.
     #[serde(default)]
     results_dir: Option<PathBuf>,
+    /// Method the report's AUC ratios divide by; default `lrp` if run, else the first method.
+    #[serde(default)]
+    baseline: Option<String>,
 }
 
 /// How many images per class go where. The training split trains the head and is the LRP
@@ -331,6 +334,8 @@ impl RunConfig {
 pub struct Spec {
     pub path: PathBuf,
     pub name: String,
+    /// Method the report's ratios are relative to.
+    pub baseline: String,
     pub results_dir: PathBuf,
     pub runs: Vec<RunConfig>,
 }
@@ -372,10 +377,14 @@ struct Locator<'a> {
 impl Locator<'_> {
     /// The span of the line defining `key` inside a table's span (the table's own otherwise).
     fn key_in(&self, table: std::ops::Range<usize>, key: &str) -> std::ops::Range<usize> {
-        let end = table.end.min(self.text.len());
-        let mut offset = table.start.min(end);
-        for line in self.text[offset..end].split_inclusive('\n') {
+        // The span of an array-of-tables entry may cover only its header: scan on to the
+        // next header instead.
+        let mut offset = table.start.min(self.text.len());
+        for (n, line) in self.text[offset..].split_inclusive('\n').enumerate() {
             let t = line.trim_start();
+            if n > 0 && t.starts_with('[') {
+                break;
+            }
             if t.starts_with(key) && t[key.len()..].trim_start().starts_with('=') {
                 return offset..offset + line.len();
             }
@@ -429,6 +438,15 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
             "experiment.seeds",
             "the seed list is empty (fix: give at least one seed, e.g. seeds = [0])".into(),
         ));
+    }
+    for (list, key) in [
+        (&exp.models, "experiment.models"),
+        (&exp.datasets, "experiment.datasets"),
+        (&exp.methods, "experiment.methods"),
+    ] {
+        if list.get_ref().is_empty() {
+            return Err(loc.err(list.span(), key, "the list is empty (fix: name at least one)".into()));
+        }
     }
     validate_settings(&loc, &raw)?;
 
@@ -531,9 +549,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
         .results_dir
         .clone()
         .unwrap_or_else(|| PathBuf::from("results").join(&name));
+    let baseline = exp.baseline.clone().unwrap_or_else(|| {
+        if methods.iter().any(|m| m.name == "lrp") {
+            "lrp".into()
+        } else {
+            methods[0].name.clone()
+        }
+    });
     Ok(Spec {
         path: path.to_path_buf(),
         name,
+        baseline,
         results_dir,
         runs,
     })

@@ -51,7 +51,8 @@ fn masked_and_compacted_networks_agree_on_random_masks() {
                 for k in row.iter_mut() {
                     *k = rng.random::<f64>() > 0.4;
                 }
-                row[trial % row.len()] = true; // keep every layer non-empty
+                let n = row.len();
+                row[trial % n] = true; // keep every layer non-empty
             }
             let masked = mask::apply(&net, &m).unwrap();
             let small = compact(&net, &m).unwrap();

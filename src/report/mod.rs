@@ -1,5 +1,84 @@
 //! Reports: per-run summaries, seed-aggregated tables and comparison plots from the Parquet
-//! results of a sweep.
+//! results of a sweep (`lrprune report`, also run at the end of `lrprune run`).
 
 pub mod curve;
+pub mod figures;
+pub mod plots;
 pub mod summary;
+pub mod tables;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub struct ReportOptions {
+    /// Output directory; default `<results>/report`.
+    pub out: Option<PathBuf>,
+    /// Method whose AUCs the ratios divide by.
+    pub baseline: String,
+    /// Method (or `method/variant`) whose per-class curves and layer profile are drawn;
+    /// default: the baseline.
+    pub focus: Option<String>,
+    pub quiet: bool,
+}
+
+/// What a report wrote.
+pub struct Report {
+    pub summary: PathBuf,
+    pub tables: Vec<PathBuf>,
+    pub plots: Vec<PathBuf>,
+    /// The Markdown table, for printing.
+    pub markdown: String,
+}
+
+/// `class_names` per `model|dataset`, from the runs' metadata files.
+fn class_names(results: &Path) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let Ok(dir) = std::fs::read_dir(results.join("runs")) else { return out };
+    for f in dir.filter_map(|e| e.ok().map(|e| e.path())) {
+        let Ok(df) = crate::results::read_parquet(&f) else { continue };
+        let get = |c: &str| df.column(c).ok().and_then(|c| c.str().ok().and_then(|s| s.get(0).map(String::from)));
+        if let (Some(m), Some(d), Some(n)) = (get("model"), get("dataset"), get("class_names")) {
+            out.insert(format!("{m}|{d}"), n.split('|').map(String::from).collect());
+        }
+    }
+    out
+}
+
+pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
+    let out = opts.out.clone().unwrap_or_else(|| results.join("report"));
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    let bar = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(ProgressStyle::with_template("report: reading {pos}/{len} step files {bar:30}").unwrap());
+    let steps = summary::load_steps(results, &bar)?;
+    bar.finish_and_clear();
+
+    let mut per_run = summary::run_summary(&steps)?;
+    let summary_path = results.join("summary.parquet");
+    crate::results::write_parquet_atomic(&summary_path, &mut per_run)?;
+    let agg = summary::aggregate(&per_run, &opts.baseline)?;
+
+    let markdown = tables::markdown(&agg, &opts.baseline)?;
+    let mut written = Vec::new();
+    for (name, text) in [
+        ("summary.md", markdown.clone()),
+        ("summary.csv", tables::csv(&agg)?),
+        ("summary.tex", tables::latex(&agg, &opts.baseline)?),
+    ] {
+        let p = out.join(name);
+        write_atomic(&p, text.as_bytes())?;
+        written.push(p);
+    }
+    let curves = figures::run_curves(&steps)?;
+    let focus = opts.focus.clone().unwrap_or_else(|| opts.baseline.clone());
+    let plots = figures::render_all(&curves, &class_names(results), &focus, &out)?;
+    Ok(Report { summary: summary_path, tables: written, plots, markdown })
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -156,6 +156,7 @@ pub fn aggregate(summary: &DataFrame, baseline: &str) -> Result<DataFrame> {
             (col("auc_top1_mean") / col("base_auc_top1")).alias("auc_top1_ratio"),
         ])
         .drop(Selector::ByName { names: ["base_auc_class".into(), "base_auc_top1".into()].into(), strict: true })
+        .sort(GROUP, SortMultipleOptions::default())
         .collect()?;
     Ok(joined)
 }

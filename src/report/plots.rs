@@ -1,0 +1,102 @@
+//! Line charts with optional ±sd bands, rendered to PNG and SVG with an embedded font.
+//!
+//! The font (DejaVu Sans, assets/fonts) is compiled into the binary and registered with
+//! plotters' ab_glyph backend, so plots render identically on a machine with no fonts.
+
+use anyhow::{anyhow, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+const SIZE: (u32, u32) = (960, 640);
+
+fn register_font() -> Result<()> {
+    static ONCE: Once = Once::new();
+    let mut result = Ok(());
+    ONCE.call_once(|| {
+        result = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT)
+            .map_err(|_| anyhow!("the embedded font could not be loaded"));
+    });
+    result
+}
+
+/// One line of a chart; `band` is (x, low, high) for a shaded ±sd region.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub label: String,
+    pub points: Vec<(f64, f64)>,
+    pub band: Vec<(f64, f64, f64)>,
+    /// Index into the palette, so a method keeps its colour across charts.
+    pub color: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct Chart {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub x_range: (f64, f64),
+    pub y_range: (f64, f64),
+    pub lines: Vec<Line>,
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plotting `{}`: {e:?}", chart.title);
+    root.fill(&WHITE).map_err(e)?;
+    let mut c = ChartBuilder::on(&root)
+        .caption(&chart.title, ("sans-serif", 26))
+        .margin(16)
+        .x_label_area_size(50)
+        .y_label_area_size(64)
+        .build_cartesian_2d(chart.x_range.0..chart.x_range.1, chart.y_range.0..chart.y_range.1)
+        .map_err(e)?;
+    c.configure_mesh()
+        .x_desc(&chart.x_label)
+        .y_desc(&chart.y_label)
+        .label_style(("sans-serif", 16))
+        .axis_desc_style(("sans-serif", 18))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(e)?;
+    for line in &chart.lines {
+        let color = Palette99::pick(line.color).to_rgba();
+        if !line.band.is_empty() {
+            let mut poly: Vec<(f64, f64)> = line.band.iter().map(|(x, lo, _)| (*x, *lo)).collect();
+            poly.extend(line.band.iter().rev().map(|(x, _, hi)| (*x, *hi)));
+            c.draw_series(std::iter::once(Polygon::new(poly, color.mix(0.18).filled())))
+                .map_err(e)?;
+        }
+        let series = c
+            .draw_series(LineSeries::new(line.points.clone(), color.stroke_width(2)))
+            .map_err(e)?;
+        if !line.label.is_empty() {
+            series
+                .label(&line.label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+        }
+    }
+    c.configure_series_labels()
+        .label_font(("sans-serif", 16))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()
+        .map_err(e)?;
+    root.present().map_err(e)?;
+    Ok(())
+}
+
+/// Render `chart` to `<stem>.png` and `<stem>.svg`; returns both paths.
+pub fn render(chart: &Chart, stem: &Path) -> Result<[PathBuf; 2]> {
+    register_font()?;
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), chart)?;
+    draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), chart)?;
+    Ok([png, svg])
+}
