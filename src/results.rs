@@ -55,8 +55,12 @@ fn list_i64(name: &str, rows: impl Iterator<Item = Vec<i64>>) -> Column {
 pub fn steps_frame(id: &RunIdentity, rows: &[StepRecord]) -> Result<DataFrame> {
     let n = rows.len();
     let rep = |name: &str, v: &str| Column::new(name.into(), vec![v.to_string(); n]);
-    let col_f = |name: &str, f: fn(&StepRecord) -> f64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
-    let col_i = |name: &str, f: fn(&StepRecord) -> i64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
+    let col_f = |name: &str, f: fn(&StepRecord) -> f64| {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
+    };
+    let col_i = |name: &str, f: fn(&StepRecord) -> i64| {
+        Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>())
+    };
     let df = DataFrame::new(
         n,
         vec![
@@ -76,8 +80,14 @@ pub fn steps_frame(id: &RunIdentity, rows: &[StepRecord]) -> Result<DataFrame> {
             col_f("balanced_acc", |r| r.balanced_acc),
             col_f("harmonic_acc", |r| r.harmonic_acc),
             list_f64("class_acc", rows.iter().map(|r| r.class_acc.clone())),
-            list_i64("layer_filters", rows.iter().map(|r| r.layer_filters.clone())),
-            Column::new("control_acc".into(), rows.iter().map(|r| r.control_acc).collect::<Vec<_>>()),
+            list_i64(
+                "layer_filters",
+                rows.iter().map(|r| r.layer_filters.clone()),
+            ),
+            Column::new(
+                "control_acc".into(),
+                rows.iter().map(|r| r.control_acc).collect::<Vec<_>>(),
+            ),
             col_f("step_size", |r| r.step_size),
             col_i("backoffs", |r| r.backoffs),
             col_f("wall_ms", |r| r.wall_ms),
@@ -100,7 +110,8 @@ pub fn write_parquet_atomic(path: &Path, df: &mut DataFrame) -> Result<()> {
         .finish(df)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).with_context(|| format!("renaming into {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
 }
 
@@ -132,7 +143,10 @@ pub fn run_frame(
             s("variant", id.variant.clone()),
             Column::new("seed".into(), vec![id.seed]),
             s("config_json", serde_json::to_string(cfg)?),
-            s("head_input_norm", format!("{:?}", cfg.head.input_norm).to_lowercase()),
+            s(
+                "head_input_norm",
+                format!("{:?}", cfg.head.input_norm).to_lowercase(),
+            ),
             Column::new("head_train_acc".into(), vec![task.head_train_acc]),
             Column::new("n_train".into(), vec![task.data.train.labels.len() as i64]),
             Column::new("n_test".into(), vec![task.data.test.labels.len() as i64]),

@@ -32,7 +32,10 @@ pub fn load_backbone(cfg: &RunConfig, device: &Device) -> Result<Network> {
     let layer_cfg = match m.arch.as_str() {
         "custom" => vgg::custom_config(&m.cfg)?,
         arch => vgg::config(arch).with_context(|| {
-            format!("model `{}`: unknown arch `{arch}` (fix: vgg11, vgg13, vgg16, vgg19 or custom)", m.name)
+            format!(
+                "model `{}`: unknown arch `{arch}` (fix: vgg11, vgg13, vgg16, vgg19 or custom)",
+                m.name
+            )
         })?,
     };
     let path = assets::resolve(&m.weights)?;
@@ -41,27 +44,61 @@ pub fn load_backbone(cfg: &RunConfig, device: &Device) -> Result<Network> {
         .with_context(|| format!("building model `{}` from {}", m.name, path.display()))?;
     layers.push(Layer::GlobalAvgPool);
     let head_start = layers.len();
-    Ok(Network { layers, head_start, input_shape: (3, m.input_size, m.input_size) })
+    Ok(Network {
+        layers,
+        head_start,
+        input_shape: (3, m.input_size, m.input_size),
+    })
 }
 
 /// Load data, draw the seeded split, and train the head on the fixed backbone's features.
 pub fn prepare_task(cfg: &RunConfig, device: &Device) -> Result<Task> {
     let mut net = load_backbone(cfg, device)?;
     let src_path = assets::resolve(&cfg.dataset.source)?;
-    let sources = data::open(&cfg.dataset, &src_path)
-        .with_context(|| format!("opening dataset `{}` at {}", cfg.dataset.name, src_path.display()))?;
+    let sources = data::open(&cfg.dataset, &src_path).with_context(|| {
+        format!(
+            "opening dataset `{}` at {}",
+            cfg.dataset.name,
+            src_path.display()
+        )
+    })?;
     let mut split_rng = rng::stream(cfg.seed, "split");
-    let data = data::split::make(&sources, &cfg.data, cfg.model.input_size, cfg.model.preprocess, &mut split_rng, device)?;
+    let data = data::split::make(
+        &sources,
+        &cfg.data,
+        cfg.model.input_size,
+        cfg.model.preprocess,
+        &mut split_rng,
+        device,
+    )?;
     let bs = cfg.data.batch_size;
     let feats = Network::batched(&data.train.images, bs, |x| net.backbone_forward(x))?;
-    if feats.flatten_all()?.to_vec1::<f32>()?.iter().any(|v| !v.is_finite()) {
-        bail!("backbone features contain NaN/Inf (check the weights file `{}`)", cfg.model.weights);
+    if feats
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .iter()
+        .any(|v| !v.is_finite())
+    {
+        bail!(
+            "backbone features contain NaN/Inf (check the weights file `{}`)",
+            cfg.model.weights
+        );
     }
     let mut head_rng = rng::stream(cfg.seed, "head");
-    let head = head::train(&feats, &data.train.labels_tensor()?, data.n_classes(), &cfg.head, &mut head_rng)?;
+    let head = head::train(
+        &feats,
+        &data.train.labels_tensor()?,
+        data.n_classes(),
+        &cfg.head,
+        &mut head_rng,
+    )?;
     net.layers.extend(head);
     let head_train_acc = eval::evaluate(&net, &data.train, data.n_classes(), bs)?.top1;
-    Ok(Task { net, data, head_train_acc })
+    Ok(Task {
+        net,
+        data,
+        head_train_acc,
+    })
 }
 
 /// The schedule a method runs.
@@ -69,12 +106,21 @@ pub fn schedule_for(cfg: &RunConfig) -> Box<dyn Schedule> {
     let criterion: Box<dyn Criterion> = match cfg.method.kind {
         MethodKind::L1 => Box::new(WeightNorm { p: 1 }),
         MethodKind::L2 => Box::new(WeightNorm { p: 2 }),
-        MethodKind::Random => Box::new(RandomScores { rng: rng::stream(cfg.seed, "random-criterion") }),
+        MethodKind::Random => Box::new(RandomScores {
+            rng: rng::stream(cfg.seed, "random-criterion"),
+        }),
     };
     Box::new(GlobalSchedule::new(criterion, cfg.pruning.clone(), true))
 }
 
-fn record(step: i64, mask: &FilterMask, net: &Network, m: &Metrics, s: Option<&crate::prune::Step>, wall_ms: f64) -> StepRecord {
+fn record(
+    step: i64,
+    mask: &FilterMask,
+    net: &Network,
+    m: &Metrics,
+    s: Option<&crate::prune::Step>,
+    wall_ms: f64,
+) -> StepRecord {
     let c = cost::cost(net);
     StepRecord {
         step,
@@ -101,8 +147,19 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
     let mut mask = FilterMask::all_alive(&task.net.filters_per_conv());
     let t0 = Instant::now();
     let m0 = eval::evaluate(&task.net, &task.data.test, n_classes, bs)?;
-    let mut rows = vec![record(0, &mask, &task.net, &m0, None, t0.elapsed().as_secs_f64() * 1e3)];
-    let ctx = Context { original: &task.net, reference: &task.data.train, batch_size: bs };
+    let mut rows = vec![record(
+        0,
+        &mask,
+        &task.net,
+        &m0,
+        None,
+        t0.elapsed().as_secs_f64() * 1e3,
+    )];
+    let ctx = Context {
+        original: &task.net,
+        reference: &task.data.train,
+        batch_size: bs,
+    };
     let mut schedule = schedule_for(cfg);
     let n_steps = (cfg.pruning.max_rate / cfg.pruning.step - 1e-9).ceil() as u64;
     bar.set_length(n_steps);
@@ -115,7 +172,14 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
         mask = step.mask.clone();
         let net = compact(&task.net, &mask)?;
         let m = eval::evaluate(&net, &task.data.test, n_classes, bs)?;
-        rows.push(record(rows.len() as i64, &mask, &net, &m, Some(&step), t.elapsed().as_secs_f64() * 1e3));
+        rows.push(record(
+            rows.len() as i64,
+            &mask,
+            &net,
+            &m,
+            Some(&step),
+            t.elapsed().as_secs_f64() * 1e3,
+        ));
         bar.inc(1);
     }
     Ok(rows)
@@ -154,14 +218,22 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
     }
     let skipped = spec.runs.len() - todo.len();
     if skipped > 0 {
-        eprintln!("resuming: {skipped} of {} runs already finished", spec.runs.len());
+        eprintln!(
+            "resuming: {skipped} of {} runs already finished",
+            spec.runs.len()
+        );
     }
     let multi = MultiProgress::new();
     if opts.quiet {
         multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     let sweep = multi.add(ProgressBar::new(todo.len() as u64));
-    sweep.set_style(ProgressStyle::with_template("sweep {bar:30} {pos}/{len} runs [{elapsed_precise}<{eta_precise}]").unwrap());
+    sweep.set_style(
+        ProgressStyle::with_template(
+            "sweep {bar:30} {pos}/{len} runs [{elapsed_precise}<{eta_precise}]",
+        )
+        .unwrap(),
+    );
     let bar = multi.add(ProgressBar::new(0));
     bar.set_style(ProgressStyle::with_template("{msg:40} {bar:30} step {pos}/{len}").unwrap());
 
@@ -173,7 +245,8 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
         let task = match &cached {
             Some((k, t)) if *k == key => t.clone(),
             _ => {
-                let t = Rc::new(prepare_task(cfg, &opts.device).with_context(|| format!("run {id}"))?);
+                let t =
+                    Rc::new(prepare_task(cfg, &opts.device).with_context(|| format!("run {id}"))?);
                 cached = Some((key, t.clone()));
                 t
             }
@@ -191,7 +264,13 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
         };
         let mut df = results::steps_frame(&ident, &rows)?;
         results::write_parquet_atomic(&results::steps_path(dir, &id), &mut df)?;
-        let mut meta = crate::results::run_frame(&ident, cfg, &task, t0.elapsed().as_secs_f64(), &opts.device)?;
+        let mut meta = crate::results::run_frame(
+            &ident,
+            cfg,
+            &task,
+            t0.elapsed().as_secs_f64(),
+            &opts.device,
+        )?;
         results::write_parquet_atomic(&results::runs_path(dir, &id), &mut meta)?;
         let (first, last) = (&rows[0], rows.last().unwrap());
         multi.suspend(|| {

@@ -445,7 +445,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
         (&exp.methods, "experiment.methods"),
     ] {
         if list.get_ref().is_empty() {
-            return Err(loc.err(list.span(), key, "the list is empty (fix: name at least one)".into()));
+            return Err(loc.err(
+                list.span(),
+                key,
+                "the list is empty (fix: name at least one)".into(),
+            ));
         }
     }
     validate_settings(&loc, &raw)?;
@@ -614,7 +618,8 @@ fn check_weights(
 fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
     let p = &raw.pruning;
     let span = raw.experiment.name.span();
-    if !(p.step > 0.0 && p.step <= 1.0) || !(p.max_rate > 0.0 && p.max_rate < 1.0) {
+    let in_range = p.step > 0.0 && p.step <= 1.0 && p.max_rate > 0.0 && p.max_rate < 1.0;
+    if !in_range {
         bail!(loc.err(
             span,
             "pruning.step / pruning.max_rate",
@@ -662,7 +667,8 @@ fn resolve_overrides(loc: &Locator, raw: &SpecFile) -> Result<Vec<Variant>> {
         v.0 = name.clone();
         for (key, value) in table {
             let key_path = format!("override.{key}");
-            let bad = |m: String| loc.err(o.span(), &key_path, format!("in override `{name}`: {m}"));
+            let bad =
+                |m: String| loc.err(o.span(), &key_path, format!("in override `{name}`: {m}"));
             match key.as_str() {
                 "name" => {}
                 "data" => v.1 = patch(&v.1, value).map_err(bad)?,
@@ -704,7 +710,9 @@ fn toml_error_key(msg: &str, text: &str, offset: usize) -> String {
             return k.to_string();
         }
     }
-    let start = text[..offset.min(text.len())].rfind('\n').map_or(0, |i| i + 1);
+    let start = text[..offset.min(text.len())]
+        .rfind('\n')
+        .map_or(0, |i| i + 1);
     let line = text[start..].lines().next().unwrap_or("");
     match line.split_once('=') {
         Some((k, _)) => k.trim().to_string(),

@@ -14,7 +14,8 @@ fn tiny_net(head_flatten: bool) -> Network {
     common::tiny_weights(&w, 3);
     let tensors = lrprune::model::weights::load(&w, &Device::Cpu).unwrap();
     let cfg = vec![Some(8), None, Some(16), None, Some(16), None];
-    let mut layers = lrprune::model::vgg::build_features(&cfg, false, 3, &tensors, &Device::Cpu).unwrap();
+    let mut layers =
+        lrprune::model::vgg::build_features(&cfg, false, 3, &tensors, &Device::Cpu).unwrap();
     // 16×16 input → 2×2×16 maps after three pools.
     let features = if head_flatten {
         layers.push(Layer::Flatten);
@@ -36,7 +37,11 @@ fn tiny_net(head_flatten: bool) -> Network {
     layers.push(lin(features, 12));
     layers.push(Layer::Relu);
     layers.push(lin(12, 5));
-    Network { layers, head_start, input_shape: (3, 16, 16) }
+    Network {
+        layers,
+        head_start,
+        input_shape: (3, 16, 16),
+    }
 }
 
 #[test]
@@ -59,8 +64,11 @@ fn masked_and_compacted_networks_agree_on_random_masks() {
             assert_eq!(small.filters_per_conv(), m.per_layer());
             let a = masked.forward(&x).unwrap();
             let b = small.forward(&x).unwrap();
-            let diff = (a - &b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-            assert!(diff < 1e-4, "trial {trial} flatten={head_flatten}: max |Δlogit| = {diff}");
+            let diff = common::max_abs_diff(&a, &b);
+            assert!(
+                diff < 1e-4,
+                "trial {trial} flatten={head_flatten}: max |Δlogit| = {diff}"
+            );
             // Compacted cost = closed form: Σ conv out·in·9·HW + head.
             let alive = m.per_layer();
             let hw = [16 * 16, 8 * 8, 4 * 4];
@@ -81,8 +89,14 @@ fn masked_and_compacted_networks_agree_on_random_masks() {
 
 #[test]
 fn masking_only_weights_is_not_removal() {
-    // Zeroing the weight but not the bias leaves ReLU(bias) alive: the outputs differ.
-    let net = tiny_net(false);
+    // Zeroing a filter's weight but not its (positive) bias leaves ReLU(bias) alive, so the
+    // output differs from removing the filter; zeroing both equals removal.
+    let mut net = tiny_net(false);
+    if let Layer::Conv(c) = &mut net.layers[0] {
+        let mut b = c.bias.to_vec1::<f32>().unwrap();
+        b[0] = 0.5;
+        c.bias = Tensor::new(b.as_slice(), &Device::Cpu).unwrap();
+    }
     let mut m = FilterMask::all_alive(&net.filters_per_conv());
     m.keep[0][0] = false;
     let x = Tensor::randn(0f32, 1.0, (2, 3, 16, 16), &Device::Cpu).unwrap();
@@ -91,14 +105,12 @@ fn masking_only_weights_is_not_removal() {
         let zero = Tensor::zeros((1, 3, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
         c.weight = Tensor::cat(&[zero, c.weight.narrow(0, 1, 7).unwrap()], 0).unwrap();
     }
-    let a = compact(&net, &m).unwrap().forward(&x).unwrap();
-    let b = weight_only.forward(&x).unwrap();
-    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    let bias0 = match &net.layers[0] {
-        Layer::Conv(c) => c.bias.to_vec1::<f32>().unwrap()[0],
-        _ => unreachable!(),
-    };
-    if bias0 > 0.0 {
-        assert!(diff > 1e-6, "a positive bias must leak through a weight-only mask");
-    }
+    let removed = compact(&net, &m).unwrap().forward(&x).unwrap();
+    let both = mask::apply(&net, &m).unwrap().forward(&x).unwrap();
+    let leaky = weight_only.forward(&x).unwrap();
+    assert!(common::max_abs_diff(&removed, &both) < 1e-5);
+    assert!(
+        common::max_abs_diff(&removed, &leaky) > 1e-4,
+        "ReLU(bias) must leak through a weight-only mask"
+    );
 }

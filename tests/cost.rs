@@ -8,14 +8,27 @@ fn vgg16(size: usize) -> Network {
     let cfg = vgg::config("vgg16").unwrap();
     let mut t = HashMap::new();
     let mut in_c = 3;
-    for (k, out_c) in vgg::conv_keys(&cfg, false).into_iter().zip(cfg.iter().flatten()) {
-        t.insert(format!("features.{k}.weight"), Tensor::zeros((*out_c, in_c, 3, 3), DType::F32, &Device::Cpu).unwrap());
-        t.insert(format!("features.{k}.bias"), Tensor::zeros(*out_c, DType::F32, &Device::Cpu).unwrap());
+    for (k, out_c) in vgg::conv_keys(&cfg, false)
+        .into_iter()
+        .zip(cfg.iter().flatten())
+    {
+        t.insert(
+            format!("features.{k}.weight"),
+            Tensor::zeros((*out_c, in_c, 3, 3), DType::F32, &Device::Cpu).unwrap(),
+        );
+        t.insert(
+            format!("features.{k}.bias"),
+            Tensor::zeros(*out_c, DType::F32, &Device::Cpu).unwrap(),
+        );
         in_c = *out_c;
     }
     let layers = vgg::build_features(&cfg, false, 3, &t, &Device::Cpu).unwrap();
     let head_start = layers.len();
-    Network { layers, head_start, input_shape: (3, size, size) }
+    Network {
+        layers,
+        head_start,
+        input_shape: (3, size, size),
+    }
 }
 
 #[test]
@@ -31,6 +44,9 @@ fn vgg16_conv_params_and_macs() {
 #[test]
 fn torchvision_keys_with_batch_norm() {
     let cfg = vgg::config("vgg16").unwrap();
-    assert_eq!(vgg::conv_keys(&cfg, false), vec![0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]);
+    assert_eq!(
+        vgg::conv_keys(&cfg, false),
+        vec![0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
+    );
     assert_eq!(vgg::conv_keys(&cfg, true)[..4], [0, 3, 7, 10]);
 }

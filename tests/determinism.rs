@@ -7,13 +7,16 @@ fn run(dir: &std::path::Path) -> DataFrame {
     let spec = common::tiny_spec(dir, "det", r#"["l1", "random"]"#, "[5]");
     let results = dir.join("results");
     let _ = std::fs::remove_dir_all(&results);
-    let out = common::lrprune().args(["run", "--quiet"]).arg(&spec).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let mut files: Vec<_> = std::fs::read_dir(results.join("steps")).unwrap().map(|e| e.unwrap().path()).collect();
-    files.sort();
+    common::run_ok(&["run".as_ref(), "--quiet".as_ref(), spec.as_os_str()]);
+    let files = common::step_files(&results);
     let frames: Vec<DataFrame> = files
         .iter()
-        .map(|f| lrprune::results::read_parquet(f).unwrap().drop("wall_ms").unwrap())
+        .map(|f| {
+            lrprune::results::read_parquet(f)
+                .unwrap()
+                .drop("wall_ms")
+                .unwrap()
+        })
         .collect();
     let mut all = frames[0].clone();
     for f in &frames[1..] {

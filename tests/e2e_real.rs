@@ -5,9 +5,26 @@ mod common;
 use polars::prelude::*;
 
 const COLUMNS: [&str; 20] = [
-    "run_id", "experiment", "model", "dataset", "method", "seed", "step", "pruning_rate",
-    "filters_remaining", "params", "flops", "top1", "balanced_acc", "harmonic_acc", "class_acc",
-    "layer_filters", "control_acc", "step_size", "backoffs", "wall_ms",
+    "run_id",
+    "experiment",
+    "model",
+    "dataset",
+    "method",
+    "seed",
+    "step",
+    "pruning_rate",
+    "filters_remaining",
+    "params",
+    "flops",
+    "top1",
+    "balanced_acc",
+    "harmonic_acc",
+    "class_acc",
+    "layer_filters",
+    "control_acc",
+    "step_size",
+    "backoffs",
+    "wall_ms",
 ];
 
 #[test]
@@ -15,12 +32,17 @@ fn real_vgg16_on_fashion_mnist_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let spec_text = std::fs::read_to_string("tests/fixtures/real_smoke.toml")
         .unwrap()
-        .replace("methods = [\"l1\", \"random\"]", &format!("methods = [\"l1\", \"random\"]\nresults_dir = \"{}\"", dir.path().join("out").display()));
+        .replace(
+            "methods = [\"l1\", \"random\"]",
+            &format!(
+                "methods = [\"l1\", \"random\"]\nresults_dir = \"{}\"",
+                dir.path().join("out").display()
+            ),
+        );
     let spec = dir.path().join("real_smoke.toml");
     std::fs::write(&spec, spec_text).unwrap();
 
-    let out = common::lrprune().args(["run", "--quiet"]).arg(&spec).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::run_ok(&["run".as_ref(), "--quiet".as_ref(), spec.as_os_str()]);
 
     // The converted weights are the real ones: conv1_1's first bias (DESIGN §2).
     let w = lrprune::assets::resolve("asset:vgg16-imagenet").unwrap();
@@ -28,24 +50,35 @@ fn real_vgg16_on_fashion_mnist_end_to_end() {
     let b0 = t["features.0.bias"].to_vec1::<f32>().unwrap()[0];
     assert!((b0 - 0.73396).abs() < 1e-4, "conv1_1 bias[0] = {b0}");
 
-    let steps = dir.path().join("out/steps");
-    let files: Vec<_> = std::fs::read_dir(&steps).unwrap().map(|e| e.unwrap().path()).collect();
+    let files = common::step_files(&dir.path().join("out"));
     assert_eq!(files.len(), 2);
     for f in files {
         let df = lrprune::results::read_parquet(&f).unwrap();
         for c in COLUMNS {
             assert!(df.column(c).is_ok(), "{}: column {c} missing", f.display());
         }
-        assert_eq!(df.column("class_acc").unwrap().dtype(), &DataType::List(Box::new(DataType::Float64)));
-        assert_eq!(df.column("layer_filters").unwrap().dtype(), &DataType::List(Box::new(DataType::Int64)));
+        assert_eq!(
+            df.column("class_acc").unwrap().dtype(),
+            &DataType::List(Box::new(DataType::Float64))
+        );
+        assert_eq!(
+            df.column("layer_filters").unwrap().dtype(),
+            &DataType::List(Box::new(DataType::Int64))
+        );
         let top1 = df.column("top1").unwrap().f64().unwrap();
         let rate = df.column("pruning_rate").unwrap().f64().unwrap();
         // Step 0 is the intact network: far above the 10% chance level.
         assert!(top1.get(0).unwrap() > 0.4, "step-0 top1 {:?}", top1.get(0));
         assert_eq!(rate.get(0), Some(0.0));
         let last = rate.get(rate.len() - 1).unwrap();
-        assert!((last - 0.9).abs() < 1e-3, "curve ends at {last}, not max_rate");
+        assert!(
+            (last - 0.9).abs() < 1e-3,
+            "curve ends at {last}, not max_rate"
+        );
         let flops = df.column("flops").unwrap().i64().unwrap();
-        assert!(flops.get(0).unwrap() > 600_000_000 && flops.get(flops.len() - 1).unwrap() < flops.get(0).unwrap());
+        assert!(
+            flops.get(0).unwrap() > 600_000_000
+                && flops.get(flops.len() - 1).unwrap() < flops.get(0).unwrap()
+        );
     }
 }

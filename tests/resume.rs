@@ -6,10 +6,19 @@ use std::time::{Duration, Instant};
 #[test]
 fn killed_sweep_resumes_without_duplicates_or_partials() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = common::tiny_spec(dir.path(), "resume", r#"["l1", "l2", "random"]"#, "[0, 1, 2, 3]");
+    let spec = common::tiny_spec(
+        dir.path(),
+        "resume",
+        r#"["l1", "l2", "random"]"#,
+        "[0, 1, 2, 3]",
+    );
     let steps = dir.path().join("results/steps");
 
-    let mut child = common::lrprune().args(["run", "--quiet"]).arg(&spec).spawn().unwrap();
+    let mut child = common::lrprune()
+        .args(["run", "--quiet"])
+        .arg(&spec)
+        .spawn()
+        .unwrap();
     // Wait until at least one run has finished, then kill the sweep.
     let t0 = Instant::now();
     loop {
@@ -25,15 +34,26 @@ fn killed_sweep_resumes_without_duplicates_or_partials() {
     child.kill().unwrap();
     child.wait().unwrap();
     let before = std::fs::read_dir(&steps).unwrap().count();
-    assert!(before < 12, "the sweep finished before the kill; the test proves nothing");
+    assert!(
+        before < 12,
+        "the sweep finished before the kill; the test proves nothing"
+    );
 
     // Without --resume the harness refuses to overwrite.
-    let out = common::lrprune().args(["run", "--quiet"]).arg(&spec).output().unwrap();
+    let out = common::lrprune()
+        .args(["run", "--quiet"])
+        .arg(&spec)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
 
-    let out = common::lrprune().args(["run", "--quiet", "--resume"]).arg(&spec).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    common::run_ok(&[
+        "run".as_ref(),
+        "--quiet".as_ref(),
+        "--resume".as_ref(),
+        spec.as_os_str(),
+    ]);
 
     let listed = lrprune::spec::load(&spec).unwrap();
     let mut ids: Vec<String> = listed.runs.iter().map(|r| r.run_id()).collect();
@@ -47,10 +67,17 @@ fn killed_sweep_resumes_without_duplicates_or_partials() {
             .collect();
         files.sort();
         let expected: Vec<String> = ids.iter().map(|i| format!("{i}.parquet")).collect();
-        assert_eq!(files, expected, "{sub}/ must hold each run exactly once and nothing else");
+        assert_eq!(
+            files, expected,
+            "{sub}/ must hold each run exactly once and nothing else"
+        );
     }
     for id in &ids {
-        let df = lrprune::results::read_parquet(&lrprune::results::steps_path(&dir.path().join("results"), id)).unwrap();
+        let df = lrprune::results::read_parquet(&lrprune::results::steps_path(
+            &dir.path().join("results"),
+            id,
+        ))
+        .unwrap();
         assert_eq!(df.height(), 10, "run {id}: steps 0..=9");
     }
 }

@@ -27,9 +27,16 @@ fn check(dir: &Path, text: &str) -> (bool, String) {
     common::tiny_weights(&dir.join("tiny.safetensors"), 1);
     let path = dir.join("bad.toml");
     std::fs::write(&path, text).unwrap();
-    let out = common::lrprune().arg("inspect").arg(&path).output().unwrap();
+    let out = common::lrprune()
+        .arg("inspect")
+        .arg(&path)
+        .output()
+        .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(!err.contains("panicked"), "panic instead of an error: {err}");
+    assert!(
+        !err.contains("panicked"),
+        "panic instead of an error: {err}"
+    );
     (out.status.success(), err)
 }
 
@@ -39,9 +46,15 @@ fn assert_error(text: &str, line: usize, key: &str, words: &str) {
     assert!(!ok, "malformed spec was accepted");
     let loc = format!("bad.toml:{line}:");
     assert!(err.contains(&loc), "no `{loc}` in: {err}");
-    assert!(err.contains(&format!("`{key}`")), "key `{key}` not named in: {err}");
+    assert!(
+        err.contains(&format!("`{key}`")),
+        "key `{key}` not named in: {err}"
+    );
     assert!(err.contains(words), "`{words}` not in: {err}");
-    assert!(err.contains("fix") || err.contains("expected"), "no hint in: {err}");
+    assert!(
+        err.contains("fix") || err.contains("expected"),
+        "no hint in: {err}"
+    );
 }
 
 #[test]
@@ -71,7 +84,10 @@ fn unknown_method() {
 
 #[test]
 fn missing_weights_file() {
-    let text = GOOD.replace("weights = \"tiny.safetensors\"", "weights = \"nowhere.safetensors\"");
+    let text = GOOD.replace(
+        "weights = \"tiny.safetensors\"",
+        "weights = \"nowhere.safetensors\"",
+    );
     assert_error(&text, 12, "model.weights", "does not exist");
 }
 

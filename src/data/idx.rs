@@ -7,7 +7,15 @@ use std::path::{Path, PathBuf};
 
 /// Fashion-MNIST's class names, used when the label set has exactly its ten classes.
 const FASHION: [&str; 10] = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
     "Ankle boot",
 ];
 
@@ -62,7 +70,10 @@ fn load(dir: &Path, prefix: &str) -> Result<InMemory> {
     let (idims, pixels) = read(&find(dir, &format!("{prefix}-images-idx3-ubyte"))?)?;
     let (ldims, labels) = read(&find(dir, &format!("{prefix}-labels-idx1-ubyte"))?)?;
     if idims.len() != 3 || ldims.len() != 1 || idims[0] != ldims[0] {
-        bail!("{}: {prefix} images {idims:?} and labels {ldims:?} disagree", dir.display());
+        bail!(
+            "{}: {prefix} images {idims:?} and labels {ldims:?} disagree",
+            dir.display()
+        );
     }
     let labels: Vec<u32> = labels.into_iter().map(u32::from).collect();
     let n_classes = labels.iter().max().map_or(0, |m| *m as usize + 1);

@@ -15,7 +15,10 @@ pub struct ImageFolder {
 
 fn is_image(p: &Path) -> bool {
     matches!(
-        p.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase()).as_deref(),
+        p.extension()
+            .and_then(|e| e.to_str())
+            .map(|e| e.to_ascii_lowercase())
+            .as_deref(),
         Some("png" | "jpg" | "jpeg")
     )
 }
@@ -40,9 +43,16 @@ impl ImageFolder {
             class_names.push(dir.file_name().unwrap().to_string_lossy().into_owned());
         }
         if files.is_empty() {
-            bail!("{}: no class folders with .png/.jpg images (fix: lay out <root>/<class>/*.png)", root.display());
+            bail!(
+                "{}: no class folders with .png/.jpg images (fix: lay out <root>/<class>/*.png)",
+                root.display()
+            );
         }
-        Ok(Self { files, labels, class_names })
+        Ok(Self {
+            files,
+            labels,
+            class_names,
+        })
     }
 }
 
@@ -55,7 +65,9 @@ impl ImageSource for ImageFolder {
     }
     fn image(&self, i: usize) -> Result<RawImage> {
         let p = &self.files[i];
-        let img = image::open(p).with_context(|| format!("decoding {}", p.display()))?.to_rgb8();
+        let img = image::open(p)
+            .with_context(|| format!("decoding {}", p.display()))?
+            .to_rgb8();
         let (w, h) = (img.width() as usize, img.height() as usize);
         let hwc = img.into_raw();
         let mut data = vec![0u8; 3 * h * w];
@@ -73,9 +85,18 @@ pub fn open(root: &Path) -> Result<Sources> {
     if train.is_dir() && test.is_dir() {
         let (tr, te) = (ImageFolder::scan(&train)?, ImageFolder::scan(&test)?);
         if tr.class_names != te.class_names {
-            bail!("{}: train/ and test/ have different class folders", root.display());
+            bail!(
+                "{}: train/ and test/ have different class folders",
+                root.display()
+            );
         }
-        return Ok(Sources { train: Box::new(tr), test: Some(Box::new(te)) });
+        return Ok(Sources {
+            train: Box::new(tr),
+            test: Some(Box::new(te)),
+        });
     }
-    Ok(Sources { train: Box::new(ImageFolder::scan(root)?), test: None })
+    Ok(Sources {
+        train: Box::new(ImageFolder::scan(root)?),
+        test: None,
+    })
 }

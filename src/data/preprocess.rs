@@ -43,7 +43,15 @@ pub fn to_model_input(img: &RawImage, size: usize, preset: Preprocess) -> Vec<f3
     let f: Vec<f32> = img.data.iter().map(|&p| p as f32).collect();
     let f = resize(&f, img.c, img.h, img.w, size, size);
     let plane = size * size;
-    let rgb: Vec<&[f32]> = (0..3).map(|c| if img.c == 1 { &f[..] } else { &f[c * plane..(c + 1) * plane] }).collect();
+    let rgb: Vec<&[f32]> = (0..3)
+        .map(|c| {
+            if img.c == 1 {
+                &f[..]
+            } else {
+                &f[c * plane..(c + 1) * plane]
+            }
+        })
+        .collect();
     let mut out = Vec::with_capacity(3 * plane);
     match preset {
         Preprocess::CaffeBgr => {
@@ -61,10 +69,19 @@ pub fn to_model_input(img: &RawImage, size: usize, preset: Preprocess) -> Vec<f3
 }
 
 /// Stack images into an (N, 3, size, size) tensor.
-pub fn batch(images: &[RawImage], size: usize, preset: Preprocess, device: &Device) -> Result<Tensor> {
+pub fn batch(
+    images: &[RawImage],
+    size: usize,
+    preset: Preprocess,
+    device: &Device,
+) -> Result<Tensor> {
     let mut all = Vec::with_capacity(images.len() * 3 * size * size);
     for img in images {
         all.extend(to_model_input(img, size, preset));
     }
-    Ok(Tensor::from_vec(all, (images.len(), 3, size, size), device)?)
+    Ok(Tensor::from_vec(
+        all,
+        (images.len(), 3, size, size),
+        device,
+    )?)
 }

@@ -85,25 +85,55 @@ pub fn make(
     } else {
         for &c in &cfg.classes {
             if c >= all_names.len() {
-                bail!("data.classes: class {c} does not exist (the dataset has {})", all_names.len());
+                bail!(
+                    "data.classes: class {c} does not exist (the dataset has {})",
+                    all_names.len()
+                );
             }
         }
         cfg.classes.iter().map(|&c| c as u32).collect()
     };
-    let names: Vec<String> = classes.iter().map(|&c| all_names[c as usize].clone()).collect();
+    let names: Vec<String> = classes
+        .iter()
+        .map(|&c| all_names[c as usize].clone())
+        .collect();
     let mut train_pools = by_class(sources.train.labels(), &classes, rng);
-    let (tr_imgs, tr_labels) = take(sources.train.as_ref(), &mut train_pools, cfg.train_per_class, "train", &names)?;
+    let (tr_imgs, tr_labels) = take(
+        sources.train.as_ref(),
+        &mut train_pools,
+        cfg.train_per_class,
+        "train",
+        &names,
+    )?;
     let (te_imgs, te_labels) = match &sources.test {
         Some(test) => {
             let mut pools = by_class(test.labels(), &classes, rng);
-            take(test.as_ref(), &mut pools, cfg.test_per_class, "test", &names)?
+            take(
+                test.as_ref(),
+                &mut pools,
+                cfg.test_per_class,
+                "test",
+                &names,
+            )?
         }
         // No official test split: hold out from what the training draw left (disjoint).
-        None => take(sources.train.as_ref(), &mut train_pools, cfg.test_per_class, "test", &names)?,
+        None => take(
+            sources.train.as_ref(),
+            &mut train_pools,
+            cfg.test_per_class,
+            "test",
+            &names,
+        )?,
     };
     Ok(TaskData {
-        train: Split { images: preprocess::batch(&tr_imgs, size, preset, device)?, labels: tr_labels },
-        test: Split { images: preprocess::batch(&te_imgs, size, preset, device)?, labels: te_labels },
+        train: Split {
+            images: preprocess::batch(&tr_imgs, size, preset, device)?,
+            labels: tr_labels,
+        },
+        test: Split {
+            images: preprocess::batch(&te_imgs, size, preset, device)?,
+            labels: te_labels,
+        },
         class_names: names,
     })
 }

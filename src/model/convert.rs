@@ -30,7 +30,11 @@ pub fn keras_vgg16_to_safetensors(h5: &Path, out: &Path) -> Result<()> {
     let mut total = 0usize;
     for (b, &n) in blocks.iter().enumerate() {
         for i in 0..n {
-            let layer = if i == 0 { "conv2d".to_string() } else { format!("conv2d_{i}") };
+            let layer = if i == 0 {
+                "conv2d".to_string()
+            } else {
+                format!("conv2d_{i}")
+            };
             let base = format!("block{}/layers/{layer}/vars", b + 1);
             let (kshape, kernel) = read(&file, &format!("{base}/0"))?;
             let (bshape, bias) = read(&file, &format!("{base}/1"))?;
@@ -49,7 +53,10 @@ pub fn keras_vgg16_to_safetensors(h5: &Path, out: &Path) -> Result<()> {
         }
     }
     if total != 14_714_688 {
-        bail!("{}: read {total} conv parameters, VGG16 has 14,714,688", h5.display());
+        bail!(
+            "{}: read {total} conv parameters, VGG16 has 14,714,688",
+            h5.display()
+        );
     }
     let tmp = out.with_extension("partial");
     candle_core::safetensors::save(&tensors, &tmp)?;

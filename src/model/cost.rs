@@ -29,7 +29,9 @@ pub fn cost(net: &Network) -> Cost {
             Layer::Conv(conv) => {
                 let (kh, kw) = conv.kernel();
                 let per_pos = (conv.in_channels() * kh * kw * conv.out_channels()) as u64;
-                let Shape::Map { h, w, .. } = shapes[i + 1] else { continue };
+                let Shape::Map { h, w, .. } = shapes[i + 1] else {
+                    continue;
+                };
                 let p = per_pos + conv.out_channels() as u64;
                 c.conv_params += p;
                 c.params += p;

@@ -13,6 +13,9 @@ use candle_nn::optim::{AdamW, Optimizer as _, ParamsAdamW, SGD};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
+/// One optimiser update from a loss.
+type OptimizerStep = Box<dyn FnMut(&Tensor) -> candle_core::Result<()>>;
+
 /// Train a head on `features` (N, F) with `labels` (N,) u32; returns its layers.
 pub fn train(
     features: &Tensor,
@@ -32,7 +35,10 @@ pub fn train(
             let var = features.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
             (mean, (var + 1e-6)?.sqrt()?)
         }
-        InputNorm::None => (Tensor::zeros((1, f), DType::F32, dev)?, Tensor::ones((1, f), DType::F32, dev)?),
+        InputNorm::None => (
+            Tensor::zeros((1, f), DType::F32, dev)?,
+            Tensor::ones((1, f), DType::F32, dev)?,
+        ),
     };
     let x = features.broadcast_sub(&mean)?.broadcast_div(&std)?;
 
@@ -43,18 +49,27 @@ pub fn train(
     for w in sizes.windows(2) {
         let bound = 1.0 / (w[0] as f64).sqrt();
         let mut uniform = |len: usize| -> Vec<f32> {
-            (0..len).map(|_| rng.random_range(-bound..bound) as f32).collect()
+            (0..len)
+                .map(|_| rng.random_range(-bound..bound) as f32)
+                .collect()
         };
         let weight = Var::from_tensor(&Tensor::from_vec(uniform(w[0] * w[1]), (w[1], w[0]), dev)?)?;
         let bias = Var::from_tensor(&Tensor::from_vec(uniform(w[1]), w[1], dev)?)?;
         vars.push((weight, bias));
     }
-    let params: Vec<Var> = vars.iter().flat_map(|(w, b)| [w.clone(), b.clone()]).collect();
-    let mut opt: Box<dyn FnMut(&Tensor) -> candle_core::Result<()>> = match cfg.optimizer {
+    let params: Vec<Var> = vars
+        .iter()
+        .flat_map(|(w, b)| [w.clone(), b.clone()])
+        .collect();
+    let mut opt: OptimizerStep = match cfg.optimizer {
         Optimizer::Adam => {
             let mut o = AdamW::new(
                 params,
-                ParamsAdamW { lr: cfg.lr, weight_decay: cfg.weight_decay, ..Default::default() },
+                ParamsAdamW {
+                    lr: cfg.lr,
+                    weight_decay: cfg.weight_decay,
+                    ..Default::default()
+                },
             )?;
             Box::new(move |loss| o.backward_step(loss))
         }
@@ -66,7 +81,9 @@ pub fn train(
     for _ in 0..cfg.epochs {
         let mut h = x.clone();
         for (i, (w, b)) in vars.iter().enumerate() {
-            h = h.matmul(&w.as_tensor().t()?)?.broadcast_add(b.as_tensor())?;
+            h = h
+                .matmul(&w.as_tensor().t()?)?
+                .broadcast_add(b.as_tensor())?;
             if i + 1 < vars.len() {
                 h = h.relu()?;
                 if cfg.dropout > 0.0 {
@@ -96,7 +113,13 @@ pub fn train(
 fn dropout(h: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
     let keep = 1.0 - p;
     let mask: Vec<f32> = (0..h.elem_count())
-        .map(|_| if rng.random::<f64>() < keep { (1.0 / keep) as f32 } else { 0.0 })
+        .map(|_| {
+            if rng.random::<f64>() < keep {
+                (1.0 / keep) as f32
+            } else {
+                0.0
+            }
+        })
         .collect();
     Ok((h * Tensor::from_vec(mask, h.shape(), h.device())?)?)
 }

@@ -6,25 +6,24 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use std::collections::HashMap;
 
-/// torchvision's configurations: conv widths, `None` = 2×2 max-pool.
+/// torchvision's configurations, written as in the VGG paper's table: conv widths, `M` = pool.
+const CONFIGS: [(&str, &str); 4] = [
+    ("vgg11", "64 M 128 M 256 256 M 512 512 M 512 512 M"),
+    ("vgg13", "64 64 M 128 128 M 256 256 M 512 512 M 512 512 M"),
+    (
+        "vgg16",
+        "64 64 M 128 128 M 256 256 256 M 512 512 512 M 512 512 512 M",
+    ),
+    (
+        "vgg19",
+        "64 64 M 128 128 M 256 256 256 256 M 512 512 512 512 M 512 512 512 512 M",
+    ),
+];
+
+/// The layer configuration of a named VGG: conv widths, `None` = 2×2 max-pool.
 pub fn config(arch: &str) -> Option<Vec<Option<usize>>> {
-    let m = None;
-    let c = Some;
-    Some(match arch {
-        "vgg11" => vec![c(64), m, c(128), m, c(256), c(256), m, c(512), c(512), m, c(512), c(512), m],
-        "vgg13" => vec![
-            c(64), c(64), m, c(128), c(128), m, c(256), c(256), m, c(512), c(512), m, c(512), c(512), m,
-        ],
-        "vgg16" => vec![
-            c(64), c(64), m, c(128), c(128), m, c(256), c(256), c(256), m, c(512), c(512), c(512), m,
-            c(512), c(512), c(512), m,
-        ],
-        "vgg19" => vec![
-            c(64), c(64), m, c(128), c(128), m, c(256), c(256), c(256), c(256), m, c(512), c(512),
-            c(512), c(512), m, c(512), c(512), c(512), c(512), m,
-        ],
-        _ => return None,
-    })
+    let (_, cfg) = CONFIGS.iter().find(|(name, _)| *name == arch)?;
+    Some(cfg.split(' ').map(|t| t.parse().ok()).collect())
 }
 
 /// A custom `cfg` from a spec (`[16, "M", 32, "M"]`).
@@ -92,7 +91,12 @@ pub fn build_features(
                         [*out_c, in_c, 3, 3]
                     );
                 }
-                let mut conv = Conv { weight, bias, padding: 1, stride: 1 };
+                let mut conv = Conv {
+                    weight,
+                    bias,
+                    padding: 1,
+                    stride: 1,
+                };
                 if batch_norm {
                     let b = k + 1;
                     conv = fold_batch_norm(
@@ -124,5 +128,9 @@ pub fn fold_batch_norm(
     let o = conv.out_channels();
     let weight = conv.weight.broadcast_mul(&scale.reshape((o, 1, 1, 1))?)?;
     let bias = ((&conv.bias - mean)? * &scale)?.add(beta)?;
-    Ok(Conv { weight, bias, ..conv })
+    Ok(Conv {
+        weight,
+        bias,
+        ..conv
+    })
 }

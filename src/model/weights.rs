@@ -13,8 +13,12 @@ pub fn load(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
         "safetensors" => candle_core::safetensors::load(path, device)
             .map_err(|e| anyhow!("{}: cannot read safetensors: {e} {hint}", path.display())),
         "pth" | "pt" | "bin" => {
-            let pairs = candle_core::pickle::read_all(path)
-                .map_err(|e| anyhow!("{}: cannot read PyTorch checkpoint: {e} {hint}", path.display()))?;
+            let pairs = candle_core::pickle::read_all(path).map_err(|e| {
+                anyhow!(
+                    "{}: cannot read PyTorch checkpoint: {e} {hint}",
+                    path.display()
+                )
+            })?;
             pairs
                 .into_iter()
                 .map(|(k, t)| Ok((k, t.to_device(device)?)))

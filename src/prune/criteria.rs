@@ -35,7 +35,11 @@ impl Criterion for WeightNorm {
             .convs()
             .map(|c| {
                 let w = c.weight.flatten_from(1)?;
-                let norm = if self.p == 1 { w.abs()?.sum(1)? } else { w.sqr()?.sum(1)?.sqrt()? };
+                let norm = if self.p == 1 {
+                    w.abs()?.sum(1)?
+                } else {
+                    w.sqr()?.sum(1)?.sqrt()?
+                };
                 Ok(norm.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?)
             })
             .collect()

@@ -11,13 +11,18 @@ pub struct FilterMask {
 
 impl FilterMask {
     pub fn all_alive(filters: &[usize]) -> Self {
-        Self { keep: filters.iter().map(|&n| vec![true; n]).collect() }
+        Self {
+            keep: filters.iter().map(|&n| vec![true; n]).collect(),
+        }
     }
     pub fn total(&self) -> usize {
         self.keep.iter().map(Vec::len).sum()
     }
     pub fn alive(&self) -> usize {
-        self.keep.iter().map(|l| l.iter().filter(|k| **k).count()).sum()
+        self.keep
+            .iter()
+            .map(|l| l.iter().filter(|k| **k).count())
+            .sum()
     }
     /// Fraction of all conv filters removed.
     pub fn rate(&self) -> f64 {
@@ -31,7 +36,10 @@ impl FilterMask {
     }
     /// Original indices of the alive filters of `layer`, ascending (= compacted order).
     pub fn alive_indices(&self, layer: usize) -> Vec<u32> {
-        (0..self.keep[layer].len()).filter(|&i| self.keep[layer][i]).map(|i| i as u32).collect()
+        (0..self.keep[layer].len())
+            .filter(|&i| self.keep[layer][i])
+            .map(|i| i as u32)
+            .collect()
     }
 }
 
@@ -42,9 +50,14 @@ pub fn apply(net: &Network, mask: &FilterMask) -> Result<Network> {
     let mut k = 0;
     for layer in &mut out.layers {
         if let Layer::Conv(c) = layer {
-            let m: Vec<f32> = mask.keep[k].iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
+            let m: Vec<f32> = mask.keep[k]
+                .iter()
+                .map(|&b| if b { 1.0 } else { 0.0 })
+                .collect();
             let m = Tensor::from_vec(m, c.out_channels(), c.weight.device())?;
-            c.weight = c.weight.broadcast_mul(&m.reshape((c.out_channels(), 1, 1, 1))?)?;
+            c.weight = c
+                .weight
+                .broadcast_mul(&m.reshape((c.out_channels(), 1, 1, 1))?)?;
             c.bias = (&c.bias * &m)?;
             k += 1;
         }

@@ -59,7 +59,13 @@ pub struct GlobalSchedule {
 
 impl GlobalSchedule {
     pub fn new(criterion: Box<dyn Criterion>, settings: PruningSettings, recompute: bool) -> Self {
-        Self { criterion, settings, recompute, k: 0, cached: None }
+        Self {
+            criterion,
+            settings,
+            recompute,
+            k: 0,
+            cached: None,
+        }
     }
 }
 

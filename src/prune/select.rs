@@ -14,7 +14,12 @@ pub fn target_count(rate: f64, total: usize) -> usize {
 }
 
 /// Remove `n` more filters from `mask`, lowest score first (ties: earlier layer, lower index).
-pub fn prune_lowest(mask: &FilterMask, scores: &Scores, n: usize, min_per_layer: usize) -> Result<FilterMask> {
+pub fn prune_lowest(
+    mask: &FilterMask,
+    scores: &Scores,
+    n: usize,
+    min_per_layer: usize,
+) -> Result<FilterMask> {
     let mut cand = Vec::new();
     for (l, row) in mask.keep.iter().enumerate() {
         for (f, &alive) in row.iter().enumerate() {

@@ -25,12 +25,17 @@ pub struct RunCurve {
 }
 
 fn f64s(s: &Series) -> Result<Vec<f64>> {
-    Ok(s.cast(&DataType::Float64)?.f64()?.into_no_null_iter().collect())
+    Ok(s.cast(&DataType::Float64)?
+        .f64()?
+        .into_no_null_iter()
+        .collect())
 }
 
 fn nested(s: &Series) -> Result<Vec<Vec<f64>>> {
     let l = s.list()?;
-    (0..l.len()).map(|i| f64s(&l.get_as_series(i).context("null list")?)).collect()
+    (0..l.len())
+        .map(|i| f64s(&l.get_as_series(i).context("null list")?))
+        .collect()
 }
 
 pub fn run_curves(steps: &DataFrame) -> Result<Vec<RunCurve>> {
@@ -53,10 +58,15 @@ pub fn run_curves(steps: &DataFrame) -> Result<Vec<RunCurve>> {
         ])
         .collect()?;
     let s = |c: &str| -> Result<StringChunked> { Ok(per_run.column(c)?.str()?.clone()) };
-    let (model, dataset, method, variant) = (s("model")?, s("dataset")?, s("method")?, s("variant")?);
+    let (model, dataset, method, variant) =
+        (s("model")?, s("dataset")?, s("method")?, s("variant")?);
     let seed = per_run.column("seed")?.i64()?.clone();
     let list = |c: &str, i: usize| -> Result<Series> {
-        per_run.column(c)?.list()?.get_as_series(i).context("null list")
+        per_run
+            .column(c)?
+            .list()?
+            .get_as_series(i)
+            .context("null list")
     };
     let mut out = Vec::new();
     for i in 0..per_run.height() {
@@ -67,7 +77,11 @@ pub fn run_curves(steps: &DataFrame) -> Result<Vec<RunCurve>> {
         out.push(RunCurve {
             model: model.get(i).unwrap_or("").into(),
             dataset: dataset.get(i).unwrap_or("").into(),
-            curve: if v.is_empty() { m.into() } else { format!("{m}/{v}") },
+            curve: if v.is_empty() {
+                m.into()
+            } else {
+                format!("{m}/{v}")
+            },
             seed: seed.get(i).unwrap_or(0),
             rates: f64s(&list("pruning_rate", i)?)?,
             top1: f64s(&list("top1", i)?)?,
@@ -84,8 +98,16 @@ pub fn run_curves(steps: &DataFrame) -> Result<Vec<RunCurve>> {
 }
 
 /// Mean ± sd over seeds on a common rate grid, aggregated by Polars.
-fn banded(runs: &[&RunCurve], metric: fn(&RunCurve) -> &Vec<f64>, colors: &BTreeMap<String, usize>) -> Result<Vec<Line>> {
-    let max_rate = runs.iter().filter_map(|r| r.rates.last()).cloned().fold(0.0, f64::max);
+fn banded(
+    runs: &[&RunCurve],
+    metric: fn(&RunCurve) -> &Vec<f64>,
+    colors: &BTreeMap<String, usize>,
+) -> Result<Vec<Line>> {
+    let max_rate = runs
+        .iter()
+        .filter_map(|r| r.rates.last())
+        .cloned()
+        .fold(0.0, f64::max);
     let grid: Vec<f64> = (0..=60).map(|j| max_rate * j as f64 / 60.0).collect();
     let (mut name, mut xs, mut ys) = (Vec::new(), Vec::new(), Vec::new());
     for r in runs {
@@ -99,20 +121,35 @@ fn banded(runs: &[&RunCurve], metric: fn(&RunCurve) -> &Vec<f64>, colors: &BTree
     }
     let long = DataFrame::new(
         xs.len(),
-        vec![Column::new("curve".into(), name), Column::new("x".into(), xs), Column::new("y".into(), ys)],
+        vec![
+            Column::new("curve".into(), name),
+            Column::new("x".into(), xs),
+            Column::new("y".into(), ys),
+        ],
     )?;
     let agg = long
         .lazy()
         .group_by([col("curve"), col("x")])
-        .agg([col("y").mean().alias("mean"), col("y").std(1).fill_null(lit(0.0)).alias("sd")])
+        .agg([
+            col("y").mean().alias("mean"),
+            col("y").std(1).fill_null(lit(0.0)).alias("sd"),
+        ])
         .sort(["curve", "x"], SortMultipleOptions::default())
         .collect()?;
     let curve = agg.column("curve")?.str()?.clone();
-    let (x, mean, sd) = (agg.column("x")?.f64()?.clone(), agg.column("mean")?.f64()?.clone(), agg.column("sd")?.f64()?.clone());
+    let (x, mean, sd) = (
+        agg.column("x")?.f64()?.clone(),
+        agg.column("mean")?.f64()?.clone(),
+        agg.column("sd")?.f64()?.clone(),
+    );
     let mut lines: BTreeMap<String, Line> = BTreeMap::new();
     for i in 0..agg.height() {
         let c = curve.get(i).unwrap_or("").to_string();
-        let (xv, m, s) = (x.get(i).unwrap_or(0.0), mean.get(i).unwrap_or(0.0), sd.get(i).unwrap_or(0.0));
+        let (xv, m, s) = (
+            x.get(i).unwrap_or(0.0),
+            mean.get(i).unwrap_or(0.0),
+            sd.get(i).unwrap_or(0.0),
+        );
         let line = lines.entry(c.clone()).or_insert_with(|| Line {
             label: c.clone(),
             points: vec![],
@@ -126,7 +163,12 @@ fn banded(runs: &[&RunCurve], metric: fn(&RunCurve) -> &Vec<f64>, colors: &BTree
 }
 
 fn plain(label: String, xs: &[f64], ys: impl Iterator<Item = f64>, color: usize) -> Line {
-    Line { label, points: xs.iter().cloned().zip(ys).collect(), band: vec![], color }
+    Line {
+        label,
+        points: xs.iter().cloned().zip(ys).collect(),
+        band: vec![],
+        color,
+    }
 }
 
 /// Render all five figures for every (model, dataset) into `dir`.
@@ -137,15 +179,28 @@ pub fn render_all(
     dir: &Path,
 ) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
-    let names: std::collections::BTreeSet<String> = curves.iter().map(|c| c.curve.clone()).collect();
-    let colors: BTreeMap<String, usize> = names.into_iter().enumerate().map(|(i, n)| (n, i)).collect();
-    let mut combos: Vec<(String, String)> = curves.iter().map(|c| (c.model.clone(), c.dataset.clone())).collect();
+    let names: std::collections::BTreeSet<String> =
+        curves.iter().map(|c| c.curve.clone()).collect();
+    let colors: BTreeMap<String, usize> =
+        names.into_iter().enumerate().map(|(i, n)| (n, i)).collect();
+    let mut combos: Vec<(String, String)> = curves
+        .iter()
+        .map(|c| (c.model.clone(), c.dataset.clone()))
+        .collect();
     combos.sort();
     combos.dedup();
     let mut files = Vec::new();
     for (model, dataset) in combos {
-        let runs: Vec<&RunCurve> = curves.iter().filter(|c| c.model == model && c.dataset == dataset).collect();
-        let max_rate = runs.iter().filter_map(|r| r.rates.last()).cloned().fold(0.0, f64::max).max(1e-6);
+        let runs: Vec<&RunCurve> = curves
+            .iter()
+            .filter(|c| c.model == model && c.dataset == dataset)
+            .collect();
+        let max_rate = runs
+            .iter()
+            .filter_map(|r| r.rates.last())
+            .cloned()
+            .fold(0.0, f64::max)
+            .max(1e-6);
         let tag = format!("{model}-{dataset}");
         let chart = |title: &str, x: &str, y: &str, xr: (f64, f64), lines: Vec<Line>| Chart {
             title: format!("{title} — {model} on {dataset}"),
@@ -160,8 +215,26 @@ pub fn render_all(
             files.extend(render(&c, &dir.join(format!("{name}-{tag}")))?);
             Ok(())
         };
-        out("top1_vs_rate", chart("Top-1 accuracy", rate, "top-1 accuracy (test)", (0.0, max_rate), banded(&runs, |r| &r.top1, &colors)?))?;
-        out("balanced_vs_rate", chart("Class-averaged accuracy", rate, "balanced accuracy (test)", (0.0, max_rate), banded(&runs, |r| &r.balanced, &colors)?))?;
+        out(
+            "top1_vs_rate",
+            chart(
+                "Top-1 accuracy",
+                rate,
+                "top-1 accuracy (test)",
+                (0.0, max_rate),
+                banded(&runs, |r| &r.top1, &colors)?,
+            ),
+        )?;
+        out(
+            "balanced_vs_rate",
+            chart(
+                "Class-averaged accuracy",
+                rate,
+                "balanced accuracy (test)",
+                (0.0, max_rate),
+                banded(&runs, |r| &r.balanced, &colors)?,
+            ),
+        )?;
 
         // The focus method's first seed: per-class curves and its layer profile.
         let run = runs
@@ -174,28 +247,74 @@ pub fn render_all(
         let n_classes = run.class_acc.first().map_or(0, Vec::len);
         let per_class = (0..n_classes)
             .map(|k| {
-                let label = cls.and_then(|c| c.get(k)).cloned().unwrap_or_else(|| format!("class {k}"));
+                let label = cls
+                    .and_then(|c| c.get(k))
+                    .cloned()
+                    .unwrap_or_else(|| format!("class {k}"));
                 plain(label, &run.rates, run.class_acc.iter().map(|a| a[k]), k)
             })
             .collect();
         let what = format!("{} (seed {})", run.curve, run.seed);
-        out("class_acc_vs_rate", chart(&format!("Per-class accuracy, {what}"), rate, "class accuracy (test)", (0.0, max_rate), per_class))?;
+        out(
+            "class_acc_vs_rate",
+            chart(
+                &format!("Per-class accuracy, {what}"),
+                rate,
+                "class accuracy (test)",
+                (0.0, max_rate),
+                per_class,
+            ),
+        )?;
         let n_layers = run.layer_frac.first().map_or(0, Vec::len);
         let profile = (0..n_layers)
-            .map(|l| plain(format!("conv {}", l + 1), &run.rates, run.layer_frac.iter().map(|f| f[l]), l))
+            .map(|l| {
+                plain(
+                    format!("conv {}", l + 1),
+                    &run.rates,
+                    run.layer_frac.iter().map(|f| f[l]),
+                    l,
+                )
+            })
             .collect();
-        out("layer_profile", chart(&format!("Filters left per layer, {what}"), rate, "fraction of the layer's filters left", (0.0, max_rate), profile))?;
+        out(
+            "layer_profile",
+            chart(
+                &format!("Filters left per layer, {what}"),
+                rate,
+                "fraction of the layer's filters left",
+                (0.0, max_rate),
+                profile,
+            ),
+        )?;
 
         // Accuracy against compute: every run, one colour per method.
         let mut labelled = std::collections::HashSet::new();
         let flops = runs
             .iter()
             .map(|r| {
-                let label = if labelled.insert(r.curve.clone()) { r.curve.clone() } else { String::new() };
-                plain(label, &r.flops_frac, r.balanced.iter().cloned(), colors[&r.curve])
+                let label = if labelled.insert(r.curve.clone()) {
+                    r.curve.clone()
+                } else {
+                    String::new()
+                };
+                plain(
+                    label,
+                    &r.flops_frac,
+                    r.balanced.iter().cloned(),
+                    colors[&r.curve],
+                )
             })
             .collect();
-        out("balanced_vs_flops", chart("Accuracy vs compute", "FLOPs fraction of the unpruned network", "balanced accuracy (test)", (0.0, 1.0), flops))?;
+        out(
+            "balanced_vs_flops",
+            chart(
+                "Accuracy vs compute",
+                "FLOPs fraction of the unpruned network",
+                "balanced accuracy (test)",
+                (0.0, 1.0),
+                flops,
+            ),
+        )?;
     }
     Ok(files)
 }

@@ -35,10 +35,18 @@ pub struct Report {
 /// `class_names` per `model|dataset`, from the runs' metadata files.
 fn class_names(results: &Path) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
-    let Ok(dir) = std::fs::read_dir(results.join("runs")) else { return out };
+    let Ok(dir) = std::fs::read_dir(results.join("runs")) else {
+        return out;
+    };
     for f in dir.filter_map(|e| e.ok().map(|e| e.path())) {
-        let Ok(df) = crate::results::read_parquet(&f) else { continue };
-        let get = |c: &str| df.column(c).ok().and_then(|c| c.str().ok().and_then(|s| s.get(0).map(String::from)));
+        let Ok(df) = crate::results::read_parquet(&f) else {
+            continue;
+        };
+        let get = |c: &str| {
+            df.column(c)
+                .ok()
+                .and_then(|c| c.str().ok().and_then(|s| s.get(0).map(String::from)))
+        };
         if let (Some(m), Some(d), Some(n)) = (get("model"), get("dataset"), get("class_names")) {
             out.insert(format!("{m}|{d}"), n.split('|').map(String::from).collect());
         }
@@ -49,8 +57,14 @@ fn class_names(results: &Path) -> BTreeMap<String, Vec<String>> {
 pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
     let out = opts.out.clone().unwrap_or_else(|| results.join("report"));
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-    let bar = if opts.quiet { ProgressBar::hidden() } else { ProgressBar::new(0) };
-    bar.set_style(ProgressStyle::with_template("report: reading {pos}/{len} step files {bar:30}").unwrap());
+    let bar = if opts.quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("report: reading {pos}/{len} step files {bar:30}").unwrap(),
+    );
     let steps = summary::load_steps(results, &bar)?;
     bar.finish_and_clear();
 
@@ -73,7 +87,12 @@ pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
     let curves = figures::run_curves(&steps)?;
     let focus = opts.focus.clone().unwrap_or_else(|| opts.baseline.clone());
     let plots = figures::render_all(&curves, &class_names(results), &focus, &out)?;
-    Ok(Report { summary: summary_path, tables: written, plots, markdown })
+    Ok(Report {
+        summary: summary_path,
+        tables: written,
+        plots,
+        markdown,
+    })
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

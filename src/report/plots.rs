@@ -53,7 +53,10 @@ where
         .margin(16)
         .x_label_area_size(50)
         .y_label_area_size(64)
-        .build_cartesian_2d(chart.x_range.0..chart.x_range.1, chart.y_range.0..chart.y_range.1)
+        .build_cartesian_2d(
+            chart.x_range.0..chart.x_range.1,
+            chart.y_range.0..chart.y_range.1,
+        )
         .map_err(e)?;
     c.configure_mesh()
         .x_desc(&chart.x_label)
@@ -68,16 +71,19 @@ where
         if !line.band.is_empty() {
             let mut poly: Vec<(f64, f64)> = line.band.iter().map(|(x, lo, _)| (*x, *lo)).collect();
             poly.extend(line.band.iter().rev().map(|(x, _, hi)| (*x, *hi)));
-            c.draw_series(std::iter::once(Polygon::new(poly, color.mix(0.18).filled())))
-                .map_err(e)?;
+            c.draw_series(std::iter::once(Polygon::new(
+                poly,
+                color.mix(0.18).filled(),
+            )))
+            .map_err(e)?;
         }
         let series = c
             .draw_series(LineSeries::new(line.points.clone(), color.stroke_width(2)))
             .map_err(e)?;
         if !line.label.is_empty() {
-            series
-                .label(&line.label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3)));
+            series.label(&line.label).legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+            });
         }
     }
     c.configure_series_labels()

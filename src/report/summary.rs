@@ -35,7 +35,10 @@ pub fn step_files(results: &Path) -> Result<Vec<PathBuf>> {
         .collect();
     files.sort();
     if files.is_empty() {
-        bail!("{}: no .parquet step files (fix: run `lrprune run SPEC` first)", dir.display());
+        bail!(
+            "{}: no .parquet step files (fix: run `lrprune run SPEC` first)",
+            dir.display()
+        );
     }
     Ok(files)
 }
@@ -53,7 +56,12 @@ pub fn load_steps(results: &Path, progress: &indicatif::ProgressBar) -> Result<D
         match &first {
             None => first = Some((f.clone(), schema)),
             Some((f0, s0)) if *s0 != schema => {
-                let cols = |s: &Schema| s.iter_names().map(|n| n.to_string()).collect::<Vec<_>>().join(", ");
+                let cols = |s: &Schema| {
+                    s.iter_names()
+                        .map(|n| n.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
                 bail!(
                     "mixed schemas in {}: {} has [{}] but {} has [{}] (fix: keep one experiment's results per folder, or re-run the old runs with this version)",
                     results.display(),
@@ -67,10 +75,14 @@ pub fn load_steps(results: &Path, progress: &indicatif::ProgressBar) -> Result<D
         }
         progress.inc(1);
     }
-    let paths: Vec<PlRefPath> = files.iter().map(|p| PlRefPath::from(p.to_string_lossy().as_ref())).collect();
-    let df = LazyFrame::scan_parquet_files(paths.into_iter().collect(), ScanArgsParquet::default())?
-        .sort(["run_id", "step"], SortMultipleOptions::default())
-        .collect()?;
+    let paths: Vec<PlRefPath> = files
+        .iter()
+        .map(|p| PlRefPath::from(p.to_string_lossy().as_ref()))
+        .collect();
+    let df =
+        LazyFrame::scan_parquet_files(paths.into_iter().collect(), ScanArgsParquet::default())?
+            .sort(["run_id", "step"], SortMultipleOptions::default())
+            .collect()?;
     Ok(df)
 }
 
@@ -86,7 +98,10 @@ fn list_f64(df: &DataFrame, name: &str) -> Result<Vec<Vec<f64>>> {
     let ca = df.column(name)?.list()?.clone();
     (0..ca.len())
         .map(|i| {
-            let s = ca.get_as_series(i).context("null list")?.cast(&DataType::Float64)?;
+            let s = ca
+                .get_as_series(i)
+                .context("null list")?
+                .cast(&DataType::Float64)?;
             Ok(s.f64()?.into_no_null_iter().collect())
         })
         .collect()
@@ -94,13 +109,28 @@ fn list_f64(df: &DataFrame, name: &str) -> Result<Vec<Vec<f64>>> {
 
 /// One row per run: AUCs, accuracy at fixed rates, the safe rate, final cost fractions.
 pub fn run_summary(steps: &DataFrame) -> Result<DataFrame> {
-    let ident = ["experiment", "model", "dataset", "method", "variant", "seed"];
+    let ident = [
+        "experiment",
+        "model",
+        "dataset",
+        "method",
+        "variant",
+        "seed",
+    ];
     let mut aggs: Vec<Expr> = ident.iter().map(|c| col(*c).first()).collect();
     aggs.push(auc_expr("top1").alias("auc_top1"));
     aggs.push(auc_expr("balanced_acc").alias("auc_class"));
     aggs.push(col("pruning_rate").last().alias("max_rate"));
-    aggs.push((col("params").last().cast(DataType::Float64) / col("params").first().cast(DataType::Float64)).alias("params_frac"));
-    aggs.push((col("flops").last().cast(DataType::Float64) / col("flops").first().cast(DataType::Float64)).alias("flops_frac"));
+    aggs.push(
+        (col("params").last().cast(DataType::Float64)
+            / col("params").first().cast(DataType::Float64))
+        .alias("params_frac"),
+    );
+    aggs.push(
+        (col("flops").last().cast(DataType::Float64)
+            / col("flops").first().cast(DataType::Float64))
+        .alias("flops_frac"),
+    );
     for c in ["pruning_rate", "top1", "balanced_acc"] {
         aggs.push(col(c).implode(true).alias(format!("{c}_list")));
     }
@@ -116,12 +146,24 @@ pub fn run_summary(steps: &DataFrame) -> Result<DataFrame> {
     let bal = list_f64(&per_run, "balanced_acc_list")?;
     let mut out = per_run.drop_many(["pruning_rate_list", "top1_list", "balanced_acc_list"]);
     for &x in &RATES {
-        let b: Vec<Option<f64>> = rates.iter().zip(&bal).map(|(r, v)| curve::at(r, v, x)).collect();
+        let b: Vec<Option<f64>> = rates
+            .iter()
+            .zip(&bal)
+            .map(|(r, v)| curve::at(r, v, x))
+            .collect();
         out.with_column(Column::new(format!("balanced_at_{x}").into(), b))?;
     }
-    let t9: Vec<Option<f64>> = rates.iter().zip(&top1).map(|(r, v)| curve::at(r, v, 0.9)).collect();
+    let t9: Vec<Option<f64>> = rates
+        .iter()
+        .zip(&top1)
+        .map(|(r, v)| curve::at(r, v, 0.9))
+        .collect();
     out.with_column(Column::new("top1_at_0.9".into(), t9))?;
-    let safe: Vec<f64> = rates.iter().zip(&bal).map(|(r, v)| curve::safe_rate(r, v, 0.01)).collect();
+    let safe: Vec<f64> = rates
+        .iter()
+        .zip(&bal)
+        .map(|(r, v)| curve::safe_rate(r, v, 0.01))
+        .collect();
     out.with_column(Column::new("safe_rate".into(), safe))?;
     Ok(out)
 }
@@ -139,23 +181,23 @@ pub fn aggregate(summary: &DataFrame, baseline: &str) -> Result<DataFrame> {
         .group_by_stable(GROUP.map(col))
         .agg(aggs);
     let keys = [col("model"), col("dataset"), col("variant")];
-    let base = agg
-        .clone()
-        .filter(col("method").eq(lit(baseline)))
-        .select([
-            col("model"),
-            col("dataset"),
-            col("variant"),
-            col("auc_class_mean").alias("base_auc_class"),
-            col("auc_top1_mean").alias("base_auc_top1"),
-        ]);
+    let base = agg.clone().filter(col("method").eq(lit(baseline))).select([
+        col("model"),
+        col("dataset"),
+        col("variant"),
+        col("auc_class_mean").alias("base_auc_class"),
+        col("auc_top1_mean").alias("base_auc_top1"),
+    ]);
     let joined = agg
         .join(base, keys.clone(), keys, JoinArgs::new(JoinType::Left))
         .with_columns([
             (col("auc_class_mean") / col("base_auc_class")).alias("auc_class_ratio"),
             (col("auc_top1_mean") / col("base_auc_top1")).alias("auc_top1_ratio"),
         ])
-        .drop(Selector::ByName { names: ["base_auc_class".into(), "base_auc_top1".into()].into(), strict: true })
+        .drop(Selector::ByName {
+            names: ["base_auc_class".into(), "base_auc_top1".into()].into(),
+            strict: true,
+        })
         .sort(GROUP, SortMultipleOptions::default())
         .collect()?;
     Ok(joined)

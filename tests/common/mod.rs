@@ -22,10 +22,20 @@ pub fn tiny_weights(path: &Path, seed: u64) {
     for (k, &out_c) in keys.iter().zip(TINY_WIDTHS.iter()) {
         let n = out_c * in_c * 9;
         let std = (2.0 / (in_c * 9) as f64).sqrt();
-        let w: Vec<f32> = (0..n).map(|_| (rng.random::<f64>() * 2.0 - 1.0) as f32 * std as f32 * 1.7).collect();
-        let b: Vec<f32> = (0..out_c).map(|_| (rng.random::<f64>() * 0.2 - 0.1) as f32).collect();
-        map.insert(format!("features.{k}.weight"), Tensor::from_vec(w, (out_c, in_c, 3, 3), &Device::Cpu).unwrap());
-        map.insert(format!("features.{k}.bias"), Tensor::from_vec(b, out_c, &Device::Cpu).unwrap());
+        let w: Vec<f32> = (0..n)
+            .map(|_| (rng.random::<f64>() * 2.0 - 1.0) as f32 * std as f32 * 1.7)
+            .collect();
+        let b: Vec<f32> = (0..out_c)
+            .map(|_| (rng.random::<f64>() * 0.2 - 0.1) as f32)
+            .collect();
+        map.insert(
+            format!("features.{k}.weight"),
+            Tensor::from_vec(w, (out_c, in_c, 3, 3), &Device::Cpu).unwrap(),
+        );
+        map.insert(
+            format!("features.{k}.bias"),
+            Tensor::from_vec(b, out_c, &Device::Cpu).unwrap(),
+        );
         in_c = out_c;
     }
     candle_core::safetensors::save(&map, path).unwrap();
@@ -72,8 +82,16 @@ pub fn tiny_idx(dir: &Path, per_class: usize, seed: u64) {
             lb.push(c as u8);
         }
         let n = lb.len() as u32;
-        write_idx_gz(&dir.join(format!("{prefix}-images-idx3-ubyte.gz")), &[n, 28, 28], &px);
-        write_idx_gz(&dir.join(format!("{prefix}-labels-idx1-ubyte.gz")), &[n], &lb);
+        write_idx_gz(
+            &dir.join(format!("{prefix}-images-idx3-ubyte.gz")),
+            &[n, 28, 28],
+            &px,
+        );
+        write_idx_gz(
+            &dir.join(format!("{prefix}-labels-idx1-ubyte.gz")),
+            &[n],
+            &lb,
+        );
     }
 }
 
@@ -123,4 +141,37 @@ source = "data"
 
 pub fn lrprune() -> std::process::Command {
     std::process::Command::new(env!("CARGO_BIN_EXE_lrprune"))
+}
+
+/// Run `lrprune ARGS…` and assert it succeeded.
+pub fn run_ok(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    let out = lrprune().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "lrprune {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Every steps file under `results`, sorted by name.
+pub fn step_files(results: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(results.join("steps"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
+}
+
+/// max |a − b| over all elements.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }

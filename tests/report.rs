@@ -1,0 +1,187 @@
+//! Report: AUCs against hand-worked values, and every plot kind rendered without system fonts.
+
+use lrprune::report::{self, ReportOptions};
+use lrprune::results::{self, RunIdentity, StepRecord};
+use polars::prelude::*;
+use std::path::Path;
+
+fn rec(step: i64, rate: f64, top1: f64, bal: f64) -> StepRecord {
+    StepRecord {
+        step,
+        pruning_rate: rate,
+        filters_remaining: 100 - (rate * 100.0) as i64,
+        params: 1000 - (rate * 900.0) as i64,
+        flops: 2000 - (rate * 1800.0) as i64,
+        top1,
+        balanced_acc: bal,
+        harmonic_acc: bal,
+        class_acc: vec![bal, top1, (bal + top1) / 2.0],
+        layer_filters: vec![60 - (rate * 50.0) as i64, 40 - (rate * 40.0) as i64],
+        control_acc: None,
+        step_size: 0.1,
+        backoffs: 0,
+        wall_ms: 1.0,
+    }
+}
+
+fn write_run(dir: &Path, method: &str, seed: i64, rows: &[StepRecord]) {
+    let id = RunIdentity {
+        run_id: format!("m-d-{method}-s{seed}"),
+        experiment: "t".into(),
+        model: "m".into(),
+        dataset: "d".into(),
+        method: method.into(),
+        variant: String::new(),
+        seed,
+    };
+    let mut df = results::steps_frame(&id, rows).unwrap();
+    results::write_parquet_atomic(&results::steps_path(dir, &id.run_id), &mut df).unwrap();
+}
+
+fn fixture(dir: &Path) {
+    // `a`: even steps. top1 (0,.9) (.3,.6) (.6,.3) (.9,.0) → AUC .45; balanced constant .5.
+    let a: Vec<StepRecord> = (0..4)
+        .map(|k| rec(k, 0.3 * k as f64, 0.9 - 0.3 * k as f64, 0.5))
+        .collect();
+    write_run(dir, "a", 0, &a);
+    // `b`: uneven steps (0,1) (.1,.8) (.4,.5) (.9,.1) → (.09 + .195 + .15)/.9 = .48333…
+    let pts = [(0.0, 1.0), (0.1, 0.8), (0.4, 0.5), (0.9, 0.1)];
+    let b: Vec<StepRecord> = pts
+        .iter()
+        .enumerate()
+        .map(|(k, (r, v))| rec(k as i64, *r, *v, *v))
+        .collect();
+    write_run(dir, "b", 0, &b);
+    // `b` seed 1: balanced .2 lower everywhere → AUC .28333…
+    let b1: Vec<StepRecord> = pts
+        .iter()
+        .enumerate()
+        .map(|(k, (r, v))| rec(k as i64, *r, *v, v - 0.2))
+        .collect();
+    write_run(dir, "b", 1, &b1);
+}
+
+#[test]
+fn auc_matches_hand_computation() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let opts = ReportOptions {
+        out: None,
+        baseline: "a".into(),
+        focus: None,
+        quiet: true,
+    };
+    let r = report::report(dir.path(), &opts).unwrap();
+    let s = results::read_parquet(&r.summary).unwrap();
+    let get = |run: &str, col: &str| -> f64 {
+        let f = s
+            .clone()
+            .lazy()
+            .filter(col_expr("run_id").eq(lit(run)))
+            .collect()
+            .unwrap();
+        f.column(col).unwrap().f64().unwrap().get(0).unwrap()
+    };
+    assert!((get("m-d-a-s0", "auc_top1") - 0.45).abs() < 1e-12);
+    assert!((get("m-d-a-s0", "auc_class") - 0.5).abs() < 1e-12);
+    assert!((get("m-d-b-s0", "auc_top1") - 0.435 / 0.9).abs() < 1e-12);
+    assert!((get("m-d-b-s0", "auc_class") - 0.435 / 0.9).abs() < 1e-12);
+    assert!((get("m-d-b-s1", "auc_class") - (0.435 / 0.9 - 0.2)).abs() < 1e-12);
+    // Interpolated: b at 0.5 lies on (.4,.5)–(.9,.1): .5 − .08 = .42.
+    assert!((get("m-d-b-s0", "balanced_at_0.5") - 0.42).abs() < 1e-12);
+    assert!((get("m-d-b-s0", "flops_frac") - (2000.0 - 1620.0) / 2000.0).abs() < 1e-12);
+
+    // Aggregated over seeds: b's class AUC mean = .48333 − .1, sd = sqrt(2·.1²) = .141421.
+    let csv = std::fs::read_to_string(dir.path().join("report/summary.csv")).unwrap();
+    let b_line = csv.lines().find(|l| l.contains("\"b\"")).unwrap();
+    let mean = 0.435 / 0.9 - 0.1;
+    assert!(b_line.contains(&format!("{:.6}", mean)[..6]), "{b_line}");
+    assert!(
+        r.markdown.contains("| b | 2 |") || r.markdown.contains(" b | 2 "),
+        "{}",
+        r.markdown
+    );
+    assert!(
+        r.markdown.contains(&format!("{:.3} ± 0.141", mean)),
+        "{}",
+        r.markdown
+    );
+    // Ratio to the baseline `a` (class AUC .5).
+    assert!(
+        r.markdown.contains(&format!("{:.2}×", mean / 0.5)),
+        "{}",
+        r.markdown
+    );
+    let tex = std::fs::read_to_string(dir.path().join("report/summary.tex")).unwrap();
+    assert!(tex.contains("\\toprule") && tex.contains("\\bottomrule"));
+}
+
+fn col_expr(name: &str) -> Expr {
+    col(name)
+}
+
+#[test]
+fn every_plot_renders_without_system_fonts() {
+    // The font is compiled into the binary; point fontconfig at nothing to be sure.
+    std::env::set_var("FONTCONFIG_FILE", "/dev/null");
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let opts = ReportOptions {
+        out: None,
+        baseline: "a".into(),
+        focus: Some("b".into()),
+        quiet: true,
+    };
+    let r = report::report(dir.path(), &opts).unwrap();
+    let kinds = [
+        "top1_vs_rate",
+        "balanced_vs_rate",
+        "class_acc_vs_rate",
+        "layer_profile",
+        "balanced_vs_flops",
+    ];
+    assert_eq!(r.plots.len(), 2 * kinds.len());
+    for k in kinds {
+        let png = dir.path().join(format!("report/{k}-m-d.png"));
+        let img = image::open(&png).unwrap().to_rgb8();
+        assert_eq!((img.width(), img.height()), (960, 640));
+        let non_white = img.pixels().filter(|p| p.0 != [255, 255, 255]).count();
+        let colours: std::collections::HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+        assert!(
+            non_white > 5_000,
+            "{k}: almost blank ({non_white} non-white pixels)"
+        );
+        assert!(colours.len() > 8, "{k}: only {} colours", colours.len());
+        let svg = std::fs::read_to_string(png.with_extension("svg")).unwrap();
+        let doc = roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{k}.svg: {e}"));
+        assert_eq!(doc.root_element().tag_name().name(), "svg");
+        assert!(
+            svg.contains("pruning rate") || svg.contains("FLOPs"),
+            "{k}: axis label missing"
+        );
+    }
+}
+
+#[test]
+fn empty_and_mixed_results_give_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = ReportOptions {
+        out: None,
+        baseline: "a".into(),
+        focus: None,
+        quiet: true,
+    };
+    let e = report::report(dir.path(), &opts).err().unwrap().to_string();
+    assert!(e.contains("no steps/ folder") && e.contains("fix"), "{e}");
+    std::fs::create_dir_all(dir.path().join("steps")).unwrap();
+    let e = report::report(dir.path(), &opts).err().unwrap().to_string();
+    assert!(e.contains("no .parquet step files"), "{e}");
+    fixture(dir.path());
+    let mut other = df!("run_id" => ["x"], "step" => [0i64]).unwrap();
+    results::write_parquet_atomic(&dir.path().join("steps/zz.parquet"), &mut other).unwrap();
+    let e = format!("{:#}", report::report(dir.path(), &opts).err().unwrap());
+    assert!(
+        e.contains("mixed schemas") && e.contains("zz.parquet"),
+        "{e}"
+    );
+}
