@@ -9,6 +9,7 @@
 pub mod assets;
 pub mod data;
 pub mod eval;
+pub mod lrp;
 pub mod model;
 pub mod prune;
 pub mod report;

@@ -46,6 +46,35 @@ enum Cmd {
     },
     /// Show the expanded run list and the model's layers, parameters and FLOPs.
     Inspect { spec: PathBuf },
+    /// Per-filter LRP relevance of a checkpoint on a batch of inputs, to Parquet.
+    Explain {
+        /// vgg11|vgg13|vgg16|vgg19, or a custom cfg such as "64 M 128 M".
+        #[arg(long, default_value = "vgg16")]
+        model: String,
+        /// The checkpoint has batch-norm layers (folded into the convs).
+        #[arg(long)]
+        batch_norm: bool,
+        /// safetensors/.pth with features.N.* and classifier.N.* (torchvision names).
+        #[arg(long)]
+        weights: PathBuf,
+        /// safetensors with `images` (N,C,H,W f32, preprocessed) and `labels` (N, i64).
+        #[arg(long)]
+        inputs: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// epsilon-plus (default), epsilon-plus-nobias, epsilon-plus-flat, epsilon-plus-zb,
+        /// epsilon-alpha2-beta1.
+        #[arg(long, default_value = "epsilon-plus")]
+        composite: String,
+        /// Pixel bounds for the zB rule: caffe-bgr or torchvision.
+        #[arg(long, default_value = "caffe-bgr")]
+        preprocess: String,
+        /// Also write one input-relevance heatmap PNG per sample here.
+        #[arg(long)]
+        heatmaps: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceArg,
+    },
     /// Summaries, tables (md/csv/tex) and plots (png/svg) from a results directory.
     Report {
         results: PathBuf,
@@ -176,6 +205,19 @@ fn main() -> ExitCode {
             };
             write_report(&spec.results_dir, &opts)
         }),
+        Cmd::Explain { model, batch_norm, weights, inputs, out, composite, preprocess, heatmaps, device: d } => {
+            device(d).and_then(|device| {
+                let preprocess = match preprocess.as_str() {
+                    "caffe-bgr" => spec::Preprocess::CaffeBgr,
+                    "torchvision" => spec::Preprocess::Torchvision,
+                    other => bail!("--preprocess {other}: use caffe-bgr or torchvision"),
+                };
+                let opts = lrprune::lrp::explain::ExplainOptions { model, batch_norm, weights, inputs, out, composite, preprocess, heatmaps };
+                let df = lrprune::lrp::explain::explain(&opts, &device)?;
+                println!("{} filters → {}", df.height(), opts.out.display());
+                Ok(())
+            })
+        }
         Cmd::Report {
             results,
             out,

@@ -5,6 +5,7 @@ use crate::data::{self, split::TaskData};
 use crate::eval::{self, Metrics};
 use crate::model::{cost, head, vgg, weights, Layer, Network};
 use crate::prune::compact::compact;
+use crate::lrp::LrpCriterion;
 use crate::prune::criteria::{Criterion, RandomScores, WeightNorm};
 use crate::prune::schedule::{Context, GlobalSchedule, Schedule};
 use crate::prune::FilterMask;
@@ -101,16 +102,21 @@ pub fn prepare_task(cfg: &RunConfig, device: &Device) -> Result<Task> {
     })
 }
 
-/// The schedule a method runs.
-pub fn schedule_for(cfg: &RunConfig) -> Box<dyn Schedule> {
-    let criterion: Box<dyn Criterion> = match cfg.method.kind {
-        MethodKind::L1 => Box::new(WeightNorm { p: 1 }),
-        MethodKind::L2 => Box::new(WeightNorm { p: 2 }),
-        MethodKind::Random => Box::new(RandomScores {
-            rng: rng::stream(cfg.seed, "random-criterion"),
-        }),
+/// The schedule a method runs. Criteria only ever see the reference (training) split.
+pub fn schedule_for(cfg: &RunConfig, n_classes: usize, device: &Device) -> Result<Box<dyn Schedule>> {
+    let lrp = || -> Result<Box<dyn Criterion>> {
+        let settings = cfg.lrp.clone().unwrap_or_default();
+        let composite = crate::lrp::composite::by_name(&settings.composite, cfg.model.preprocess, device)?;
+        Ok(Box::new(LrpCriterion { composite, settings, n_classes }))
     };
-    Box::new(GlobalSchedule::new(criterion, cfg.pruning.clone(), true))
+    let (criterion, recompute): (Box<dyn Criterion>, bool) = match cfg.method.kind {
+        MethodKind::L1 => (Box::new(WeightNorm { p: 1 }), true),
+        MethodKind::L2 => (Box::new(WeightNorm { p: 2 }), true),
+        MethodKind::Random => (Box::new(RandomScores { rng: rng::stream(cfg.seed, "random-criterion") }), true),
+        MethodKind::Lrp => (lrp()?, true),
+        MethodKind::LrpOneshot => (lrp()?, false),
+    };
+    Ok(Box::new(GlobalSchedule::new(criterion, cfg.pruning.clone(), recompute)))
 }
 
 fn record(
@@ -160,7 +166,7 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
         reference: &task.data.train,
         batch_size: bs,
     };
-    let mut schedule = schedule_for(cfg);
+    let mut schedule = schedule_for(cfg, n_classes, task.net.device())?;
     let n_steps = (cfg.pruning.max_rate / cfg.pruning.step - 1e-9).ceil() as u64;
     bar.set_length(n_steps);
     bar.set_position(0);

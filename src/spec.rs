@@ -31,6 +31,8 @@ struct SpecFile {
     #[serde(default)]
     head: HeadSettings,
     #[serde(default)]
+    lrp: LrpSettings,
+    #[serde(default)]
     model: Vec<Spanned<ModelSpec>>,
     #[serde(default)]
     dataset: Vec<Spanned<DatasetSpec>>,
@@ -178,6 +180,46 @@ impl Default for HeadSettings {
     }
 }
 
+/// Per-layer normalisation of filter scores before the global ranking.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerNorm {
+    None,
+    /// v / Σ v over the layer (Yeom et al. 2021).
+    Sum,
+    /// v / ‖v‖₂ over the layer.
+    L2,
+}
+
+/// How relevance becomes a filter score.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LrpSettings {
+    /// A composite name (`lrprune explain --help` lists them).
+    #[serde(default = "d_composite")]
+    pub composite: String,
+    /// Rank by |relevance| instead of signed relevance.
+    #[serde(default)]
+    pub abs: bool,
+    #[serde(default = "d_layer_norm")]
+    pub normalize: LayerNorm,
+}
+fn d_composite() -> String {
+    "epsilon-plus".into()
+}
+fn d_layer_norm() -> LayerNorm {
+    LayerNorm::Sum
+}
+impl Default for LrpSettings {
+    fn default() -> Self {
+        Self {
+            composite: d_composite(),
+            abs: false,
+            normalize: d_layer_norm(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Optimizer {
@@ -258,6 +300,9 @@ pub struct DatasetSpec {
 pub struct MethodSpec {
     pub name: String,
     pub kind: MethodKind,
+    /// Relevance settings for LRP kinds; `None` = the spec's `[lrp]` section.
+    #[serde(default)]
+    pub lrp: Option<LrpSettings>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
@@ -266,6 +311,10 @@ pub enum MethodKind {
     L1,
     L2,
     Random,
+    /// Iterative LRP: relevance recomputed on the pruned network each step (Yeom et al.).
+    Lrp,
+    /// One-shot LRP: relevance once on the intact network, masks at every rate (PXP).
+    LrpOneshot,
 }
 
 impl MethodKind {
@@ -273,7 +322,12 @@ impl MethodKind {
         ("l1", MethodKind::L1),
         ("l2", MethodKind::L2),
         ("random", MethodKind::Random),
+        ("lrp", MethodKind::Lrp),
+        ("lrp-oneshot", MethodKind::LrpOneshot),
     ];
+    pub fn uses_relevance(self) -> bool {
+        matches!(self, MethodKind::Lrp | MethodKind::LrpOneshot)
+    }
     fn parse(s: &str) -> Option<Self> {
         Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, k)| *k)
     }
@@ -292,6 +346,9 @@ pub struct RunConfig {
     pub data: DataSettings,
     pub pruning: PruningSettings,
     pub head: HeadSettings,
+    /// Relevance settings in force for LRP methods (the method's own, else the spec's
+    /// `[lrp]`); `None` for methods that do not use relevance.
+    pub lrp: Option<LrpSettings>,
 }
 
 impl RunConfig {
@@ -509,6 +566,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
                 MethodKind::parse(name).map(|kind| MethodSpec {
                     name: name.clone(),
                     kind,
+                    lrp: None,
                 })
             });
         let Some(spec) = spec else {
@@ -531,9 +589,13 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
     for model in &models {
         for dataset in &datasets {
             for &seed in exp.seeds.get_ref() {
-                for (variant, data, pruning, head) in &variants {
+                for (variant, data, pruning, head, lrp) in &variants {
                     for method in &methods {
                         runs.push(RunConfig {
+                            lrp: method
+                                .kind
+                                .uses_relevance()
+                                .then(|| method.lrp.clone().unwrap_or_else(|| lrp.clone())),
                             experiment: name.clone(),
                             model: model.clone(),
                             dataset: dataset.clone(),
@@ -629,6 +691,18 @@ fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
             ),
         ));
     }
+    let mut lrps: Vec<(&LrpSettings, std::ops::Range<usize>)> = vec![(&raw.lrp, span.clone())];
+    lrps.extend(raw.method.iter().filter_map(|m| m.get_ref().lrp.as_ref().map(|l| (l, m.span()))));
+    for (l, at) in lrps {
+        if !crate::lrp::composite::NAMES.iter().any(|(n, _)| *n == l.composite) {
+            let known: Vec<&str> = crate::lrp::composite::NAMES.iter().map(|(n, _)| *n).collect();
+            bail!(loc.err(
+                loc.key_in(at, "composite"),
+                "lrp.composite",
+                format!("unknown composite `{}` (fix: one of {})", l.composite, known.join(", "))
+            ));
+        }
+    }
     if raw.data.train_per_class == 0 || raw.data.test_per_class == 0 || raw.data.batch_size == 0 {
         bail!(loc.err(
             span,
@@ -639,7 +713,7 @@ fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
     Ok(())
 }
 
-type Variant = (String, DataSettings, PruningSettings, HeadSettings);
+type Variant = (String, DataSettings, PruningSettings, HeadSettings, LrpSettings);
 
 /// `[[override]]` tables patch `data`, `pruning` and `head` for a named variant of the grid.
 fn resolve_overrides(loc: &Locator, raw: &SpecFile) -> Result<Vec<Variant>> {
@@ -648,6 +722,7 @@ fn resolve_overrides(loc: &Locator, raw: &SpecFile) -> Result<Vec<Variant>> {
         raw.data.clone(),
         raw.pruning.clone(),
         raw.head.clone(),
+        raw.lrp.clone(),
     );
     if raw.overrides.is_empty() {
         return Ok(vec![base]);
@@ -674,9 +749,10 @@ fn resolve_overrides(loc: &Locator, raw: &SpecFile) -> Result<Vec<Variant>> {
                 "data" => v.1 = patch(&v.1, value).map_err(bad)?,
                 "pruning" => v.2 = patch(&v.2, value).map_err(bad)?,
                 "head" => v.3 = patch(&v.3, value).map_err(bad)?,
+                "lrp" => v.4 = patch(&v.4, value).map_err(bad)?,
                 other => {
                     return Err(bad(format!(
-                        "unknown section `{other}` (fix: overrides may patch data, pruning or head)"
+                        "unknown section `{other}` (fix: overrides may patch data, pruning, head or lrp)"
                     )))
                 }
             }

@@ -4,6 +4,7 @@
 //! keeps three things simple: recording each layer's input for LRP's reverse pass, walking the
 //! layers to compact pruned filters, and counting parameters and FLOPs.
 
+pub mod classifier;
 pub mod convert;
 pub mod cost;
 pub mod head;

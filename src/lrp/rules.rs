@@ -1,0 +1,149 @@
+//! LRP rules for affine layers (conv and linear), written once over an [`Affine`] operator.
+//!
+//! Each rule maps the relevance `R` at a layer's output to relevance at its input, given the
+//! layer's stored input `x`. The forms follow zennit (Anders et al. 2021), so that our numbers
+//! can be checked against it: stabiliser `z + ε·(sign(z) + [z = 0])`, z⁺ splitting inputs and
+//! weights by sign.
+
+use candle_core::{Result, Tensor};
+
+/// An affine operator `x ↦ A(x; W) + b` with its transpose, enough to express every rule.
+pub trait Affine {
+    fn forward(&self, x: &Tensor, w: &Tensor) -> Result<Tensor>;
+    /// The transpose (gradient w.r.t. the input) of `forward` applied to `s`.
+    fn transpose(&self, s: &Tensor, w: &Tensor, input: &Tensor) -> Result<Tensor>;
+    /// Broadcast a bias `(out,)` onto an output.
+    fn add_bias(&self, z: &Tensor, b: &Tensor) -> Result<Tensor>;
+}
+
+pub struct ConvOp {
+    pub padding: usize,
+    pub stride: usize,
+}
+
+impl Affine for ConvOp {
+    fn forward(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        x.conv2d(w, self.padding, self.stride, 1, 1)
+    }
+    fn transpose(&self, s: &Tensor, w: &Tensor, input: &Tensor) -> Result<Tensor> {
+        let (kh, h_in) = (w.dims()[2], input.dims()[2]);
+        let h_out = s.dims()[2];
+        let natural = (h_out - 1) * self.stride + kh - 2 * self.padding;
+        s.conv_transpose2d(w, self.padding, h_in - natural, self.stride, 1)
+    }
+    fn add_bias(&self, z: &Tensor, b: &Tensor) -> Result<Tensor> {
+        z.broadcast_add(&b.reshape((1, b.dims()[0], 1, 1))?)
+    }
+}
+
+pub struct LinearOp;
+
+impl Affine for LinearOp {
+    fn forward(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        x.matmul(&w.t()?)
+    }
+    fn transpose(&self, s: &Tensor, w: &Tensor, _input: &Tensor) -> Result<Tensor> {
+        s.matmul(w)
+    }
+    fn add_bias(&self, z: &Tensor, b: &Tensor) -> Result<Tensor> {
+        z.broadcast_add(b)
+    }
+}
+
+/// A rule for an affine layer.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "rule")]
+pub enum Rule {
+    /// ε-rule: `R_in = x ⊙ Aᵀ(R / stab(z))`, `z = A(x) + b`.
+    Epsilon { epsilon: f64 },
+    /// z⁺ (α1β0): positive contributions only; `bias` adds b⁺ to the denominator (zennit).
+    ZPlus { bias: bool },
+    /// αβ: `α·(positive share) − β·(negative share)`, α − β = 1.
+    AlphaBeta { alpha: f64, beta: f64 },
+    /// Flat: relevance spread uniformly over each output's receptive field (first layer).
+    Flat,
+    /// zᴮ: box-constrained input in [low, high] per channel (first layer).
+    ZBox,
+}
+
+/// The stabiliser zennit uses: `z + ε·(sign(z) + [z = 0])`, never zero.
+pub fn stabilize(z: &Tensor, eps: f64) -> Result<Tensor> {
+    let sign = z.ge(0.0)?.to_dtype(z.dtype())?.affine(2.0, -1.0)?;
+    z + (sign * eps)?
+}
+
+fn pos(t: &Tensor) -> Result<Tensor> {
+    t.relu()
+}
+fn neg(t: &Tensor) -> Result<Tensor> {
+    t.minimum(0.0)
+}
+
+const STAB: f64 = 1e-6;
+
+/// Apply `rule` to an affine layer. `bounds` = per-input (low, high) tensors broadcastable to
+/// `x`, required by [`Rule::ZBox`].
+pub fn apply(
+    rule: Rule,
+    op: &dyn Affine,
+    x: &Tensor,
+    w: &Tensor,
+    b: &Tensor,
+    r: &Tensor,
+    bounds: Option<&(Tensor, Tensor)>,
+) -> Result<Tensor> {
+    match rule {
+        Rule::Epsilon { epsilon } => {
+            let z = op.add_bias(&op.forward(x, w)?, b)?;
+            let s = (r / stabilize(&z, epsilon)?)?;
+            x * op.transpose(&s, w, x)?
+        }
+        Rule::ZPlus { bias } => {
+            let b = if bias { pos(b)? } else { b.zeros_like()? };
+            alpha_beta(op, x, w, &b, &b.zeros_like()?, r, 1.0, 0.0)
+        }
+        Rule::AlphaBeta { alpha, beta } => alpha_beta(op, x, w, &pos(b)?, &neg(b)?, r, alpha, beta),
+        Rule::Flat => {
+            let ones_w = w.ones_like()?;
+            let z = op.forward(&x.ones_like()?, &ones_w)?;
+            let s = (r / stabilize(&z, STAB)?)?;
+            op.transpose(&s, &ones_w, x)
+        }
+        Rule::ZBox => {
+            let (low, high) = bounds.ok_or_else(|| candle_core::Error::Msg("zB rule needs input bounds".into()))?;
+            let (low, high) = (low.broadcast_as(x.shape())?.contiguous()?, high.broadcast_as(x.shape())?.contiguous()?);
+            let (wp, wn) = (pos(w)?, neg(w)?);
+            let z = ((op.forward(x, w)? - op.forward(&low, &wp)?)? - op.forward(&high, &wn)?)?;
+            let s = (r / stabilize(&z, STAB)?)?;
+            let a = (x * op.transpose(&s, w, x)?)?;
+            let l = (low * op.transpose(&s, &wp, x)?)?;
+            let h = (high * op.transpose(&s, &wn, x)?)?;
+            (a - l)? - h
+        }
+    }
+}
+
+/// α·[x⁺W⁺ + x⁻W⁻ share] − β·[x⁺W⁻ + x⁻W⁺ share], with b⁺ / b⁻ in the denominators.
+#[allow(clippy::too_many_arguments)]
+fn alpha_beta(
+    op: &dyn Affine,
+    x: &Tensor,
+    w: &Tensor,
+    b_pos: &Tensor,
+    b_neg: &Tensor,
+    r: &Tensor,
+    alpha: f64,
+    beta: f64,
+) -> Result<Tensor> {
+    let (xp, xn, wp, wn) = (pos(x)?, neg(x)?, pos(w)?, neg(w)?);
+    let share = |w1: &Tensor, w2: &Tensor, bias: &Tensor| -> Result<Tensor> {
+        let z = op.add_bias(&(op.forward(&xp, w1)? + op.forward(&xn, w2)?)?, bias)?;
+        let s = (r / stabilize(&z, STAB)?)?;
+        (&xp * op.transpose(&s, w1, x)?)? + (&xn * op.transpose(&s, w2, x)?)?
+    };
+    let mut out = (share(&wp, &wn, b_pos)? * alpha)?;
+    if beta != 0.0 {
+        out = (out - (share(&wn, &wp, b_neg)? * beta)?)?;
+    }
+    Ok(out)
+}

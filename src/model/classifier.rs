@@ -1,0 +1,32 @@
+//! A torchvision-style classifier head read from a checkpoint (`classifier.N.weight/bias`).
+
+use super::layer::{Layer, Linear};
+use anyhow::{bail, Result};
+use candle_core::{DType, Device, Tensor};
+use std::collections::HashMap;
+
+/// The `classifier.N` linear layers in index order, ReLU between them (dropout is identity
+/// in eval mode and carries no tensors, so it needs no layer here).
+pub fn from_checkpoint(tensors: &HashMap<String, Tensor>, device: &Device) -> Result<Vec<Layer>> {
+    let mut idx: Vec<usize> = tensors
+        .keys()
+        .filter_map(|k| k.strip_prefix("classifier.")?.strip_suffix(".weight")?.parse().ok())
+        .collect();
+    idx.sort();
+    if idx.is_empty() {
+        bail!("the weights file has no `classifier.N.weight` tensors (fix: include the head's Linear layers under torchvision names)");
+    }
+    let mut layers = Vec::new();
+    for (j, i) in idx.iter().enumerate() {
+        let get = |s: &str| -> Result<Tensor> {
+            let key = format!("classifier.{i}.{s}");
+            let t = tensors.get(&key).ok_or_else(|| anyhow::anyhow!("missing `{key}`"))?;
+            Ok(t.to_dtype(DType::F32)?.to_device(device)?)
+        };
+        if j > 0 {
+            layers.push(Layer::Relu);
+        }
+        layers.push(Layer::Linear(Linear { weight: get("weight")?, bias: get("bias")? }));
+    }
+    Ok(layers)
+}
