@@ -205,19 +205,36 @@ fn main() -> ExitCode {
             };
             write_report(&spec.results_dir, &opts)
         }),
-        Cmd::Explain { model, batch_norm, weights, inputs, out, composite, preprocess, heatmaps, device: d } => {
-            device(d).and_then(|device| {
-                let preprocess = match preprocess.as_str() {
-                    "caffe-bgr" => spec::Preprocess::CaffeBgr,
-                    "torchvision" => spec::Preprocess::Torchvision,
-                    other => bail!("--preprocess {other}: use caffe-bgr or torchvision"),
-                };
-                let opts = lrprune::lrp::explain::ExplainOptions { model, batch_norm, weights, inputs, out, composite, preprocess, heatmaps };
-                let df = lrprune::lrp::explain::explain(&opts, &device)?;
-                println!("{} filters → {}", df.height(), opts.out.display());
-                Ok(())
-            })
-        }
+        Cmd::Explain {
+            model,
+            batch_norm,
+            weights,
+            inputs,
+            out,
+            composite,
+            preprocess,
+            heatmaps,
+            device: d,
+        } => device(d).and_then(|device| {
+            let preprocess = match preprocess.as_str() {
+                "caffe-bgr" => spec::Preprocess::CaffeBgr,
+                "torchvision" => spec::Preprocess::Torchvision,
+                other => bail!("--preprocess {other}: use caffe-bgr or torchvision"),
+            };
+            let opts = lrprune::lrp::explain::ExplainOptions {
+                model,
+                batch_norm,
+                weights,
+                inputs,
+                out,
+                composite,
+                preprocess,
+                heatmaps,
+            };
+            let df = lrprune::lrp::explain::explain(&opts, &device)?;
+            println!("{} filters → {}", df.height(), opts.out.display());
+            Ok(())
+        }),
         Cmd::Report {
             results,
             out,

@@ -115,6 +115,21 @@ pub fn write_parquet_atomic(path: &Path, df: &mut DataFrame) -> Result<()> {
     Ok(())
 }
 
+/// Remove temp files a killed writer left behind (they are never valid results).
+pub fn remove_stale_partials(dir: &Path) -> Result<()> {
+    for sub in ["steps", "runs"] {
+        let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(".partial-") {
+                std::fs::remove_file(e.path())?;
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     ParquetReader::new(f)

@@ -3,9 +3,9 @@
 
 use crate::data::{self, split::TaskData};
 use crate::eval::{self, Metrics};
+use crate::lrp::LrpCriterion;
 use crate::model::{cost, head, vgg, weights, Layer, Network};
 use crate::prune::compact::compact;
-use crate::lrp::LrpCriterion;
 use crate::prune::criteria::{Criterion, RandomScores, WeightNorm};
 use crate::prune::schedule::{Context, GlobalSchedule, Schedule};
 use crate::prune::FilterMask;
@@ -103,20 +103,38 @@ pub fn prepare_task(cfg: &RunConfig, device: &Device) -> Result<Task> {
 }
 
 /// The schedule a method runs. Criteria only ever see the reference (training) split.
-pub fn schedule_for(cfg: &RunConfig, n_classes: usize, device: &Device) -> Result<Box<dyn Schedule>> {
+pub fn schedule_for(
+    cfg: &RunConfig,
+    n_classes: usize,
+    device: &Device,
+) -> Result<Box<dyn Schedule>> {
     let lrp = || -> Result<Box<dyn Criterion>> {
         let settings = cfg.lrp.clone().unwrap_or_default();
-        let composite = crate::lrp::composite::by_name(&settings.composite, cfg.model.preprocess, device)?;
-        Ok(Box::new(LrpCriterion { composite, settings, n_classes }))
+        let composite =
+            crate::lrp::composite::by_name(&settings.composite, cfg.model.preprocess, device)?;
+        Ok(Box::new(LrpCriterion {
+            composite,
+            settings,
+            n_classes,
+        }))
     };
     let (criterion, recompute): (Box<dyn Criterion>, bool) = match cfg.method.kind {
         MethodKind::L1 => (Box::new(WeightNorm { p: 1 }), true),
         MethodKind::L2 => (Box::new(WeightNorm { p: 2 }), true),
-        MethodKind::Random => (Box::new(RandomScores { rng: rng::stream(cfg.seed, "random-criterion") }), true),
+        MethodKind::Random => (
+            Box::new(RandomScores {
+                rng: rng::stream(cfg.seed, "random-criterion"),
+            }),
+            true,
+        ),
         MethodKind::Lrp => (lrp()?, true),
         MethodKind::LrpOneshot => (lrp()?, false),
     };
-    Ok(Box::new(GlobalSchedule::new(criterion, cfg.pruning.clone(), recompute)))
+    Ok(Box::new(GlobalSchedule::new(
+        criterion,
+        cfg.pruning.clone(),
+        recompute,
+    )))
 }
 
 fn record(
@@ -208,13 +226,17 @@ pub fn is_finished(dir: &Path, run_id: &str) -> bool {
 pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
     let dir = &spec.results_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    results::remove_stale_partials(dir)?;
     let todo: Vec<&RunConfig> = spec
         .runs
         .iter()
         .filter(|r| !(opts.resume && is_finished(dir, &r.run_id())))
         .collect();
     if !opts.resume {
-        if let Some(r) = spec.runs.iter().find(|r| is_finished(dir, &r.run_id())) {
+        let started = |id: &str| {
+            results::steps_path(dir, id).is_file() || results::runs_path(dir, id).is_file()
+        };
+        if let Some(r) = spec.runs.iter().find(|r| started(&r.run_id())) {
             bail!(
                 "{}: results for run {} already exist (fix: pass --resume to skip finished runs, or delete the directory to start over)",
                 dir.display(),

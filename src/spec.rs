@@ -692,14 +692,28 @@ fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
         ));
     }
     let mut lrps: Vec<(&LrpSettings, std::ops::Range<usize>)> = vec![(&raw.lrp, span.clone())];
-    lrps.extend(raw.method.iter().filter_map(|m| m.get_ref().lrp.as_ref().map(|l| (l, m.span()))));
+    lrps.extend(
+        raw.method
+            .iter()
+            .filter_map(|m| m.get_ref().lrp.as_ref().map(|l| (l, m.span()))),
+    );
     for (l, at) in lrps {
-        if !crate::lrp::composite::NAMES.iter().any(|(n, _)| *n == l.composite) {
-            let known: Vec<&str> = crate::lrp::composite::NAMES.iter().map(|(n, _)| *n).collect();
+        if !crate::lrp::composite::NAMES
+            .iter()
+            .any(|(n, _)| *n == l.composite)
+        {
+            let known: Vec<&str> = crate::lrp::composite::NAMES
+                .iter()
+                .map(|(n, _)| *n)
+                .collect();
             bail!(loc.err(
                 loc.key_in(at, "composite"),
                 "lrp.composite",
-                format!("unknown composite `{}` (fix: one of {})", l.composite, known.join(", "))
+                format!(
+                    "unknown composite `{}` (fix: one of {})",
+                    l.composite,
+                    known.join(", ")
+                )
             ));
         }
     }
@@ -713,7 +727,13 @@ fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
     Ok(())
 }
 
-type Variant = (String, DataSettings, PruningSettings, HeadSettings, LrpSettings);
+type Variant = (
+    String,
+    DataSettings,
+    PruningSettings,
+    HeadSettings,
+    LrpSettings,
+);
 
 /// `[[override]]` tables patch `data`, `pruning` and `head` for a named variant of the grid.
 fn resolve_overrides(loc: &Locator, raw: &SpecFile) -> Result<Vec<Variant>> {

@@ -17,15 +17,22 @@ fn tiny_net(head_flatten: bool) -> Network {
     let mut layers =
         lrprune::model::vgg::build_features(&cfg, false, 3, &tensors, &Device::Cpu).unwrap();
     // 16×16 input → 2×2×16 maps after three pools.
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
     let features = if head_flatten {
         layers.push(Layer::Flatten);
         64
     } else {
+        // GAP then a standardised head input, as the runner builds it.
         layers.push(Layer::GlobalAvgPool);
+        let mean: Vec<f32> = (0..16).map(|_| rng.random_range(0.5..2.0f32)).collect();
+        let inv: Vec<f32> = (0..16).map(|_| rng.random_range(0.5..3.0f32)).collect();
+        layers.push(Layer::Standardize {
+            mean: Tensor::new(mean.as_slice(), &Device::Cpu).unwrap(),
+            inv_std: Tensor::new(inv.as_slice(), &Device::Cpu).unwrap(),
+        });
         16
     };
     let head_start = layers.len();
-    let mut rng = ChaCha8Rng::seed_from_u64(9);
     let mut lin = |i: usize, o: usize| {
         let w: Vec<f32> = (0..i * o).map(|_| rng.random_range(-0.5..0.5f32)).collect();
         let b: Vec<f32> = (0..o).map(|_| rng.random_range(-0.5..0.5f32)).collect();

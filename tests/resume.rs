@@ -13,6 +13,7 @@ fn killed_sweep_resumes_without_duplicates_or_partials() {
         "[0, 1, 2, 3]",
     );
     let steps = dir.path().join("results/steps");
+    let runs = dir.path().join("results/runs");
 
     let mut child = common::lrprune()
         .args(["run", "--quiet"])
@@ -22,7 +23,7 @@ fn killed_sweep_resumes_without_duplicates_or_partials() {
     // Wait until at least one run has finished, then kill the sweep.
     let t0 = Instant::now();
     loop {
-        let n = std::fs::read_dir(&steps).map(|d| d.count()).unwrap_or(0);
+        let n = std::fs::read_dir(&runs).map(|d| d.count()).unwrap_or(0);
         if n >= 1 || t0.elapsed() > Duration::from_secs(300) {
             break;
         }

@@ -17,10 +17,19 @@ pub struct Composite {
 
 /// The composites lrprune knows, with what they do.
 pub const NAMES: &[(&str, &str)] = &[
-    ("epsilon-plus", "convs z⁺ with b⁺ (zennit EpsilonPlus), dense ε = 1e-6 — the default"),
-    ("epsilon-plus-nobias", "convs z⁺ ignoring biases (DESIGN §5; conserves relevance exactly), dense ε"),
+    (
+        "epsilon-plus",
+        "convs z⁺ with b⁺ (zennit EpsilonPlus), dense ε = 1e-6 — the default",
+    ),
+    (
+        "epsilon-plus-nobias",
+        "convs z⁺ ignoring biases (DESIGN §5; conserves relevance exactly), dense ε",
+    ),
     ("epsilon-plus-flat", "as epsilon-plus, first conv flat"),
-    ("epsilon-plus-zb", "as epsilon-plus, first conv zᴮ with the preprocessing's pixel bounds"),
+    (
+        "epsilon-plus-zb",
+        "as epsilon-plus, first conv zᴮ with the preprocessing's pixel bounds",
+    ),
     ("epsilon-alpha2-beta1", "convs α2β1, dense ε"),
 ];
 
@@ -30,29 +39,51 @@ const ZPLUS: Rule = Rule::ZPlus { bias: true };
 /// Pixel bounds of an input after `preset`, for zᴮ: (1, 3, 1, 1) low and high.
 pub fn input_bounds(preset: Preprocess, device: &Device) -> Result<(Tensor, Tensor)> {
     let (low, high): (Vec<f32>, Vec<f32>) = match preset {
-        Preprocess::CaffeBgr => [103.939f32, 116.779, 123.68].iter().map(|m| (-m, 255.0 - m)).unzip(),
+        Preprocess::CaffeBgr => [103.939f32, 116.779, 123.68]
+            .iter()
+            .map(|m| (-m, 255.0 - m))
+            .unzip(),
         Preprocess::Torchvision => {
             let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
-            (0..3).map(|c| (-mean[c] / std[c], (1.0 - mean[c]) / std[c])).unzip()
+            (0..3)
+                .map(|c| (-mean[c] / std[c], (1.0 - mean[c]) / std[c]))
+                .unzip()
         }
     };
-    Ok((Tensor::from_vec(low, (1, 3, 1, 1), device)?, Tensor::from_vec(high, (1, 3, 1, 1), device)?))
+    Ok((
+        Tensor::from_vec(low, (1, 3, 1, 1), device)?,
+        Tensor::from_vec(high, (1, 3, 1, 1), device)?,
+    ))
 }
 
 pub fn by_name(name: &str, preset: Preprocess, device: &Device) -> Result<Composite> {
-    let c = |first_conv, conv| Composite { first_conv, conv, linear: EPS, bounds: None };
+    let c = |first_conv, conv| Composite {
+        first_conv,
+        conv,
+        linear: EPS,
+        bounds: None,
+    };
     Ok(match name {
         "epsilon-plus" => c(ZPLUS, ZPLUS),
         "epsilon-plus-nobias" => c(Rule::ZPlus { bias: false }, Rule::ZPlus { bias: false }),
         "epsilon-plus-flat" => c(Rule::Flat, ZPLUS),
-        "epsilon-plus-zb" => Composite { bounds: Some(input_bounds(preset, device)?), ..c(Rule::ZBox, ZPLUS) },
+        "epsilon-plus-zb" => Composite {
+            bounds: Some(input_bounds(preset, device)?),
+            ..c(Rule::ZBox, ZPLUS)
+        },
         "epsilon-alpha2-beta1" => {
-            let ab = Rule::AlphaBeta { alpha: 2.0, beta: 1.0 };
+            let ab = Rule::AlphaBeta {
+                alpha: 2.0,
+                beta: 1.0,
+            };
             c(ab, ab)
         }
         other => {
             let known: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
-            bail!("unknown LRP composite `{other}` (fix: one of {})", known.join(", "))
+            bail!(
+                "unknown LRP composite `{other}` (fix: one of {})",
+                known.join(", ")
+            )
         }
     })
 }

@@ -30,19 +30,41 @@ fn layer_cfg(model: &str) -> Result<Vec<Option<usize>>> {
     let items: Vec<CfgItem> = model
         .split([' ', ','])
         .filter(|t| !t.is_empty())
-        .map(|t| t.parse().map(CfgItem::Conv).unwrap_or(CfgItem::Pool(t.to_string())))
+        .map(|t| {
+            t.parse()
+                .map(CfgItem::Conv)
+                .unwrap_or(CfgItem::Pool(t.to_string()))
+        })
         .collect();
-    vgg::custom_config(&items).with_context(|| format!("--model `{model}`: not vgg11/13/16/19 nor a cfg like \"64 M 128 M\""))
+    vgg::custom_config(&items).with_context(|| {
+        format!("--model `{model}`: not vgg11/13/16/19 nor a cfg like \"64 M 128 M\"")
+    })
 }
 
 /// Backbone + checkpoint head: Flatten when the head's input matches the feature map
 /// exactly, global average pooling when it matches the channel count.
-pub fn checkpoint_network(opts: &ExplainOptions, input: (usize, usize, usize), device: &Device) -> Result<Network> {
+pub fn checkpoint_network(
+    opts: &ExplainOptions,
+    input: (usize, usize, usize),
+    device: &Device,
+) -> Result<Network> {
     let tensors = weights::load(&opts.weights, device)?;
-    let mut layers = vgg::build_features(&layer_cfg(&opts.model)?, opts.batch_norm, input.0, &tensors, device)?;
+    let mut layers = vgg::build_features(
+        &layer_cfg(&opts.model)?,
+        opts.batch_norm,
+        input.0,
+        &tensors,
+        device,
+    )?;
     let head = classifier::from_checkpoint(&tensors, device)?;
-    let probe = Network { layers: layers.clone(), head_start: layers.len(), input_shape: input };
-    let Some(Shape::Map { c, h, w }) = probe.shapes().last().copied() else { bail!("backbone ends in a flat shape") };
+    let probe = Network {
+        layers: layers.clone(),
+        head_start: layers.len(),
+        input_shape: input,
+    };
+    let Some(Shape::Map { c, h, w }) = probe.shapes().last().copied() else {
+        bail!("backbone ends in a flat shape")
+    };
     let first_in = match &head[0] {
         Layer::Linear(l) => l.weight.dims()[1],
         _ => unreachable!(),
@@ -56,14 +78,28 @@ pub fn checkpoint_network(opts: &ExplainOptions, input: (usize, usize, usize), d
         bail!("classifier.0 expects {first_in} inputs but the features give {c}×{h}×{w} (fix: use inputs of the size the head was trained for)");
     }
     layers.extend(head);
-    Ok(Network { layers, head_start, input_shape: input })
+    Ok(Network {
+        layers,
+        head_start,
+        input_shape: input,
+    })
 }
 
 pub fn explain(opts: &ExplainOptions, device: &Device) -> Result<DataFrame> {
     let x = weights::load(&opts.inputs, device)?;
-    let images = x.get("images").context("inputs file needs an `images` tensor (N,C,H,W)")?.to_dtype(DType::F32)?;
-    let labels = x.get("labels").context("inputs file needs a `labels` tensor (N,)")?;
-    let labels: Vec<u32> = labels.to_dtype(DType::I64)?.to_vec1::<i64>()?.into_iter().map(|v| v as u32).collect();
+    let images = x
+        .get("images")
+        .context("inputs file needs an `images` tensor (N,C,H,W)")?
+        .to_dtype(DType::F32)?;
+    let labels = x
+        .get("labels")
+        .context("inputs file needs a `labels` tensor (N,)")?;
+    let labels: Vec<u32> = labels
+        .to_dtype(DType::I64)?
+        .to_vec1::<i64>()?
+        .into_iter()
+        .map(|v| v as u32)
+        .collect();
     let (_, c, h, w) = images.dims4()?;
     let net = checkpoint_network(opts, (c, h, w), device)?;
     let comp = composite::by_name(&opts.composite, opts.preprocess, device)?;
@@ -93,7 +129,7 @@ pub fn explain(opts: &ExplainOptions, device: &Device) -> Result<DataFrame> {
     )?;
     crate::results::write_parquet_atomic(&opts.out, &mut df)?;
     if let Some(dir) = &opts.heatmaps {
-        write_heatmaps(&rel.input, dir)?;
+        write_heatmaps(rel.input.as_ref().context("input relevance")?, dir)?;
     }
     Ok(df)
 }
@@ -108,7 +144,11 @@ fn write_heatmaps(input_rel: &Tensor, dir: &Path) -> Result<()> {
         let img = image::RgbImage::from_fn(w as u32, h as u32, |x, y| {
             let v = m[y as usize][x as usize] / scale;
             let fade = (255.0 * (1.0 - v.abs())) as u8;
-            if v >= 0.0 { image::Rgb([255, fade, fade]) } else { image::Rgb([fade, fade, 255]) }
+            if v >= 0.0 {
+                image::Rgb([255, fade, fade])
+            } else {
+                image::Rgb([fade, fade, 255])
+            }
         });
         img.save(dir.join(format!("sample_{i:04}.png")))?;
     }

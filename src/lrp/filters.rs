@@ -3,7 +3,7 @@
 //! criterion built on it.
 
 use super::composite::Composite;
-use super::propagate::{per_sample_filter_relevance, propagate};
+use super::propagate::{per_sample_filter_relevance, reverse};
 use crate::data::split::Split;
 use crate::model::Network;
 use crate::prune::criteria::{Criterion, ScoreInput};
@@ -31,7 +31,13 @@ impl FilterRelevance {
 }
 
 /// Relevance of every filter of `net` on `split`, one-hot on the true labels, in batches.
-pub fn filter_relevance(net: &Network, split: &Split, composite: &Composite, n_classes: usize, batch: usize) -> Result<FilterRelevance> {
+pub fn filter_relevance(
+    net: &Network,
+    split: &Split,
+    composite: &Composite,
+    n_classes: usize,
+    batch: usize,
+) -> Result<FilterRelevance> {
     let filters = net.filters_per_conv();
     let mut acc: Vec<Tensor> = Vec::new();
     let n = split.labels.len();
@@ -40,9 +46,11 @@ pub fn filter_relevance(net: &Network, split: &Split, composite: &Composite, n_c
         let len = batch.min(n - start);
         let x = split.images.narrow(0, start, len)?;
         let labels = &split.labels[start..start + len];
-        let rel = propagate(net, &x, labels, composite)?;
+        let rel = reverse(net, &x, labels, composite, false)?;
         // (classes, N) one-hot of the true labels, times (N, filters) → per-class sums.
-        let onehot = super::propagate::one_hot(labels, n_classes, &x)?.t()?.to_dtype(DType::F64)?;
+        let onehot = super::propagate::one_hot(labels, n_classes, &x)?
+            .t()?
+            .to_dtype(DType::F64)?;
         for (k, r) in per_sample_filter_relevance(&rel)?.into_iter().enumerate() {
             let sums = onehot.matmul(&r)?;
             if acc.len() <= k {
@@ -71,7 +79,11 @@ pub fn postprocess(scores: Vec<Vec<f64>>, abs: bool, norm: LayerNorm) -> Vec<Vec
     scores
         .into_iter()
         .map(|layer| {
-            let layer: Vec<f64> = if abs { layer.iter().map(|v| v.abs()).collect() } else { layer };
+            let layer: Vec<f64> = if abs {
+                layer.iter().map(|v| v.abs()).collect()
+            } else {
+                layer
+            };
             let d = match norm {
                 LayerNorm::None => 1.0,
                 LayerNorm::Sum => layer.iter().sum::<f64>(),
@@ -92,7 +104,17 @@ pub struct LrpCriterion {
 
 impl Criterion for LrpCriterion {
     fn score(&mut self, input: &ScoreInput) -> Result<Vec<Vec<f64>>> {
-        let rel = filter_relevance(input.net, input.reference, &self.composite, self.n_classes, input.batch_size)?;
-        Ok(postprocess(rel.total(), self.settings.abs, self.settings.normalize))
+        let rel = filter_relevance(
+            input.net,
+            input.reference,
+            &self.composite,
+            self.n_classes,
+            input.batch_size,
+        )?;
+        Ok(postprocess(
+            rel.total(),
+            self.settings.abs,
+            self.settings.normalize,
+        ))
     }
 }

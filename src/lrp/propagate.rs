@@ -10,8 +10,8 @@ use candle_core::{DType, Result, Tensor, D};
 pub struct Relevance {
     /// Relevance at the output of each conv, in conv order: (N, filters, H, W).
     pub conv_outputs: Vec<Tensor>,
-    /// Relevance at the input image: (N, C, H, W).
-    pub input: Tensor,
+    /// Relevance at the input image: (N, C, H, W), when the pass went down to it.
+    pub input: Option<Tensor>,
     /// Total relevance injected at the output (per sample: 1 for a one-hot start).
     pub output_total: Tensor,
 }
@@ -38,11 +38,14 @@ pub fn max_pool_wta(x: &Tensor, r: &Tensor, kernel: usize, stride: usize) -> Res
     let y = crop.max_pool2d_with_stride(kernel, stride)?;
     let up = |t: &Tensor| t.upsample_nearest2d(oh * stride, ow * stride);
     let winners = crop.eq(&up(&y)?)?.to_dtype(x.dtype())?;
-    let count = winners.avg_pool2d_with_stride(kernel, stride)?.affine((kernel * kernel) as f64, 0.0)?;
+    let count = winners
+        .avg_pool2d_with_stride(kernel, stride)?
+        .affine((kernel * kernel) as f64, 0.0)?;
     let share = up(&(r / count)?)?;
     let r_in = (winners * share)?;
     // Positions cropped away by the pool (odd sizes) get no relevance.
-    r_in.pad_with_zeros(2, 0, h - oh * stride)?.pad_with_zeros(3, 0, w - ow * stride)
+    r_in.pad_with_zeros(2, 0, h - oh * stride)?
+        .pad_with_zeros(3, 0, w - ow * stride)
 }
 
 /// One-hot relevance on `targets` at the output of `net` (DESIGN §5: the true label).
@@ -54,8 +57,25 @@ pub fn one_hot(targets: &[u32], classes: usize, like: &Tensor) -> Result<Tensor>
     Tensor::from_vec(v, (targets.len(), classes), like.device())?.to_dtype(like.dtype())
 }
 
-/// Run the reverse pass for `targets` under `composite`.
-pub fn propagate(net: &Network, x: &Tensor, targets: &[u32], composite: &Composite) -> Result<Relevance> {
+/// Run the reverse pass for `targets` under `composite`, down to the input image.
+pub fn propagate(
+    net: &Network,
+    x: &Tensor,
+    targets: &[u32],
+    composite: &Composite,
+) -> Result<Relevance> {
+    reverse(net, x, targets, composite, true)
+}
+
+/// The reverse pass; without `to_input` it stops at the first conv's output, which is all
+/// that filter scores need (the first layer's rule cannot change them).
+pub fn reverse(
+    net: &Network,
+    x: &Tensor,
+    targets: &[u32],
+    composite: &Composite,
+    to_input: bool,
+) -> Result<Relevance> {
     let acts = trace(net, x)?;
     let out = acts.last().unwrap();
     let mut r = one_hot(targets, out.dims()[1], out)?;
@@ -69,12 +89,33 @@ pub fn propagate(net: &Network, x: &Tensor, targets: &[u32], composite: &Composi
             Layer::Conv(c) => {
                 let k = conv_idx.iter().position(|&j| j == i).unwrap();
                 conv_outputs[k] = Some(r.clone());
-                let rule = if Some(i) == first_conv { composite.first_conv } else { composite.conv };
-                let op = ConvOp { padding: c.padding, stride: c.stride };
-                rules::apply(rule, &op, a, &c.weight, &c.bias, &r, composite.bounds.as_ref())?
+                if k == 0 && !to_input {
+                    break;
+                }
+                let rule = if Some(i) == first_conv {
+                    composite.first_conv
+                } else {
+                    composite.conv
+                };
+                let op = ConvOp {
+                    padding: c.padding,
+                    stride: c.stride,
+                };
+                rules::apply(
+                    rule,
+                    &op,
+                    a,
+                    &c.weight,
+                    &c.bias,
+                    &r,
+                    composite.bounds.as_ref(),
+                )?
             }
-            Layer::Linear(l) => rules::apply(composite.linear, &LinearOp, a, &l.weight, &l.bias, &r, None)?,
-            Layer::Relu | Layer::Dropout => r,
+            Layer::Linear(l) => {
+                rules::apply(composite.linear, &LinearOp, a, &l.weight, &l.bias, &r, None)?
+            }
+            // Element-wise, one input per output: relevance passes (as through ReLU).
+            Layer::Relu | Layer::Dropout | Layer::Standardize { .. } => r,
             Layer::MaxPool { kernel, stride } => max_pool_wta(a, &r, *kernel, *stride)?,
             Layer::Flatten => r.reshape(a.shape())?,
             Layer::GlobalAvgPool => {
@@ -87,8 +128,11 @@ pub fn propagate(net: &Network, x: &Tensor, targets: &[u32], composite: &Composi
         };
     }
     Ok(Relevance {
-        conv_outputs: conv_outputs.into_iter().map(|t| t.expect("every conv visited")).collect(),
-        input: r,
+        conv_outputs: conv_outputs
+            .into_iter()
+            .map(|t| t.expect("every conv visited"))
+            .collect(),
+        input: to_input.then_some(r),
         output_total,
     })
 }
@@ -96,5 +140,8 @@ pub fn propagate(net: &Network, x: &Tensor, targets: &[u32], composite: &Composi
 /// Per-filter relevance of one batch: each conv's output relevance summed over space,
 /// (N, filters) as f64.
 pub fn per_sample_filter_relevance(rel: &Relevance) -> Result<Vec<Tensor>> {
-    rel.conv_outputs.iter().map(|r| r.sum((2, 3))?.to_dtype(DType::F64)).collect()
+    rel.conv_outputs
+        .iter()
+        .map(|r| r.sum((2, 3))?.to_dtype(DType::F64))
+        .collect()
 }

@@ -26,9 +26,22 @@ impl Affine for ConvOp {
         x.conv2d(w, self.padding, self.stride, 1, 1)
     }
     fn transpose(&self, s: &Tensor, w: &Tensor, input: &Tensor) -> Result<Tensor> {
-        let (kh, h_in) = (w.dims()[2], input.dims()[2]);
-        let h_out = s.dims()[2];
-        let natural = (h_out - 1) * self.stride + kh - 2 * self.padding;
+        let (kh, kw, h_in) = (w.dims()[2], w.dims()[3], input.dims()[2]);
+        if self.stride == 1 && kh == kw && self.padding < kh {
+            // Stride 1: the transpose is a plain convolution with the spatially flipped,
+            // in/out-swapped kernel, which runs on Candle's im2col + GEMM path (much faster
+            // on CPU than its direct conv_transpose2d).
+            let rev = |n: usize| {
+                Tensor::new(
+                    (0..n as u32).rev().collect::<Vec<_>>().as_slice(),
+                    w.device(),
+                )
+            };
+            let flipped = w.index_select(&rev(kh)?, 2)?.index_select(&rev(kw)?, 3)?;
+            let k = flipped.transpose(0, 1)?.contiguous()?;
+            return s.conv2d(&k, kh - 1 - self.padding, 1, 1, 1);
+        }
+        let natural = (s.dims()[2] - 1) * self.stride + kh - 2 * self.padding;
         s.conv_transpose2d(w, self.padding, h_in - natural, self.stride, 1)
     }
     fn add_bias(&self, z: &Tensor, b: &Tensor) -> Result<Tensor> {
@@ -110,8 +123,12 @@ pub fn apply(
             op.transpose(&s, &ones_w, x)
         }
         Rule::ZBox => {
-            let (low, high) = bounds.ok_or_else(|| candle_core::Error::Msg("zB rule needs input bounds".into()))?;
-            let (low, high) = (low.broadcast_as(x.shape())?.contiguous()?, high.broadcast_as(x.shape())?.contiguous()?);
+            let (low, high) = bounds
+                .ok_or_else(|| candle_core::Error::Msg("zB rule needs input bounds".into()))?;
+            let (low, high) = (
+                low.broadcast_as(x.shape())?.contiguous()?,
+                high.broadcast_as(x.shape())?.contiguous()?,
+            );
             let (wp, wn) = (pos(w)?, neg(w)?);
             let z = ((op.forward(x, w)? - op.forward(&low, &wp)?)? - op.forward(&high, &wn)?)?;
             let s = (r / stabilize(&z, STAB)?)?;
@@ -136,10 +153,23 @@ fn alpha_beta(
     beta: f64,
 ) -> Result<Tensor> {
     let (xp, xn, wp, wn) = (pos(x)?, neg(x)?, pos(w)?, neg(w)?);
+    // After a ReLU the input has no negative part: skip that half of the work.
+    let has_neg = x
+        .min_all()?
+        .to_dtype(candle_core::DType::F64)?
+        .to_scalar::<f64>()?
+        < 0.0;
     let share = |w1: &Tensor, w2: &Tensor, bias: &Tensor| -> Result<Tensor> {
-        let z = op.add_bias(&(op.forward(&xp, w1)? + op.forward(&xn, w2)?)?, bias)?;
-        let s = (r / stabilize(&z, STAB)?)?;
-        (&xp * op.transpose(&s, w1, x)?)? + (&xn * op.transpose(&s, w2, x)?)?
+        let mut z = op.forward(&xp, w1)?;
+        if has_neg {
+            z = (z + op.forward(&xn, w2)?)?;
+        }
+        let s = (r / stabilize(&op.add_bias(&z, bias)?, STAB)?)?;
+        let mut out = (&xp * op.transpose(&s, w1, x)?)?;
+        if has_neg {
+            out = (out + (&xn * op.transpose(&s, w2, x)?)?)?;
+        }
+        Ok(out)
     };
     let mut out = (share(&wp, &wn, b_pos)? * alpha)?;
     if beta != 0.0 {

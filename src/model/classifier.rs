@@ -10,7 +10,12 @@ use std::collections::HashMap;
 pub fn from_checkpoint(tensors: &HashMap<String, Tensor>, device: &Device) -> Result<Vec<Layer>> {
     let mut idx: Vec<usize> = tensors
         .keys()
-        .filter_map(|k| k.strip_prefix("classifier.")?.strip_suffix(".weight")?.parse().ok())
+        .filter_map(|k| {
+            k.strip_prefix("classifier.")?
+                .strip_suffix(".weight")?
+                .parse()
+                .ok()
+        })
         .collect();
     idx.sort();
     if idx.is_empty() {
@@ -20,13 +25,18 @@ pub fn from_checkpoint(tensors: &HashMap<String, Tensor>, device: &Device) -> Re
     for (j, i) in idx.iter().enumerate() {
         let get = |s: &str| -> Result<Tensor> {
             let key = format!("classifier.{i}.{s}");
-            let t = tensors.get(&key).ok_or_else(|| anyhow::anyhow!("missing `{key}`"))?;
+            let t = tensors
+                .get(&key)
+                .ok_or_else(|| anyhow::anyhow!("missing `{key}`"))?;
             Ok(t.to_dtype(DType::F32)?.to_device(device)?)
         };
         if j > 0 {
             layers.push(Layer::Relu);
         }
-        layers.push(Layer::Linear(Linear { weight: get("weight")?, bias: get("bias")? }));
+        layers.push(Layer::Linear(Linear {
+            weight: get("weight")?,
+            bias: get("bias")?,
+        }));
     }
     Ok(layers)
 }

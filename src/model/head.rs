@@ -1,14 +1,15 @@
 //! The classifier head, trained on cached features of the fixed backbone.
 //!
 //! The backbone is never trained (the paper's setting: a fixed feature extractor). Features
-//! are optionally standardised per dimension; after training, the standardisation is folded
-//! into the first linear layer so that a pruned (zero) feature contributes exactly nothing
-//! and removing its column is exact. Every random draw (init, dropout) comes from the seed.
+//! are optionally standardised per dimension by an explicit [`Layer::Standardize`], so that
+//! removing a filter removes its standardised feature (its column of the first linear layer)
+//! rather than feeding the head a raw zero far outside the training distribution.
+//! Every random draw (init, dropout) comes from the seed.
 
 use super::layer::{Layer, Linear};
 use crate::spec::{HeadSettings, InputNorm, Optimizer};
 use anyhow::{bail, Result};
-use candle_core::{DType, Tensor, Var, D};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer as _, ParamsAdamW, SGD};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -95,17 +96,21 @@ pub fn train(
         opt(&loss)?;
     }
 
-    // Fold the standardisation into the first layer: W' = W / std, b' = b − W' · mean.
     let mut layers = Vec::new();
+    if cfg.input_norm == InputNorm::Standardize {
+        layers.push(Layer::Standardize {
+            mean: mean.squeeze(0)?,
+            inv_std: std.recip()?.squeeze(0)?,
+        });
+    }
     for (i, (w, b)) in vars.iter().enumerate() {
-        let (mut weight, mut bias) = (w.as_tensor().detach(), b.as_tensor().detach());
-        if i == 0 {
-            weight = weight.broadcast_div(&std)?;
-            bias = (bias - weight.matmul(&mean.t()?)?.squeeze(D::Minus1)?)?;
-        } else {
+        if i > 0 {
             layers.push(Layer::Relu);
         }
-        layers.push(Layer::Linear(Linear { weight, bias }));
+        layers.push(Layer::Linear(Linear {
+            weight: w.as_tensor().detach(),
+            bias: b.as_tensor().detach(),
+        }));
     }
     Ok(layers)
 }

@@ -60,6 +60,13 @@ pub enum Layer {
     /// (N, C, H, W) → (N, C·H·W).
     Flatten,
     Linear(Linear),
+    /// Per-feature standardisation `(x − mean) · inv_std` of the head's input, with the
+    /// training split's statistics. A pruned feature has mean = inv_std = 0 in the masked
+    /// network, i.e. it is removed from the head (not imputed as a raw zero).
+    Standardize {
+        mean: Tensor,
+        inv_std: Tensor,
+    },
     /// Identity in eval mode; kept so layer indices match torchvision's.
     Dropout,
 }
@@ -73,6 +80,7 @@ impl Layer {
             Layer::GlobalAvgPool => x.mean(D::Minus1)?.mean(D::Minus1),
             Layer::Flatten => x.flatten_from(1),
             Layer::Linear(l) => l.forward(x),
+            Layer::Standardize { mean, inv_std } => x.broadcast_sub(mean)?.broadcast_mul(inv_std),
             Layer::Dropout => Ok(x.clone()),
         }
     }
@@ -85,6 +93,7 @@ impl Layer {
             Layer::GlobalAvgPool => "gap",
             Layer::Flatten => "flatten",
             Layer::Linear(_) => "linear",
+            Layer::Standardize { .. } => "standardize",
             Layer::Dropout => "dropout",
         }
     }

@@ -42,6 +42,12 @@ pub fn compact(net: &Network, mask: &FilterMask) -> Result<Network> {
                     kept = Some(ch.iter().flat_map(|&c| c * hw..(c + 1) * hw).collect());
                 }
             }
+            Layer::Standardize { mean, inv_std } => {
+                if let Some(idx) = &kept {
+                    *mean = select(mean, idx, 0)?;
+                    *inv_std = select(inv_std, idx, 0)?;
+                }
+            }
             Layer::Linear(l) => {
                 if let Some(in_idx) = &kept {
                     l.weight = select(&l.weight, in_idx, 1)?;

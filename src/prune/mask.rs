@@ -1,5 +1,6 @@
 //! Which conv filters are alive, in the unpruned network's indexing.
 
+use crate::model::network::Shape;
 use crate::model::{Layer, Network};
 use candle_core::{Result, Tensor};
 
@@ -44,23 +45,50 @@ impl FilterMask {
 }
 
 /// The same network with pruned filters' weights **and** biases zeroed. Zeroing only the
-/// weight would leave ReLU(bias) alive, which is not removal (DESIGN §5).
+/// weight would leave ReLU(bias) alive, which is not removal (DESIGN §5). Pruned features of
+/// a standardised head input get mean = inv_std = 0, which removes them from the head exactly
+/// as compaction does.
 pub fn apply(net: &Network, mask: &FilterMask) -> Result<Network> {
+    let shapes = net.shapes();
     let mut out = net.clone();
     let mut k = 0;
-    for layer in &mut out.layers {
-        if let Layer::Conv(c) = layer {
-            let m: Vec<f32> = mask.keep[k]
-                .iter()
-                .map(|&b| if b { 1.0 } else { 0.0 })
-                .collect();
-            let m = Tensor::from_vec(m, c.out_channels(), c.weight.device())?;
-            c.weight = c
-                .weight
-                .broadcast_mul(&m.reshape((c.out_channels(), 1, 1, 1))?)?;
-            c.bias = (&c.bias * &m)?;
-            k += 1;
+    // Keep-flags of the channels / flat features currently flowing (None = all alive).
+    let mut alive: Option<Vec<bool>> = None;
+    for (i, layer) in out.layers.iter_mut().enumerate() {
+        match layer {
+            Layer::Conv(c) => {
+                let m = keep_tensor(&mask.keep[k], c.weight.device())?;
+                c.weight = c
+                    .weight
+                    .broadcast_mul(&m.reshape((c.out_channels(), 1, 1, 1))?)?;
+                c.bias = (&c.bias * &m)?;
+                alive = Some(mask.keep[k].clone());
+                k += 1;
+            }
+            Layer::Flatten => {
+                if let (Some(ch), Shape::Map { h, w, .. }) = (&alive, shapes[i]) {
+                    alive = Some(
+                        ch.iter()
+                            .flat_map(|&a| std::iter::repeat_n(a, h * w))
+                            .collect(),
+                    );
+                }
+            }
+            Layer::Standardize { mean, inv_std } => {
+                if let Some(a) = &alive {
+                    let m = keep_tensor(a, mean.device())?;
+                    *mean = (&*mean * &m)?;
+                    *inv_std = (&*inv_std * &m)?;
+                }
+            }
+            Layer::Linear(_) => alive = None,
+            _ => {}
         }
     }
     Ok(out)
+}
+
+fn keep_tensor(keep: &[bool], device: &candle_core::Device) -> Result<Tensor> {
+    let v: Vec<f32> = keep.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
+    Tensor::from_vec(v, keep.len(), device)
 }
