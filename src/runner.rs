@@ -6,6 +6,7 @@ use crate::eval::{self, Metrics};
 use crate::lrp::LrpCriterion;
 use crate::model::{cost, head, vgg, weights, Layer, Network};
 use crate::prune::compact::compact;
+use crate::prune::controller::AccuracyAware;
 use crate::prune::criteria::{Criterion, RandomScores, WeightNorm};
 use crate::prune::schedule::{Context, GlobalSchedule, Schedule};
 use crate::prune::FilterMask;
@@ -25,6 +26,8 @@ pub struct Task {
     pub data: TaskData,
     /// Head accuracy on its own training split (a sanity figure, stored per run).
     pub head_train_acc: f64,
+    /// Test metrics of the unpruned network (step 0), shared by every method of the task.
+    pub intact: Metrics,
 }
 
 /// Build the backbone a model spec describes, without a head.
@@ -95,10 +98,12 @@ pub fn prepare_task(cfg: &RunConfig, device: &Device) -> Result<Task> {
     )?;
     net.layers.extend(head);
     let head_train_acc = eval::evaluate(&net, &data.train, data.n_classes(), bs)?.top1;
+    let intact = eval::evaluate(&net, &data.test, data.n_classes(), bs)?;
     Ok(Task {
         net,
         data,
         head_train_acc,
+        intact,
     })
 }
 
@@ -118,6 +123,19 @@ pub fn schedule_for(
             n_classes,
         }))
     };
+    if cfg.method.kind == MethodKind::AaLrp {
+        let lrp = cfg.lrp.clone().unwrap_or_default();
+        let composite =
+            crate::lrp::composite::by_name(&lrp.composite, cfg.model.preprocess, device)?;
+        let control = cfg.control.clone().unwrap_or_default();
+        return Ok(Box::new(AccuracyAware::new(
+            control,
+            lrp,
+            cfg.pruning.clone(),
+            composite,
+            n_classes,
+        )));
+    }
     let (criterion, recompute): (Box<dyn Criterion>, bool) = match cfg.method.kind {
         MethodKind::L1 => (Box::new(WeightNorm { p: 1 }), true),
         MethodKind::L2 => (Box::new(WeightNorm { p: 2 }), true),
@@ -129,6 +147,7 @@ pub fn schedule_for(
         ),
         MethodKind::Lrp => (lrp()?, true),
         MethodKind::LrpOneshot => (lrp()?, false),
+        MethodKind::AaLrp => unreachable!("handled above"),
     };
     Ok(Box::new(GlobalSchedule::new(
         criterion,
@@ -164,13 +183,23 @@ fn record(
     }
 }
 
+/// What schedules may see: the unpruned network and the **training** split. The test split
+/// is not reachable from here, so no pruning decision can depend on it.
+pub fn context(task: &Task, batch_size: usize) -> Context<'_> {
+    Context {
+        original: &task.net,
+        reference: &task.data.train,
+        batch_size,
+    }
+}
+
 /// Run one configuration on a prepared task; returns every step's record (step 0 = unpruned).
 pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<StepRecord>> {
     let n_classes = task.data.n_classes();
     let bs = cfg.data.batch_size;
     let mut mask = FilterMask::all_alive(&task.net.filters_per_conv());
     let t0 = Instant::now();
-    let m0 = eval::evaluate(&task.net, &task.data.test, n_classes, bs)?;
+    let m0 = task.intact.clone();
     let mut rows = vec![record(
         0,
         &mask,
@@ -179,11 +208,7 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
         None,
         t0.elapsed().as_secs_f64() * 1e3,
     )];
-    let ctx = Context {
-        original: &task.net,
-        reference: &task.data.train,
-        batch_size: bs,
-    };
+    let ctx = context(task, bs);
     let mut schedule = schedule_for(cfg, n_classes, task.net.device())?;
     let n_steps = (cfg.pruning.max_rate / cfg.pruning.step - 1e-9).ceil() as u64;
     bar.set_length(n_steps);

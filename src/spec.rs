@@ -220,6 +220,104 @@ impl Default for LrpSettings {
     }
 }
 
+/// How the accuracy-aware controller weighs classes in the pruning order.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassWeights {
+    /// w_c ∝ 1 / max(a_c, ε): the harmonic mean's sensitivity (DESIGN §4).
+    InverseAccuracy,
+    /// w_c ∝ 1 / max(a_c, ε)²: leans harder on the weakest classes.
+    InverseAccuracySquared,
+    /// Equal weights: per-class normalisation only.
+    Uniform,
+}
+
+/// Which network the controller's relevance comes from at each step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RelevanceSource {
+    /// Recomputed on the current pruned network every step (DESIGN §4 as written).
+    Iterative,
+    /// Computed once on the intact network (the one-shot ranking, per class).
+    Intact,
+    /// `blend`·current + (1 − `blend`)·intact, each normalised first.
+    Blend,
+}
+
+/// Knobs of the accuracy-aware controller (`aa-lrp`, DESIGN §4; docs/method.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSettings {
+    /// Adapt the step size with the harmonic-mean accuracy A of the control split.
+    #[serde(default = "d_true")]
+    pub rate_control: bool,
+    /// Order filters by class-weighted per-class relevance.
+    #[serde(default = "d_true")]
+    pub order_control: bool,
+    /// Largest allowed drop of A in one step before the step is halved.
+    #[serde(default = "d_tolerance")]
+    pub tolerance: f64,
+    /// Smallest step (fraction of all filters); a step this small is accepted regardless.
+    #[serde(default = "d_min_step")]
+    pub min_step: f64,
+    /// Floor on each class accuracy inside A and the class weights.
+    #[serde(default = "d_epsilon")]
+    pub epsilon: f64,
+    #[serde(default = "d_class_weights")]
+    pub class_weights: ClassWeights,
+    #[serde(default = "d_relevance")]
+    pub relevance: RelevanceSource,
+    /// Weight of the current network's relevance for `relevance = "blend"`.
+    #[serde(default = "d_blend")]
+    pub blend: f64,
+    /// Divide scores by the layer's remaining fraction, so nearly empty layers are spared.
+    #[serde(default)]
+    pub layer_aware: bool,
+    /// After an accepted step without back-off, the step grows by this factor (up to `step`).
+    #[serde(default = "d_growth")]
+    pub growth: f64,
+}
+fn d_true() -> bool {
+    true
+}
+fn d_tolerance() -> f64 {
+    0.02
+}
+fn d_min_step() -> f64 {
+    0.005
+}
+fn d_epsilon() -> f64 {
+    1e-3
+}
+fn d_class_weights() -> ClassWeights {
+    ClassWeights::InverseAccuracy
+}
+fn d_relevance() -> RelevanceSource {
+    RelevanceSource::Iterative
+}
+fn d_blend() -> f64 {
+    0.5
+}
+fn d_growth() -> f64 {
+    2.0
+}
+impl Default for ControlSettings {
+    fn default() -> Self {
+        Self {
+            rate_control: true,
+            order_control: true,
+            tolerance: d_tolerance(),
+            min_step: d_min_step(),
+            epsilon: d_epsilon(),
+            class_weights: d_class_weights(),
+            relevance: d_relevance(),
+            blend: d_blend(),
+            layer_aware: false,
+            growth: d_growth(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Optimizer {
@@ -303,6 +401,9 @@ pub struct MethodSpec {
     /// Relevance settings for LRP kinds; `None` = the spec's `[lrp]` section.
     #[serde(default)]
     pub lrp: Option<LrpSettings>,
+    /// Controller knobs for `aa-lrp`; `None` = the defaults of DESIGN §4.
+    #[serde(default)]
+    pub control: Option<ControlSettings>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
@@ -315,6 +416,8 @@ pub enum MethodKind {
     Lrp,
     /// One-shot LRP: relevance once on the intact network, masks at every rate (PXP).
     LrpOneshot,
+    /// Accuracy-aware LRP: harmonic-mean rate and order control (DESIGN §4).
+    AaLrp,
 }
 
 impl MethodKind {
@@ -324,9 +427,13 @@ impl MethodKind {
         ("random", MethodKind::Random),
         ("lrp", MethodKind::Lrp),
         ("lrp-oneshot", MethodKind::LrpOneshot),
+        ("aa-lrp", MethodKind::AaLrp),
     ];
     pub fn uses_relevance(self) -> bool {
-        matches!(self, MethodKind::Lrp | MethodKind::LrpOneshot)
+        matches!(
+            self,
+            MethodKind::Lrp | MethodKind::LrpOneshot | MethodKind::AaLrp
+        )
     }
     fn parse(s: &str) -> Option<Self> {
         Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, k)| *k)
@@ -349,6 +456,8 @@ pub struct RunConfig {
     /// Relevance settings in force for LRP methods (the method's own, else the spec's
     /// `[lrp]`); `None` for methods that do not use relevance.
     pub lrp: Option<LrpSettings>,
+    /// Controller settings in force for `aa-lrp`; `None` for other methods.
+    pub control: Option<ControlSettings>,
 }
 
 impl RunConfig {
@@ -567,6 +676,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
                     name: name.clone(),
                     kind,
                     lrp: None,
+                    control: None,
                 })
             });
         let Some(spec) = spec else {
@@ -596,6 +706,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
                                 .kind
                                 .uses_relevance()
                                 .then(|| method.lrp.clone().unwrap_or_else(|| lrp.clone())),
+                            control: (method.kind == MethodKind::AaLrp)
+                                .then(|| method.control.clone().unwrap_or_default()),
                             experiment: name.clone(),
                             model: model.clone(),
                             dataset: dataset.clone(),

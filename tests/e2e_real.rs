@@ -30,14 +30,12 @@ const COLUMNS: [&str; 20] = [
 #[test]
 fn real_vgg16_on_fashion_mnist_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("out");
     let spec_text = std::fs::read_to_string("tests/fixtures/real_smoke.toml")
         .unwrap()
         .replace(
-            "methods = [\"l1\", \"random\"]",
-            &format!(
-                "methods = [\"l1\", \"random\"]\nresults_dir = \"{}\"",
-                dir.path().join("out").display()
-            ),
+            "[experiment]\n",
+            &format!("[experiment]\nresults_dir = \"{}\"\n", results.display()),
         );
     let spec = dir.path().join("real_smoke.toml");
     std::fs::write(&spec, spec_text).unwrap();
@@ -50,8 +48,11 @@ fn real_vgg16_on_fashion_mnist_end_to_end() {
     let b0 = t["features.0.bias"].to_vec1::<f32>().unwrap()[0];
     assert!((b0 - 0.73396).abs() < 1e-4, "conv1_1 bias[0] = {b0}");
 
-    let files = common::step_files(&dir.path().join("out"));
-    assert_eq!(files.len(), 2);
+    let files = common::step_files(&results);
+    // The report ran at the end of the sweep.
+    assert!(results.join("summary.parquet").is_file());
+    assert!(results.join("report/summary.md").is_file());
+    assert_eq!(files.len(), 3, "one steps file per method");
     for f in files {
         let df = lrprune::results::read_parquet(&f).unwrap();
         for c in COLUMNS {

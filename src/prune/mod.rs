@@ -3,6 +3,7 @@
 //! ranking turns into a sequence of masks ([`Schedule`]).
 
 pub mod compact;
+pub mod controller;
 pub mod criteria;
 pub mod mask;
 pub mod schedule;

@@ -1,0 +1,236 @@
+//! The accuracy-aware controller (`aa-lrp`): DESIGN §4, our formalisation of Yasui et al.'s
+//! abstract. Two switchable mechanisms, both driven by the harmonic mean A of per-class
+//! accuracies on the **control split** (the small training split, never the test split):
+//!
+//! - *order control*: per-class relevance, normalised per class, weighted towards classes the
+//!   current network gets wrong, so filters weak classes depend on move back in the order;
+//! - *rate control*: a step that drops A by more than `tolerance` is halved and retried from
+//!   the same state (down to `min_step`); after a clean step the step size grows back.
+//!
+//! With both switches off it makes exactly the decisions of iterative `lrp`.
+
+use super::compact::compact;
+use super::mask::FilterMask;
+use super::schedule::{is_last, rate_at, Context, Schedule, Step};
+use super::select::{expand, prune_lowest, target_count, Scores};
+use crate::eval::{self, harmonic_mean};
+use crate::lrp::filters::{filter_relevance, postprocess, FilterRelevance};
+use crate::lrp::Composite;
+use crate::model::Network;
+use crate::spec::{ClassWeights, ControlSettings, LrpSettings, PruningSettings, RelevanceSource};
+use anyhow::Result;
+
+pub struct AccuracyAware {
+    pub control: ControlSettings,
+    pub lrp: LrpSettings,
+    pub pruning: PruningSettings,
+    pub composite: Composite,
+    pub n_classes: usize,
+    /// Current step size (fraction of all filters), adapted by rate control.
+    step: f64,
+    /// Grid index, used when rate control is off (then the grid is `lrp`'s).
+    k: usize,
+    done: bool,
+    /// Per-class relevance of the intact network, for the `intact` / `blend` sources.
+    intact: Option<FilterRelevance>,
+}
+
+/// Control-split class accuracies of `net` and their floored harmonic mean A.
+pub fn control_accuracy(
+    net: &Network,
+    ctx: &Context,
+    n_classes: usize,
+    floor: f64,
+) -> Result<(f64, Vec<f64>)> {
+    let m = eval::evaluate(net, ctx.reference, n_classes, ctx.batch_size)?;
+    Ok((harmonic_mean(&m.class_acc, floor), m.class_acc))
+}
+
+impl AccuracyAware {
+    pub fn new(
+        control: ControlSettings,
+        lrp: LrpSettings,
+        pruning: PruningSettings,
+        composite: Composite,
+        n_classes: usize,
+    ) -> Self {
+        let step = pruning.step;
+        Self {
+            control,
+            lrp,
+            pruning,
+            composite,
+            n_classes,
+            step,
+            k: 0,
+            done: false,
+            intact: None,
+        }
+    }
+
+    /// Class weights from the control split's class accuracies.
+    fn weights(&self, class_acc: &[f64]) -> Vec<f64> {
+        let eps = self.control.epsilon;
+        let raw: Vec<f64> = class_acc
+            .iter()
+            .map(|a| match self.control.class_weights {
+                ClassWeights::InverseAccuracy => 1.0 / a.max(eps),
+                ClassWeights::InverseAccuracySquared => 1.0 / a.max(eps).powi(2),
+                ClassWeights::Uniform => 1.0,
+            })
+            .collect();
+        let total: f64 = raw.iter().sum();
+        raw.into_iter().map(|w| w / total).collect()
+    }
+
+    /// Filter scores (compacted order) from one network's per-class relevance.
+    fn combine(&self, rel: &FilterRelevance, class_acc: &[f64]) -> Vec<Vec<f64>> {
+        if !self.control.order_control {
+            return postprocess(rel.total(), self.lrp.abs, self.lrp.normalize);
+        }
+        let w = self.weights(class_acc);
+        let mut out: Vec<Vec<f64>> = rel
+            .per_class
+            .iter()
+            .map(|l| vec![0.0; l.first().map_or(0, Vec::len)])
+            .collect();
+        for (c, wc) in w.iter().enumerate() {
+            let class_scores: Vec<Vec<f64>> = rel.per_class.iter().map(|l| l[c].clone()).collect();
+            for (o, s) in
+                out.iter_mut()
+                    .zip(postprocess(class_scores, self.lrp.abs, self.lrp.normalize))
+            {
+                for (a, b) in o.iter_mut().zip(s) {
+                    *a += wc * b;
+                }
+            }
+        }
+        out
+    }
+
+    /// The pruning order at `mask`, in the unpruned indexing (lower = pruned first).
+    fn order(
+        &mut self,
+        mask: &FilterMask,
+        net: &Network,
+        ctx: &Context,
+        class_acc: &[f64],
+    ) -> Result<Scores> {
+        let bs = ctx.batch_size;
+        let current = |s: &Self| -> Result<Scores> {
+            let rel = filter_relevance(net, ctx.reference, &s.composite, s.n_classes, bs)?;
+            Ok(expand(mask, &s.combine(&rel, class_acc)))
+        };
+        let mut scores = match self.control.relevance {
+            RelevanceSource::Iterative => current(self)?,
+            RelevanceSource::Intact | RelevanceSource::Blend => {
+                if self.intact.is_none() {
+                    self.intact = Some(filter_relevance(
+                        ctx.original,
+                        ctx.reference,
+                        &self.composite,
+                        self.n_classes,
+                        bs,
+                    )?);
+                }
+                let full = FilterMask::all_alive(&ctx.original.filters_per_conv());
+                let intact = expand(
+                    &full,
+                    &self.combine(self.intact.as_ref().unwrap(), class_acc),
+                );
+                if self.control.relevance == RelevanceSource::Intact {
+                    intact
+                } else {
+                    let cur = current(self)?;
+                    let b = self.control.blend;
+                    cur.iter()
+                        .zip(&intact)
+                        .map(|(c, i)| {
+                            c.iter()
+                                .zip(i)
+                                .map(|(c, i)| b * c + (1.0 - b) * i)
+                                .collect()
+                        })
+                        .collect()
+                }
+            }
+        };
+        if self.control.layer_aware {
+            for (l, row) in scores.iter_mut().enumerate() {
+                let left = mask.alive_in(l) as f64 / mask.keep[l].len() as f64;
+                row.iter_mut().for_each(|s| *s /= left.max(1e-9));
+            }
+        }
+        Ok(scores)
+    }
+}
+
+impl Schedule for AccuracyAware {
+    fn next(&mut self, mask: &FilterMask, ctx: &Context) -> Result<Option<Step>> {
+        let total = mask.total();
+        let removed = total - mask.alive();
+        let end = target_count(self.pruning.max_rate, total);
+        if self.done || (self.control.rate_control && removed >= end) {
+            return Ok(None);
+        }
+        let net = compact(ctx.original, mask)?;
+        let (a_before, class_acc) =
+            control_accuracy(&net, ctx, self.n_classes, self.control.epsilon)?;
+        let scores = self.order(mask, &net, ctx, &class_acc)?;
+        let min_per_layer = self.pruning.min_filters_per_layer;
+
+        if !self.control.rate_control {
+            // The fixed grid of plain `lrp`.
+            self.k += 1;
+            let rate = rate_at(self.k, &self.pruning);
+            let n = target_count(rate, total).saturating_sub(removed);
+            let next = prune_lowest(mask, &scores, n, min_per_layer)?;
+            self.done = is_last(self.k, &self.pruning);
+            let (a_after, _) = control_accuracy(
+                &compact(ctx.original, &next)?,
+                ctx,
+                self.n_classes,
+                self.control.epsilon,
+            )?;
+            let step_size = rate - rate_at(self.k - 1, &self.pruning);
+            return Ok(Some(Step {
+                mask: next,
+                step_size,
+                backoffs: 0,
+                control_acc: Some(a_after),
+            }));
+        }
+
+        let mut s = self.step;
+        let mut backoffs = 0;
+        loop {
+            let n = (target_count(s, total).max(1)).min(end - removed);
+            let cand = prune_lowest(mask, &scores, n, min_per_layer)?;
+            let (a_after, _) = control_accuracy(
+                &compact(ctx.original, &cand)?,
+                ctx,
+                self.n_classes,
+                self.control.epsilon,
+            )?;
+            let can_halve = s / 2.0 >= self.control.min_step - 1e-12;
+            if a_before - a_after > self.control.tolerance && can_halve {
+                s /= 2.0;
+                backoffs += 1;
+                continue;
+            }
+            self.step = if backoffs == 0 {
+                (s * self.control.growth).min(self.pruning.step)
+            } else {
+                s
+            };
+            let progressed = cand.alive() < mask.alive();
+            self.done = !progressed || total - cand.alive() >= end;
+            return Ok(Some(Step {
+                mask: cand,
+                step_size: n as f64 / total as f64,
+                backoffs,
+                control_acc: Some(a_after),
+            }));
+        }
+    }
+}

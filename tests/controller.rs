@@ -1,0 +1,193 @@
+//! The accuracy-aware controller: no test-data leakage, rate control backs off, and with both
+//! mechanisms off it is plain iterative LRP.
+
+mod common;
+use candle_core::Device;
+use lrprune::prune::{FilterMask, Step};
+use lrprune::runner::{self, Task};
+use lrprune::spec::{ControlSettings, MethodKind, MethodSpec, RunConfig};
+
+fn tiny() -> (tempfile::TempDir, RunConfig) {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::tiny_spec(dir.path(), "aa", r#"["aa-lrp"]"#, "[3]");
+    let cfg = lrprune::spec::load(&spec).unwrap().runs.remove(0);
+    (dir, cfg)
+}
+
+fn with_control(cfg: &RunConfig, control: ControlSettings) -> RunConfig {
+    let mut c = cfg.clone();
+    c.method = MethodSpec {
+        name: "aa-lrp".into(),
+        kind: MethodKind::AaLrp,
+        lrp: None,
+        control: Some(control.clone()),
+    };
+    c.control = Some(control);
+    c
+}
+
+/// Every decision a schedule makes, driven the way the runner drives it.
+fn decisions(cfg: &RunConfig, task: &Task) -> Vec<Step> {
+    let ctx = runner::context(task, cfg.data.batch_size);
+    let mut schedule = runner::schedule_for(cfg, task.data.n_classes(), &Device::Cpu).unwrap();
+    let mut mask = FilterMask::all_alive(&task.net.filters_per_conv());
+    let mut out = Vec::new();
+    while let Some(step) = schedule.next(&mask, &ctx).unwrap() {
+        mask = step.mask.clone();
+        out.push(step);
+    }
+    out
+}
+
+fn same(a: &[Step], b: &[Step]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(x, y)| {
+            x.mask == y.mask
+                && x.step_size == y.step_size
+                && x.backoffs == y.backoffs
+                && x.control_acc == y.control_acc
+        })
+}
+
+#[test]
+fn permuting_test_labels_changes_no_decision() {
+    let (_dir, cfg) = tiny();
+    let task = runner::prepare_task(&cfg, &Device::Cpu).unwrap();
+    let before = decisions(&cfg, &task);
+    let rows_before = runner::run_one(&cfg, &task, &indicatif::ProgressBar::hidden()).unwrap();
+
+    let mut shuffled = runner::prepare_task(&cfg, &Device::Cpu).unwrap();
+    let n = shuffled.data.test.labels.len();
+    shuffled.data.test.labels = (0..n)
+        .map(|i| shuffled.data.test.labels[(i * 7 + 3) % n])
+        .collect();
+    shuffled.intact = lrprune::eval::evaluate(&shuffled.net, &shuffled.data.test, 4, 40).unwrap();
+    let after = decisions(&cfg, &shuffled);
+    let rows_after = runner::run_one(&cfg, &shuffled, &indicatif::ProgressBar::hidden()).unwrap();
+
+    assert!(!before.is_empty());
+    assert!(
+        same(&before, &after),
+        "a pruning decision changed with the test labels"
+    );
+    // The runner logged the same decisions, while the test metrics did change.
+    let key = |r: &lrprune::results::StepRecord| {
+        (
+            r.layer_filters.clone(),
+            r.step_size,
+            r.backoffs,
+            r.control_acc,
+        )
+    };
+    assert_eq!(
+        rows_before.iter().map(key).collect::<Vec<_>>(),
+        rows_after.iter().map(key).collect::<Vec<_>>()
+    );
+    assert_ne!(
+        rows_before
+            .iter()
+            .map(|r| r.class_acc.clone())
+            .collect::<Vec<_>>(),
+        rows_after
+            .iter()
+            .map(|r| r.class_acc.clone())
+            .collect::<Vec<_>>(),
+        "permuting the test labels should move the test curves"
+    );
+}
+
+#[test]
+fn rate_control_backs_off_when_accuracy_would_drop() {
+    let (_dir, cfg) = tiny();
+    let task = runner::prepare_task(&cfg, &Device::Cpu).unwrap();
+    // Any drop at all is too much: steps that lower A must be halved (down to min_step).
+    let strict = with_control(
+        &cfg,
+        ControlSettings {
+            tolerance: 0.0,
+            min_step: 0.01,
+            ..Default::default()
+        },
+    );
+    let steps = decisions(&strict, &task);
+    let backed: Vec<&Step> = steps.iter().filter(|s| s.backoffs > 0).collect();
+    assert!(!backed.is_empty(), "no back-off although tolerance is 0");
+    for s in &backed {
+        assert!(
+            s.step_size < cfg.pruning.step,
+            "a backed-off step kept the full size"
+        );
+    }
+    // Each step's A is logged; a step that lowered A was first halved down to the floor
+    // (min_step, at least one filter), never accepted at a larger size.
+    let mut prev = 1.0f64;
+    let n_total = task.net.filters_per_conv().iter().sum::<usize>() as f64;
+    let floor = (2.0 * 0.01 * n_total).round().max(1.0);
+    for s in &steps {
+        let a = s.control_acc.unwrap();
+        if a < prev - 1e-12 {
+            assert!(
+                s.backoffs > 0 || s.step_size * n_total <= floor,
+                "A fell {prev} → {a} on an un-halved step"
+            );
+            assert!(
+                s.step_size * n_total <= floor + 1e-9,
+                "A fell {prev} → {a} on a step of {} filters",
+                s.step_size * n_total
+            );
+        }
+        prev = a;
+    }
+    // The curve still reaches max_rate.
+    assert!((steps.last().unwrap().mask.rate() - cfg.pruning.max_rate).abs() < 0.02);
+
+    // A tolerance no drop can exceed never backs off.
+    let lax = with_control(
+        &cfg,
+        ControlSettings {
+            tolerance: 10.0,
+            ..Default::default()
+        },
+    );
+    assert!(decisions(&lax, &task).iter().all(|s| s.backoffs == 0));
+}
+
+#[test]
+fn both_switches_off_is_plain_lrp() {
+    let (_dir, cfg) = tiny();
+    let task = runner::prepare_task(&cfg, &Device::Cpu).unwrap();
+    let off = with_control(
+        &cfg,
+        ControlSettings {
+            rate_control: false,
+            order_control: false,
+            ..Default::default()
+        },
+    );
+    let mut lrp = cfg.clone();
+    lrp.method = MethodSpec {
+        name: "lrp".into(),
+        kind: MethodKind::Lrp,
+        lrp: None,
+        control: None,
+    };
+    lrp.control = None;
+    let (a, b) = (decisions(&off, &task), decisions(&lrp, &task));
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert_eq!(x.mask, y.mask);
+        assert!((x.step_size - y.step_size).abs() < 1e-12);
+    }
+    // And order control alone changes the order (so the equality above is not vacuous).
+    let order = with_control(
+        &cfg,
+        ControlSettings {
+            rate_control: false,
+            ..Default::default()
+        },
+    );
+    assert!(decisions(&order, &task)
+        .iter()
+        .zip(&b)
+        .any(|(x, y)| x.mask != y.mask));
+}
