@@ -6,6 +6,20 @@ use lrprune::{assets, model, report, runner, spec};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Print to stdout, ignoring a closed pipe (`lrprune inspect … | head` must not panic).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
 #[derive(Parser)]
 #[command(
     name = "lrprune",
@@ -110,7 +124,7 @@ fn fetch(names: &[String], list: bool) -> Result<()> {
             } else {
                 "not fetched"
             };
-            println!(
+            outln!(
                 "{:16} {:12} {}\n{:16} licence: {}",
                 a.name, state, a.description, "", a.licence
             );
@@ -131,21 +145,21 @@ fn fetch(names: &[String], list: bool) -> Result<()> {
     };
     for a in chosen {
         let dir = assets::ensure(a)?;
-        println!("{}: {}", a.name, dir.display());
+        outln!("{}: {}", a.name, dir.display());
     }
     Ok(())
 }
 
 fn inspect(path: &std::path::Path) -> Result<()> {
     let spec = spec::load(path)?;
-    println!(
+    outln!(
         "experiment `{}`: {} runs → {}",
         spec.name,
         spec.runs.len(),
         spec.results_dir.display()
     );
     for r in &spec.runs {
-        println!("  {}", r.run_id());
+        outln!("  {}", r.run_id());
     }
     let mut seen = std::collections::HashSet::new();
     for r in spec
@@ -154,21 +168,21 @@ fn inspect(path: &std::path::Path) -> Result<()> {
         .filter(|r| seen.insert(r.model.name.clone()))
     {
         let net = runner::load_backbone(r, &candle_core::Device::Cpu)?;
-        println!(
+        outln!(
             "\nmodel `{}` ({}, input 3×{}×{}):",
             r.model.name, r.model.arch, r.model.input_size, r.model.input_size
         );
-        print!("{}", model::summary::table(&net));
+        out!("{}", model::summary::table(&net));
     }
     Ok(())
 }
 
 fn write_report(results: &std::path::Path, opts: &report::ReportOptions) -> Result<()> {
     let r = report::report(results, opts)?;
-    println!("\n{}", r.markdown);
-    println!("summary: {}", r.summary.display());
+    outln!("\n{}", r.markdown);
+    outln!("summary: {}", r.summary.display());
     for p in r.tables.iter().chain(&r.plots) {
-        println!("wrote {}", p.display());
+        outln!("wrote {}", p.display());
     }
     Ok(())
 }
@@ -193,7 +207,7 @@ fn main() -> ExitCode {
                     quiet,
                 },
             )?;
-            println!(
+            outln!(
                 "{n} runs finished; results in {}",
                 spec.results_dir.display()
             );
@@ -232,7 +246,7 @@ fn main() -> ExitCode {
                 heatmaps,
             };
             let df = lrprune::lrp::explain::explain(&opts, &device)?;
-            println!("{} filters → {}", df.height(), opts.out.display());
+            outln!("{} filters → {}", df.height(), opts.out.display());
             Ok(())
         }),
         Cmd::Report {

@@ -327,14 +327,16 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
         results::write_parquet_atomic(&results::runs_path(dir, &id), &mut meta)?;
         let (first, last) = (&rows[0], rows.last().unwrap());
         multi.suspend(|| {
-            println!(
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stdout(),
                 "{id}: top1 {:.3} → {:.3} at rate {:.2} ({} steps, {:.1}s)",
                 first.top1,
                 last.top1,
                 last.pruning_rate,
                 rows.len() - 1,
                 t0.elapsed().as_secs_f64()
-            )
+            );
         });
         sweep.inc(1);
     }

@@ -284,7 +284,7 @@ fn d_tolerance() -> f64 {
     0.02
 }
 fn d_min_step() -> f64 {
-    0.005
+    0.01
 }
 fn d_epsilon() -> f64 {
     1e-3

@@ -33,6 +33,8 @@ pub struct AccuracyAware {
     done: bool,
     /// Per-class relevance of the intact network, for the `intact` / `blend` sources.
     intact: Option<FilterRelevance>,
+    /// A and class accuracies of the last accepted mask (the next step's "before").
+    last: Option<(FilterMask, f64, Vec<f64>)>,
 }
 
 /// Control-split class accuracies of `net` and their floored harmonic mean A.
@@ -65,6 +67,7 @@ impl AccuracyAware {
             k: 0,
             done: false,
             intact: None,
+            last: None,
         }
     }
 
@@ -174,8 +177,10 @@ impl Schedule for AccuracyAware {
             return Ok(None);
         }
         let net = compact(ctx.original, mask)?;
-        let (a_before, class_acc) =
-            control_accuracy(&net, ctx, self.n_classes, self.control.epsilon)?;
+        let (a_before, class_acc) = match self.last.take() {
+            Some((m, a, c)) if m == *mask => (a, c),
+            _ => control_accuracy(&net, ctx, self.n_classes, self.control.epsilon)?,
+        };
         let scores = self.order(mask, &net, ctx, &class_acc)?;
         let min_per_layer = self.pruning.min_filters_per_layer;
 
@@ -186,12 +191,13 @@ impl Schedule for AccuracyAware {
             let n = target_count(rate, total).saturating_sub(removed);
             let next = prune_lowest(mask, &scores, n, min_per_layer)?;
             self.done = is_last(self.k, &self.pruning);
-            let (a_after, _) = control_accuracy(
+            let (a_after, acc_after) = control_accuracy(
                 &compact(ctx.original, &next)?,
                 ctx,
                 self.n_classes,
                 self.control.epsilon,
             )?;
+            self.last = Some((next.clone(), a_after, acc_after));
             let step_size = rate - rate_at(self.k - 1, &self.pruning);
             return Ok(Some(Step {
                 mask: next,
@@ -206,7 +212,7 @@ impl Schedule for AccuracyAware {
         loop {
             let n = (target_count(s, total).max(1)).min(end - removed);
             let cand = prune_lowest(mask, &scores, n, min_per_layer)?;
-            let (a_after, _) = control_accuracy(
+            let (a_after, acc_after) = control_accuracy(
                 &compact(ctx.original, &cand)?,
                 ctx,
                 self.n_classes,
@@ -224,6 +230,7 @@ impl Schedule for AccuracyAware {
                 s
             };
             let progressed = cand.alive() < mask.alive();
+            self.last = Some((cand.clone(), a_after, acc_after));
             self.done = !progressed || total - cand.alive() >= end;
             return Ok(Some(Step {
                 mask: cand,
