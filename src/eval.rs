@@ -71,3 +71,19 @@ pub fn evaluate(net: &Network, split: &Split, n_classes: usize, batch: usize) ->
         n_classes,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_class_balanced_and_harmonic() {
+        // class 0: 2/2 right, class 1: 1/2, class 2: 0/1.
+        let m = from_predictions(&[0, 0, 1, 0, 1], &[0, 0, 1, 1, 2], 3);
+        assert_eq!(m.class_acc, vec![1.0, 0.5, 0.0]);
+        assert!((m.top1 - 0.6).abs() < 1e-12);
+        assert!((m.balanced - 0.5).abs() < 1e-12);
+        let h = 3.0 / (1.0 + 2.0 + 1.0 / HARMONIC_FLOOR);
+        assert!((m.harmonic - h).abs() < 1e-12);
+    }
+}

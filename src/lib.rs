@@ -7,6 +7,7 @@
 //! → `runner` (sweep, resume) → `results` (atomic Parquet).
 
 pub mod assets;
+pub mod bench;
 pub mod data;
 pub mod eval;
 pub mod lrp;

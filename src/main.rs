@@ -37,6 +37,62 @@ enum DeviceArg {
     Cuda,
 }
 
+#[derive(clap::Args)]
+struct ExplainArgs {
+    /// vgg11|vgg13|vgg16|vgg19, or a custom cfg such as "64 M 128 M".
+    #[arg(long, default_value = "vgg16")]
+    model: String,
+    /// The checkpoint has batch-norm layers (folded into the convs).
+    #[arg(long)]
+    batch_norm: bool,
+    /// safetensors/.pth with features.N.* and classifier.N.* (torchvision names).
+    #[arg(long)]
+    weights: PathBuf,
+    /// safetensors with `images` (N,C,H,W f32, preprocessed) and `labels` (N, i64).
+    #[arg(long)]
+    inputs: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    /// epsilon-plus (default), epsilon-plus-nobias, epsilon-plus-flat, epsilon-plus-zb,
+    /// epsilon-alpha2-beta1.
+    #[arg(long, default_value = "epsilon-plus")]
+    composite: String,
+    /// Pixel bounds for the zB rule.
+    #[arg(long, value_enum, default_value = "caffe-bgr")]
+    preprocess: PreprocessArg,
+    /// Also write one input-relevance heatmap PNG per sample here.
+    #[arg(long)]
+    heatmaps: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "cpu")]
+    device: DeviceArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PreprocessArg {
+    CaffeBgr,
+    Torchvision,
+}
+
+fn explain(a: ExplainArgs) -> Result<()> {
+    let device = device(a.device)?;
+    let opts = lrprune::lrp::explain::ExplainOptions {
+        model: a.model,
+        batch_norm: a.batch_norm,
+        weights: a.weights,
+        inputs: a.inputs,
+        out: a.out,
+        composite: a.composite,
+        preprocess: match a.preprocess {
+            PreprocessArg::CaffeBgr => spec::Preprocess::CaffeBgr,
+            PreprocessArg::Torchvision => spec::Preprocess::Torchvision,
+        },
+        heatmaps: a.heatmaps,
+    };
+    let df = lrprune::lrp::explain::explain(&opts, &device)?;
+    outln!("{} filters → {}", df.height(), opts.out.display());
+    Ok(())
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Download, verify and unpack assets into the cache (all of them without arguments).
@@ -61,33 +117,17 @@ enum Cmd {
     /// Show the expanded run list and the model's layers, parameters and FLOPs.
     Inspect { spec: PathBuf },
     /// Per-filter LRP relevance of a checkpoint on a batch of inputs, to Parquet.
-    Explain {
-        /// vgg11|vgg13|vgg16|vgg19, or a custom cfg such as "64 M 128 M".
-        #[arg(long, default_value = "vgg16")]
-        model: String,
-        /// The checkpoint has batch-norm layers (folded into the convs).
+    Explain(ExplainArgs),
+    /// Speed benchmarks (relevance vs forward pass, conv GFLOP/s per VGG16 layer) as Markdown.
+    Bench {
+        /// The run whose model, data and split are benchmarked (first run of the spec).
+        #[arg(long, default_value = "experiments/quickstart.toml")]
+        spec: PathBuf,
+        /// Write the report here (e.g. docs/performance.md); stdout otherwise.
         #[arg(long)]
-        batch_norm: bool,
-        /// safetensors/.pth with features.N.* and classifier.N.* (torchvision names).
-        #[arg(long)]
-        weights: PathBuf,
-        /// safetensors with `images` (N,C,H,W f32, preprocessed) and `labels` (N, i64).
-        #[arg(long)]
-        inputs: PathBuf,
-        #[arg(long)]
-        out: PathBuf,
-        /// epsilon-plus (default), epsilon-plus-nobias, epsilon-plus-flat, epsilon-plus-zb,
-        /// epsilon-alpha2-beta1.
-        #[arg(long, default_value = "epsilon-plus")]
-        composite: String,
-        /// Pixel bounds for the zB rule: caffe-bgr or torchvision.
-        #[arg(long, default_value = "caffe-bgr")]
-        preprocess: String,
-        /// Also write one input-relevance heatmap PNG per sample here.
-        #[arg(long)]
-        heatmaps: Option<PathBuf>,
-        #[arg(long, value_enum, default_value = "cpu")]
-        device: DeviceArg,
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
     },
     /// Summaries, tables (md/csv/tex) and plots (png/svg) from a results directory.
     Report {
@@ -126,7 +166,11 @@ fn fetch(names: &[String], list: bool) -> Result<()> {
             };
             outln!(
                 "{:16} {:12} {}\n{:16} licence: {}",
-                a.name, state, a.description, "", a.licence
+                a.name,
+                state,
+                a.description,
+                "",
+                a.licence
             );
         }
         return Ok(());
@@ -170,7 +214,10 @@ fn inspect(path: &std::path::Path) -> Result<()> {
         let net = runner::load_backbone(r, &candle_core::Device::Cpu)?;
         outln!(
             "\nmodel `{}` ({}, input 3×{}×{}):",
-            r.model.name, r.model.arch, r.model.input_size, r.model.input_size
+            r.model.name,
+            r.model.arch,
+            r.model.input_size,
+            r.model.input_size
         );
         out!("{}", model::summary::table(&net));
     }
@@ -219,34 +266,16 @@ fn main() -> ExitCode {
             };
             write_report(&spec.results_dir, &opts)
         }),
-        Cmd::Explain {
-            model,
-            batch_norm,
-            weights,
-            inputs,
-            out,
-            composite,
-            preprocess,
-            heatmaps,
-            device: d,
-        } => device(d).and_then(|device| {
-            let preprocess = match preprocess.as_str() {
-                "caffe-bgr" => spec::Preprocess::CaffeBgr,
-                "torchvision" => spec::Preprocess::Torchvision,
-                other => bail!("--preprocess {other}: use caffe-bgr or torchvision"),
-            };
-            let opts = lrprune::lrp::explain::ExplainOptions {
-                model,
-                batch_norm,
-                weights,
-                inputs,
-                out,
-                composite,
-                preprocess,
-                heatmaps,
-            };
-            let df = lrprune::lrp::explain::explain(&opts, &device)?;
-            outln!("{} filters → {}", df.height(), opts.out.display());
+        Cmd::Explain(args) => explain(args),
+        Cmd::Bench { spec, out, reps } => spec::load(&spec).and_then(|spec| {
+            let text = lrprune::bench::run(&spec.runs[0], &candle_core::Device::Cpu, reps)?;
+            match out {
+                Some(p) => {
+                    std::fs::write(&p, &text)?;
+                    outln!("wrote {}", p.display());
+                }
+                None => outln!("{text}"),
+            }
             Ok(())
         }),
         Cmd::Report {

@@ -803,7 +803,8 @@ fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
             ),
         ));
     }
-    let mut lrps: Vec<(&LrpSettings, std::ops::Range<usize>)> = vec![(&raw.lrp, span.clone())];
+    let lrp_section = loc.text.find("[lrp]").map_or(span.clone(), |i| i..i + 5);
+    let mut lrps: Vec<(&LrpSettings, std::ops::Range<usize>)> = vec![(&raw.lrp, lrp_section)];
     lrps.extend(
         raw.method
             .iter()
@@ -925,5 +926,76 @@ fn toml_error_key(msg: &str, text: &str, offset: usize) -> String {
     match line.split_once('=') {
         Some((k, _)) => k.trim().to_string(),
         None => line.trim().trim_matches(['[', ']']).to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+[experiment]
+name = "t"
+seeds = [1, 2]
+models = ["vgg16"]
+datasets = ["fashion-mnist", "mnist-5k"]
+methods = ["l1", "aa-slow"]
+
+[pruning]
+step = 0.1
+
+[[method]]
+name = "aa-slow"
+kind = "aa-lrp"
+control = { tolerance = 0.05 }
+
+[[override]]
+name = "raw"
+head = { input_norm = "none" }
+
+[[override]]
+name = "fine"
+pruning = { step = 0.02 }
+"#;
+
+    #[test]
+    fn grid_overrides_and_stable_ids() {
+        let s = parse(Path::new("x.toml"), SPEC).unwrap();
+        // 1 model × 2 datasets × 2 seeds × 2 overrides × 2 methods.
+        assert_eq!(s.runs.len(), 16);
+        let raw = s.runs.iter().find(|r| r.variant == "raw").unwrap();
+        assert_eq!(raw.head.input_norm, InputNorm::None);
+        assert_eq!(raw.pruning.step, 0.1);
+        let fine = s.runs.iter().find(|r| r.variant == "fine").unwrap();
+        assert_eq!(fine.pruning.step, 0.02);
+        assert_eq!(fine.head.input_norm, InputNorm::Standardize);
+        let aa = s.runs.iter().find(|r| r.method.name == "aa-slow").unwrap();
+        assert_eq!(aa.control.as_ref().unwrap().tolerance, 0.05);
+        assert!(s
+            .runs
+            .iter()
+            .filter(|r| r.method.kind == MethodKind::L1)
+            .all(|r| r.control.is_none() && r.lrp.is_none()));
+        let ids: std::collections::HashSet<String> = s.runs.iter().map(|r| r.run_id()).collect();
+        assert_eq!(ids.len(), 16, "run ids must be unique");
+        let again = parse(Path::new("x.toml"), SPEC).unwrap();
+        assert_eq!(
+            again.runs[5].run_id(),
+            s.runs[5].run_id(),
+            "run ids must be stable"
+        );
+    }
+
+    #[test]
+    fn bad_override_and_composite_are_located() {
+        let bad = SPEC.replace("pruning = { step = 0.02 }", "pruning = { stp = 0.02 }");
+        let e = parse(Path::new("x.toml"), &bad).unwrap_err().to_string();
+        assert!(e.contains("override.pruning") && e.contains("stp"), "{e}");
+        let bad = SPEC.replace("[pruning]", "[lrp]\ncomposite = \"zplus\"\n\n[pruning]");
+        let e = parse(Path::new("x.toml"), &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("x.toml:10:") && e.contains("unknown composite"),
+            "{e}"
+        );
     }
 }

@@ -23,6 +23,14 @@ fn close(a: &[f32], b: &[f32], tol: f32) {
 
 const EPS: Rule = Rule::Epsilon { epsilon: 1e-6 };
 
+/// One linear layer, x = [1, 2], W = [[1, −1], [2, 1]], b = [0.5, −1], R(out) = [1, 1].
+fn toy_layer(rule: Rule) -> Vec<f32> {
+    let x = t2(&[1., 2.], 1, 2);
+    let (w, b) = (t2(&[1., -1., 2., 1.], 2, 2), t1(&[0.5, -1.]));
+    let r = rules::apply(rule, &LinearOp, &x, &w, &b, &t2(&[1., 1.], 1, 2), None).unwrap();
+    r.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+}
+
 #[test]
 fn epsilon_rule_two_layer_toy_by_hand() {
     // x = [1, 2]; z1 = W1 x + b1 = [−0.5, 3]; h = [0, 3]; z2 = [1 2]·h = 6; R(out) = 1.
@@ -61,21 +69,7 @@ fn epsilon_rule_two_layer_toy_by_hand() {
     );
 
     // One layer with R(out) = [1, 1]: s = [1/−0.5, 1/3], R_x = x ⊙ W1ᵀ s = [−4/3, 14/3].
-    let r = rules::apply(
-        EPS,
-        &LinearOp,
-        &t2(&[1., 2.], 1, 2),
-        &t2(&[1., -1., 2., 1.], 2, 2),
-        &t1(&[0.5, -1.]),
-        &t2(&[1., 1.], 1, 2),
-        None,
-    )
-    .unwrap();
-    close(
-        &r.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        &[-4. / 3., 14. / 3.],
-        1e-5,
-    );
+    close(&toy_layer(EPS), &[-4. / 3., 14. / 3.], 1e-5);
 }
 
 #[test]
@@ -86,21 +80,7 @@ fn alpha2_beta1_by_hand() {
         alpha: 2.0,
         beta: 1.0,
     };
-    let r = rules::apply(
-        ab,
-        &LinearOp,
-        &t2(&[1., 2.], 1, 2),
-        &t2(&[1., -1., 2., 1.], 2, 2),
-        &t1(&[0.5, -1.]),
-        &t2(&[1., 1.], 1, 2),
-        None,
-    )
-    .unwrap();
-    close(
-        &r.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        &[7. / 3., 0.],
-        1e-5,
-    );
+    close(&toy_layer(ab), &[7. / 3., 0.], 1e-5);
 }
 
 #[test]

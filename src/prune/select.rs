@@ -63,3 +63,28 @@ pub fn expand(mask: &FilterMask, compact_scores: &[Vec<f64>]) -> Scores {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lowest_first_across_layers_and_never_below_the_floor() {
+        let mask = FilterMask::all_alive(&[3, 2]);
+        let scores = vec![vec![0.5, 0.1, 0.9], vec![0.2, 0.05]];
+        // Lowest: (1,1)=0.05, (0,1)=0.1, then (1,0)=0.2 is skipped (layer 1 at its floor of 1).
+        let m = prune_lowest(&mask, &scores, 3, 1).unwrap();
+        assert_eq!(m.keep, vec![vec![false, false, true], vec![true, false]]);
+        assert_eq!(target_count(0.5, 5), 3);
+        let nan = vec![vec![f64::NAN, 0.0, 0.0], vec![0.0, 0.0]];
+        assert!(prune_lowest(&mask, &nan, 1, 1).is_err());
+    }
+
+    #[test]
+    fn expand_maps_compacted_positions_back() {
+        let mut mask = FilterMask::all_alive(&[4]);
+        mask.keep[0][1] = false;
+        let full = expand(&mask, &[vec![7.0, 8.0, 9.0]]);
+        assert_eq!(full[0], vec![7.0, f64::INFINITY, 8.0, 9.0]);
+    }
+}
