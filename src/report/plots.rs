@@ -11,6 +11,24 @@ use std::sync::Once;
 
 const FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 const SIZE: (u32, u32) = (960, 640);
+/// Tableau 10: distinct, print-safe line colours (plotters' Palette99 has a pale yellow).
+const PALETTE: [(u8, u8, u8); 10] = [
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+];
+
+fn colour(i: usize) -> RGBAColor {
+    let (r, g, b) = PALETTE[i % PALETTE.len()];
+    RGBColor(r, g, b).to_rgba()
+}
 
 fn register_font() -> Result<()> {
     static ONCE: Once = Once::new();
@@ -67,7 +85,7 @@ where
         .draw()
         .map_err(e)?;
     for line in &chart.lines {
-        let color = Palette99::pick(line.color).to_rgba();
+        let color = colour(line.color);
         if !line.band.is_empty() {
             let mut poly: Vec<(f64, f64)> = line.band.iter().map(|(x, lo, _)| (*x, *lo)).collect();
             poly.extend(line.band.iter().rev().map(|(x, _, hi)| (*x, *hi)));
