@@ -118,6 +118,16 @@ enum Cmd {
     Inspect { spec: PathBuf },
     /// Per-filter LRP relevance of a checkpoint on a batch of inputs, to Parquet.
     Explain(ExplainArgs),
+    /// Export a run's task (backbone + trained head, preprocessed training split) as
+    /// DIR/weights.safetensors and DIR/inputs.safetensors, the files `explain` reads.
+    Export {
+        spec: PathBuf,
+        /// Index of the run in `inspect`'s list.
+        #[arg(long, default_value_t = 0)]
+        run: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Speed benchmarks (relevance vs forward pass, conv GFLOP/s per VGG16 layer) as Markdown.
     Bench {
         /// The run whose model, data and split are benchmarked (first run of the spec).
@@ -267,6 +277,25 @@ fn main() -> ExitCode {
             write_report(&spec.results_dir, &opts)
         }),
         Cmd::Explain(args) => explain(args),
+        Cmd::Export { spec, run, out } => spec::load(&spec).and_then(|spec| {
+            let Some(cfg) = spec.runs.get(run) else {
+                bail!(
+                    "--run {run}: the spec has {} runs (see `lrprune inspect`)",
+                    spec.runs.len()
+                );
+            };
+            let task = runner::prepare_task(cfg, &candle_core::Device::Cpu)?;
+            std::fs::create_dir_all(&out)?;
+            let keys = runner::conv_keys(cfg)?;
+            model::export::write_checkpoint(&task.net, &keys, &out.join("weights.safetensors"))?;
+            model::export::write_inputs(
+                &task.data.train.images,
+                &task.data.train.labels,
+                &out.join("inputs.safetensors"),
+            )?;
+            outln!("exported {} to {}", cfg.run_id(), out.display());
+            Ok(())
+        }),
         Cmd::Bench { spec, out, reps } => spec::load(&spec).and_then(|spec| {
             let text = lrprune::bench::run(&spec.runs[0], &candle_core::Device::Cpu, reps)?;
             match out {

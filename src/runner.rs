@@ -30,18 +30,29 @@ pub struct Task {
     pub intact: Metrics,
 }
 
-/// Build the backbone a model spec describes, without a head.
-pub fn load_backbone(cfg: &RunConfig, device: &Device) -> Result<Network> {
+/// The model's layer configuration (named VGG or custom `cfg`).
+fn layer_config(cfg: &RunConfig) -> Result<Vec<Option<usize>>> {
     let m = &cfg.model;
-    let layer_cfg = match m.arch.as_str() {
-        "custom" => vgg::custom_config(&m.cfg)?,
+    match m.arch.as_str() {
+        "custom" => vgg::custom_config(&m.cfg),
         arch => vgg::config(arch).with_context(|| {
             format!(
                 "model `{}`: unknown arch `{arch}` (fix: vgg11, vgg13, vgg16, vgg19 or custom)",
                 m.name
             )
-        })?,
-    };
+        }),
+    }
+}
+
+/// torchvision `features.N` indices of the model's convs.
+pub fn conv_keys(cfg: &RunConfig) -> Result<Vec<usize>> {
+    Ok(vgg::conv_keys(&layer_config(cfg)?, cfg.model.batch_norm))
+}
+
+/// Build the backbone a model spec describes, without a head.
+pub fn load_backbone(cfg: &RunConfig, device: &Device) -> Result<Network> {
+    let m = &cfg.model;
+    let layer_cfg = layer_config(cfg)?;
     let path = assets::resolve(&m.weights)?;
     let tensors = weights::load(&path, device)?;
     let mut layers = vgg::build_features(&layer_cfg, m.batch_norm, 3, &tensors, device)

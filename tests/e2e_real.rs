@@ -83,3 +83,62 @@ fn real_vgg16_on_fashion_mnist_end_to_end() {
         );
     }
 }
+
+#[test]
+fn explain_on_exported_real_vgg16_matches_the_pruning_criterion() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = std::path::Path::new("tests/fixtures/real_smoke.toml");
+    let out = dir.path().join("task");
+    common::run_ok(&[
+        "export".as_ref(),
+        spec.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
+    let r = out.join("R.parquet");
+    common::run_ok(&[
+        "explain".as_ref(),
+        "--weights".as_ref(),
+        out.join("weights.safetensors").as_os_str(),
+        "--inputs".as_ref(),
+        out.join("inputs.safetensors").as_os_str(),
+        "--out".as_ref(),
+        r.as_os_str(),
+    ]);
+    let df = lrprune::results::read_parquet(&r).unwrap();
+    assert_eq!(df.height(), 4224, "one row per VGG16 conv filter");
+    assert_eq!(
+        df.get_column_names()
+            .iter()
+            .map(|c| c.as_str())
+            .collect::<Vec<_>>(),
+        ["layer", "name", "filter", "relevance"]
+    );
+    let explained: Vec<f64> = df
+        .column("relevance")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect();
+
+    // The same numbers the pruning criterion computes on the same task.
+    let cfg = &lrprune::spec::load(spec).unwrap().runs[0];
+    let task = lrprune::runner::prepare_task(cfg, &candle_core::Device::Cpu).unwrap();
+    let comp = lrprune::lrp::composite::by_name(
+        "epsilon-plus",
+        cfg.model.preprocess,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let rel = lrprune::lrp::filters::filter_relevance(&task.net, &task.data.train, &comp, 10, 100)
+        .unwrap();
+    let criterion: Vec<f64> = rel.total().into_iter().flatten().collect();
+    let scale = criterion.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    for (i, (a, b)) in explained.iter().zip(&criterion).enumerate() {
+        assert!(
+            (a - b).abs() <= 1e-4 * scale,
+            "filter {i}: explain {a} vs criterion {b}"
+        );
+    }
+}

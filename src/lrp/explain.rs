@@ -41,8 +41,8 @@ fn layer_cfg(model: &str) -> Result<Vec<Option<usize>>> {
     })
 }
 
-/// Backbone + checkpoint head: Flatten when the head's input matches the feature map
-/// exactly, global average pooling when it matches the channel count.
+/// Backbone + checkpoint head: global average pooling when the head's input matches the
+/// channel count, Flatten when it matches the whole feature map.
 pub fn checkpoint_network(
     opts: &ExplainOptions,
     input: (usize, usize, usize),
@@ -70,12 +70,24 @@ pub fn checkpoint_network(
         _ => unreachable!(),
     };
     let head_start = layers.len();
-    if first_in == c * h * w {
-        layers.push(Layer::Flatten);
-    } else if first_in == c {
+    // GAP first: it is what lrprune's own heads use, and on 1×1 maps Flatten would give the
+    // same forward pass but route relevance differently (GAP gives a dead feature none).
+    if first_in == c {
         layers.push(Layer::GlobalAvgPool);
+    } else if first_in == c * h * w {
+        layers.push(Layer::Flatten);
     } else {
         bail!("classifier.0 expects {first_in} inputs but the features give {c}×{h}×{w} (fix: use inputs of the size the head was trained for)");
+    }
+    if let (Some(mean), Some(inv_std)) = (
+        tensors.get("standardize.mean"),
+        tensors.get("standardize.inv_std"),
+    ) {
+        // Written by `lrprune export`: the head's input standardisation.
+        layers.push(Layer::Standardize {
+            mean: mean.to_dtype(DType::F32)?.to_device(device)?,
+            inv_std: inv_std.to_dtype(DType::F32)?.to_device(device)?,
+        });
     }
     layers.extend(head);
     Ok(Network {

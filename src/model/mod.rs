@@ -7,6 +7,7 @@
 pub mod classifier;
 pub mod convert;
 pub mod cost;
+pub mod export;
 pub mod head;
 pub mod layer;
 pub mod network;

@@ -1,0 +1,53 @@
+//! Export a prepared task as torchvision-named checkpoint + preprocessed inputs, the format
+//! `lrprune explain` (and PyTorch users) read: `features.N.*`, `classifier.N.*`, and
+//! `images` / `labels`. The head's input standardisation is written as `standardize.mean` and
+//! `standardize.inv_std` (not folded into `classifier.0`: LRP through a folded layer would
+//! score the last convs differently from what the pruning criterion sees).
+
+use super::layer::Layer;
+use super::network::Network;
+use anyhow::{bail, Result};
+use candle_core::{DType, Tensor};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Write `weights.safetensors` for `net`, whose backbone convs sit at torchvision indices
+/// `conv_keys` (in order).
+pub fn write_checkpoint(net: &Network, conv_keys: &[usize], path: &Path) -> Result<()> {
+    let mut map: HashMap<String, Tensor> = HashMap::new();
+    for (conv, k) in net.convs().zip(conv_keys) {
+        map.insert(format!("features.{k}.weight"), conv.weight.clone());
+        map.insert(format!("features.{k}.bias"), conv.bias.clone());
+    }
+    let mut index = 0;
+    for layer in &net.layers[net.head_start..] {
+        match layer {
+            Layer::Standardize { mean, inv_std } => {
+                map.insert("standardize.mean".into(), mean.clone());
+                map.insert("standardize.inv_std".into(), inv_std.clone());
+            }
+            Layer::Linear(l) => {
+                map.insert(format!("classifier.{index}.weight"), l.weight.clone());
+                map.insert(format!("classifier.{index}.bias"), l.bias.clone());
+                index += 2; // Linear, ReLU, Linear, … as torchvision numbers them
+            }
+            Layer::Relu | Layer::Dropout | Layer::Flatten | Layer::GlobalAvgPool => {}
+            other => bail!("cannot export a `{}` layer in the head", other.kind()),
+        }
+    }
+    candle_core::safetensors::save(&map, path)?;
+    Ok(())
+}
+
+/// Write `inputs.safetensors` (`images` f32, `labels` i64).
+pub fn write_inputs(images: &Tensor, labels: &[u32], path: &Path) -> Result<()> {
+    let labels: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+    let mut map = HashMap::new();
+    map.insert("images".to_string(), images.to_dtype(DType::F32)?);
+    map.insert(
+        "labels".to_string(),
+        Tensor::new(labels.as_slice(), images.device())?,
+    );
+    candle_core::safetensors::save(&map, path)?;
+    Ok(())
+}
