@@ -273,6 +273,7 @@ fn main() -> ExitCode {
                 baseline: spec.baseline.clone(),
                 focus: None,
                 quiet,
+                only: Some(spec.runs.iter().map(|r| r.run_id()).collect()),
             };
             write_report(&spec.results_dir, &opts)
         }),
@@ -319,6 +320,7 @@ fn main() -> ExitCode {
                 baseline,
                 focus,
                 quiet: false,
+                only: None,
             },
         ),
     };

@@ -70,6 +70,7 @@ fn auc_matches_hand_computation() {
         baseline: "a".into(),
         focus: None,
         quiet: true,
+        only: None,
     };
     let r = report::report(dir.path(), &opts).unwrap();
     let s = results::read_parquet(&r.summary).unwrap();
@@ -131,6 +132,7 @@ fn every_plot_renders_without_system_fonts() {
         baseline: "a".into(),
         focus: Some("b".into()),
         quiet: true,
+        only: None,
     };
     let r = report::report(dir.path(), &opts).unwrap();
     let kinds = [
@@ -170,6 +172,7 @@ fn empty_and_mixed_results_give_clear_errors() {
         baseline: "a".into(),
         focus: None,
         quiet: true,
+        only: None,
     };
     let e = report::report(dir.path(), &opts).err().unwrap().to_string();
     assert!(e.contains("no steps/ folder") && e.contains("fix"), "{e}");

@@ -21,6 +21,8 @@ pub struct ReportOptions {
     /// default: the baseline.
     pub focus: Option<String>,
     pub quiet: bool,
+    /// Only these run ids (a spec's current runs); `None` = every steps file in the folder.
+    pub only: Option<std::collections::HashSet<String>>,
 }
 
 /// What a report wrote.
@@ -65,7 +67,7 @@ pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
     bar.set_style(
         ProgressStyle::with_template("report: reading {pos}/{len} step files {bar:30}").unwrap(),
     );
-    let steps = summary::load_steps(results, &bar)?;
+    let steps = summary::load_steps(results, opts.only.as_ref(), &bar)?;
     bar.finish_and_clear();
 
     let mut per_run = summary::run_summary(&steps)?;

@@ -44,8 +44,24 @@ pub fn step_files(results: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// All step rows, sorted by run and step. Files whose schema differs are named in the error.
-pub fn load_steps(results: &Path, progress: &indicatif::ProgressBar) -> Result<DataFrame> {
-    let files = step_files(results)?;
+pub fn load_steps(
+    results: &Path,
+    only: Option<&std::collections::HashSet<String>>,
+    progress: &indicatif::ProgressBar,
+) -> Result<DataFrame> {
+    let mut files = step_files(results)?;
+    if let Some(ids) = only {
+        files.retain(|f| {
+            f.file_stem()
+                .is_some_and(|s| ids.contains(s.to_string_lossy().as_ref()))
+        });
+        if files.is_empty() {
+            bail!(
+                "{}: none of the spec's runs has results yet",
+                results.display()
+            );
+        }
+    }
     progress.set_length(files.len() as u64);
     let mut first: Option<(PathBuf, Schema)> = None;
     for f in &files {
@@ -83,7 +99,29 @@ pub fn load_steps(results: &Path, progress: &indicatif::ProgressBar) -> Result<D
         LazyFrame::scan_parquet_files(paths.into_iter().collect(), ScanArgsParquet::default())?
             .sort(["run_id", "step"], SortMultipleOptions::default())
             .collect()?;
+    warn_duplicates(&df)?;
     Ok(df)
+}
+
+/// Runs of the same curve and seed under different ids (e.g. left over from an older spec)
+/// would be averaged as if they were extra seeds: say so.
+fn warn_duplicates(steps: &DataFrame) -> Result<()> {
+    let mut keys: Vec<Expr> = GROUP.map(col).to_vec();
+    keys.push(col("seed"));
+    let dup = steps
+        .clone()
+        .lazy()
+        .group_by(keys)
+        .agg([col("run_id").n_unique().alias("runs")])
+        .filter(col("runs").gt(lit(1)))
+        .collect()?;
+    if dup.height() > 0 {
+        eprintln!(
+            "warning: {} (method, seed) pairs have more than one run in this folder (stale results of an older spec?); they are aggregated as extra seeds. `lrprune run` reports only the spec's current runs.",
+            dup.height()
+        );
+    }
+    Ok(())
 }
 
 /// Trapezoid AUC of `metric` over `pruning_rate`, normalised by the rate span, per group.
@@ -145,20 +183,16 @@ pub fn run_summary(steps: &DataFrame) -> Result<DataFrame> {
     let top1 = list_f64(&per_run, "top1_list")?;
     let bal = list_f64(&per_run, "balanced_acc_list")?;
     let mut out = per_run.drop_many(["pruning_rate_list", "top1_list", "balanced_acc_list"]);
-    for &x in &RATES {
-        let b: Vec<Option<f64>> = rates
-            .iter()
-            .zip(&bal)
-            .map(|(r, v)| curve::at(r, v, x))
-            .collect();
-        out.with_column(Column::new(format!("balanced_at_{x}").into(), b))?;
+    for (name, values) in [("balanced", &bal), ("top1", &top1)] {
+        for &x in &RATES {
+            let at: Vec<Option<f64>> = rates
+                .iter()
+                .zip(values)
+                .map(|(r, v)| curve::at(r, v, x))
+                .collect();
+            out.with_column(Column::new(format!("{name}_at_{x}").into(), at))?;
+        }
     }
-    let t9: Vec<Option<f64>> = rates
-        .iter()
-        .zip(&top1)
-        .map(|(r, v)| curve::at(r, v, 0.9))
-        .collect();
-    out.with_column(Column::new("top1_at_0.9".into(), t9))?;
     let safe: Vec<f64> = rates
         .iter()
         .zip(&bal)
