@@ -151,6 +151,9 @@ enum Cmd {
         /// Method whose per-class curves and layer profile are drawn (default: the baseline).
         #[arg(long)]
         focus: Option<String>,
+        /// Only the runs this spec expands to (ignores stale results of older specs).
+        #[arg(long)]
+        spec: Option<PathBuf>,
     },
 }
 
@@ -313,16 +316,20 @@ fn main() -> ExitCode {
             out,
             baseline,
             focus,
-        } => write_report(
-            &results,
-            &report::ReportOptions {
-                out,
-                baseline,
-                focus,
-                quiet: false,
-                only: None,
-            },
-        ),
+            spec,
+        } => spec
+            .map(|p| spec::load(&p).map(|s| s.runs.iter().map(|r| r.run_id()).collect()))
+            .transpose()
+            .and_then(|only| {
+                let opts = report::ReportOptions {
+                    out,
+                    baseline,
+                    focus,
+                    quiet: false,
+                    only,
+                };
+                write_report(&results, &opts)
+            }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
