@@ -22,6 +22,7 @@ exps=("$@")
     echo
     cat "$dir/report/summary.md"
   done
+  if [ -f docs/results-analysis.md ]; then echo; cat docs/results-analysis.md; fi
 } > docs/results.md.partial
 mv docs/results.md.partial docs/results.md
 echo "wrote docs/results.md"
