@@ -321,3 +321,37 @@ fn extract_from_zip(archive: &Path, inner: &str, out: &Path) -> Result<()> {
     std::fs::rename(&tmp, out)?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_mismatch_names_the_file_and_moves_it_aside() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pkg.whl");
+        std::fs::write(&f, b"not the real wheel").unwrap();
+        let e = verify_sha256(&f, &"0".repeat(64)).unwrap_err().to_string();
+        assert!(
+            e.contains("pkg.whl") && e.contains("sha256 mismatch") && e.contains("fix"),
+            "{e}"
+        );
+        assert!(!f.exists(), "the bad file must not be reused");
+        assert!(f.with_extension("sha256-mismatch").exists());
+        std::fs::write(&f, b"abc").unwrap();
+        let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
+        verify_sha256(&f, abc).unwrap();
+    }
+
+    #[test]
+    fn pinned_assets_are_complete() {
+        for a in ASSETS {
+            assert_eq!(a.sha256.len(), 64, "{}", a.name);
+            assert!(find(a.name).is_some());
+        }
+        assert!(resolve("asset:nope")
+            .unwrap_err()
+            .to_string()
+            .contains("fetch --list"));
+    }
+}

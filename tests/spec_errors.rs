@@ -96,3 +96,37 @@ fn empty_seed_list() {
     let text = GOOD.replace("seeds = [0]", "seeds = []");
     assert_error(&text, 3, "experiment.seeds", "seed list is empty");
 }
+
+#[test]
+fn nan_weights_fail_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::tiny_spec(dir.path(), "nan", r#"["l1"]"#, "[0]");
+    // Poison one conv weight with NaN.
+    let path = dir.path().join("tiny.safetensors");
+    let mut t = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).unwrap();
+    let w = t["features.0.weight"]
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    let mut w2 = w.clone();
+    w2[0] = f32::NAN;
+    let shape = t["features.0.weight"].shape().clone();
+    t.insert(
+        "features.0.weight".into(),
+        candle_core::Tensor::from_vec(w2, shape, &candle_core::Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(&t, &path).unwrap();
+    let out = common::lrprune()
+        .args(["run", "--quiet"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("NaN") && err.contains("tiny.safetensors"),
+        "{err}"
+    );
+}
