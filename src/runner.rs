@@ -7,7 +7,7 @@ use crate::lrp::LrpCriterion;
 use crate::model::{cost, head, vgg, weights, Layer, Network};
 use crate::prune::compact::compact;
 use crate::prune::controller::AccuracyAware;
-use crate::prune::criteria::{Criterion, RandomScores, WeightNorm};
+use crate::prune::criteria::{Criterion, RandomScores, Taylor, WeightNorm};
 use crate::prune::schedule::{Context, GlobalSchedule, Schedule};
 use crate::prune::FilterMask;
 use crate::results::{self, RunIdentity, StepRecord};
@@ -158,6 +158,7 @@ pub fn schedule_for(
         ),
         MethodKind::Lrp => (lrp()?, true),
         MethodKind::LrpOneshot => (lrp()?, false),
+        MethodKind::Taylor => (Box::new(Taylor), true),
         MethodKind::AaLrp => unreachable!("handled above"),
     };
     Ok(Box::new(GlobalSchedule::new(

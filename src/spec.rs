@@ -418,6 +418,8 @@ pub enum MethodKind {
     LrpOneshot,
     /// Accuracy-aware LRP: harmonic-mean rate and order control (DESIGN §4).
     AaLrp,
+    /// |activation × gradient| (Molchanov et al. 2017), recomputed every step.
+    Taylor,
 }
 
 impl MethodKind {
@@ -428,6 +430,7 @@ impl MethodKind {
         ("lrp", MethodKind::Lrp),
         ("lrp-oneshot", MethodKind::LrpOneshot),
         ("aa-lrp", MethodKind::AaLrp),
+        ("taylor", MethodKind::Taylor),
     ];
     pub fn uses_relevance(self) -> bool {
         matches!(

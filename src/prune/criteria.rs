@@ -61,3 +61,61 @@ impl Criterion for RandomScores {
             .collect())
     }
 }
+
+/// First-order Taylor expansion of the loss (Molchanov et al. 2017): a filter's score is
+/// |mean over space of activation × ∂loss/∂activation|, averaged over the reference images,
+/// then L2-normalised per layer. The gradient at each conv output is read from a zero
+/// "probe" variable added to it, since Candle keeps gradients only for variables.
+pub struct Taylor;
+
+impl Criterion for Taylor {
+    fn score(&mut self, input: &ScoreInput) -> Result<Vec<Vec<f64>>> {
+        use crate::model::Layer;
+        use candle_core::{DType, Var};
+        let net = input.net;
+        let refset = input.reference;
+        let mut sums: Vec<Vec<f64>> = net
+            .filters_per_conv()
+            .iter()
+            .map(|&n| vec![0.0; n])
+            .collect();
+        let n = refset.labels.len();
+        let mut start = 0;
+        while start < n {
+            let len = input.batch_size.min(n - start);
+            let x = refset.images.narrow(0, start, len)?;
+            let labels = candle_core::Tensor::new(&refset.labels[start..start + len], x.device())?;
+            let (mut h, mut taps) = (x, Vec::new());
+            for layer in &net.layers {
+                h = layer.forward(&h)?;
+                if let Layer::Conv(_) = layer {
+                    let probe = Var::zeros(h.shape(), h.dtype(), h.device())?;
+                    h = (h + probe.as_tensor())?;
+                    taps.push((h.detach(), probe));
+                }
+            }
+            let loss = candle_nn::loss::cross_entropy(&h, &labels)?;
+            let grads = loss.backward()?;
+            for (k, (a, probe)) in taps.iter().enumerate() {
+                let g = grads
+                    .get(probe.as_tensor())
+                    .ok_or_else(|| anyhow::anyhow!("no gradient at conv {k}"))?;
+                let per = (a * g)?
+                    .mean((2, 3))?
+                    .abs()?
+                    .sum(0)?
+                    .to_dtype(DType::F64)?
+                    .to_vec1::<f64>()?;
+                for (s, v) in sums[k].iter_mut().zip(per) {
+                    *s += v / n as f64;
+                }
+            }
+            start += len;
+        }
+        Ok(crate::lrp::filters::postprocess(
+            sums,
+            false,
+            crate::spec::LayerNorm::L2,
+        ))
+    }
+}
