@@ -7,8 +7,15 @@ use lrprune::model::{Layer, Network};
 use lrprune::prune::criteria::{Criterion, ScoreInput, Taylor};
 
 fn loss(net: &Network, x: &Tensor, y: &Tensor) -> f64 {
-    let logits = net.forward(x).unwrap().to_dtype(candle_core::DType::F64).unwrap();
-    candle_nn::loss::cross_entropy(&logits, y).unwrap().to_scalar::<f64>().unwrap()
+    let logits = net
+        .forward(x)
+        .unwrap()
+        .to_dtype(candle_core::DType::F64)
+        .unwrap();
+    candle_nn::loss::cross_entropy(&logits, y)
+        .unwrap()
+        .to_scalar::<f64>()
+        .unwrap()
 }
 
 #[test]
@@ -18,9 +25,18 @@ fn taylor_scores_match_finite_differences() {
     let cfg = &lrprune::spec::load(&spec).unwrap().runs[0];
     let task = lrprune::runner::prepare_task(cfg, &Device::Cpu).unwrap();
     // One reference image, so |mean over space of a·g| is |∂L/∂(filter scale)| / HW.
-    let one = Split { images: task.data.train.images.narrow(0, 0, 1).unwrap(), labels: task.data.train.labels[..1].to_vec() };
+    let one = Split {
+        images: task.data.train.images.narrow(0, 0, 1).unwrap(),
+        labels: task.data.train.labels[..1].to_vec(),
+    };
     let y = one.labels_tensor().unwrap();
-    let scores = Taylor.score(&ScoreInput { net: &task.net, reference: &one, batch_size: 1 }).unwrap();
+    let scores = Taylor
+        .score(&ScoreInput {
+            net: &task.net,
+            reference: &one,
+            batch_size: 1,
+        })
+        .unwrap();
 
     let layer = 1; // second conv: 16 filters on an 8×8 map
     let conv_idx = task.net.conv_layer_indices()[layer];
@@ -33,7 +49,10 @@ fn taylor_scores_match_finite_differences() {
                 let mut s = vec![1f32; 16];
                 s[f] = 1.0 + delta as f32;
                 let s = Tensor::new(s.as_slice(), &Device::Cpu).unwrap();
-                c.weight = c.weight.broadcast_mul(&s.reshape((16, 1, 1, 1)).unwrap()).unwrap();
+                c.weight = c
+                    .weight
+                    .broadcast_mul(&s.reshape((16, 1, 1, 1)).unwrap())
+                    .unwrap();
                 c.bias = (&c.bias * &s).unwrap();
             }
             ((loss(&net, &one.images, &y) - base) / delta).abs()
@@ -42,7 +61,11 @@ fn taylor_scores_match_finite_differences() {
     let norm = fd.iter().map(|v| v * v).sum::<f64>().sqrt();
     assert!(norm > 0.0);
     for (f, (t, d)) in scores[layer].iter().zip(&fd).enumerate() {
-        assert!((t - d / norm).abs() < 0.02, "filter {f}: taylor {t} vs finite difference {}", d / norm);
+        assert!(
+            (t - d / norm).abs() < 0.02,
+            "filter {f}: taylor {t} vs finite difference {}",
+            d / norm
+        );
     }
     // Per-layer L2 normalisation.
     let l2: f64 = scores[0].iter().map(|v| v * v).sum::<f64>().sqrt();
