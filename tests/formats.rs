@@ -1,0 +1,108 @@
+//! Input formats a user with internet brings: PyTorch `.pth` checkpoints and ImageFolder trees.
+
+use candle_core::Device;
+use lrprune::data::{self, image_folder};
+use lrprune::spec::{DataFormat, DataSettings, DatasetSpec, Preprocess};
+use rand::SeedableRng;
+use std::path::Path;
+
+#[test]
+fn pth_checkpoint_loads_the_same_tensors_as_safetensors() {
+    let dir = Path::new("tests/fixtures/zennit");
+    let a = lrprune::model::weights::load(&dir.join("weights.safetensors"), &Device::Cpu).unwrap();
+    let b = lrprune::model::weights::load(&dir.join("weights.pth"), &Device::Cpu).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (k, t) in &a {
+        let u = &b[k];
+        assert_eq!(t.dims(), u.dims(), "{k}");
+        let d = (t - u)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert_eq!(d, 0.0, "{k}");
+    }
+}
+
+fn write_png(path: &Path, value: u8) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let img = image::RgbImage::from_fn(20, 12, |x, _| {
+        image::Rgb([value, (x * 10) as u8, 255 - value])
+    });
+    img.save(path).unwrap();
+}
+
+#[test]
+fn image_folder_tree_is_split_and_preprocessed() {
+    let dir = tempfile::tempdir().unwrap();
+    for (c, v) in [("cat", 10u8), ("dog", 200u8)] {
+        for i in 0..5 {
+            write_png(&dir.path().join(format!("{c}/{i}.png")), v);
+        }
+    }
+    std::fs::write(dir.path().join("cat/notes.txt"), "not an image").unwrap();
+    let spec = DatasetSpec {
+        name: "pets".into(),
+        format: DataFormat::ImageFolder,
+        source: dir.path().display().to_string(),
+    };
+    let sources = data::open(&spec, dir.path()).unwrap();
+    assert_eq!(sources.train.class_names(), ["cat", "dog"]);
+    assert!(
+        sources.test.is_none(),
+        "one tree: the test images are held out of it"
+    );
+    let cfg = DataSettings {
+        train_per_class: 2,
+        test_per_class: 3,
+        classes: vec![],
+        batch_size: 4,
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let task = data::split::make(
+        &sources,
+        &cfg,
+        16,
+        Preprocess::CaffeBgr,
+        &mut rng,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(task.train.images.dims(), [4, 3, 16, 16]);
+    assert_eq!(task.test.labels, [0, 0, 0, 1, 1, 1]);
+    // caffe-bgr: channel 0 is blue (255 − v) minus 103.939.
+    let px = task
+        .train
+        .images
+        .get(0)
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .get(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    assert!((px - (245.0 - 103.939)).abs() < 1e-3, "{px}");
+    // Asking for more than the tree holds is a clear error.
+    let too_many = DataSettings {
+        train_per_class: 4,
+        ..cfg
+    };
+    let e = data::split::make(
+        &sources,
+        &too_many,
+        16,
+        Preprocess::CaffeBgr,
+        &mut rng,
+        &Device::Cpu,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("test_per_class"), "{e}");
+    let _ = image_folder::ImageFolder::scan(dir.path()).unwrap();
+}
