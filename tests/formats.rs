@@ -1,5 +1,7 @@
 //! Input formats a user with internet brings: PyTorch `.pth` checkpoints and ImageFolder trees.
 
+mod common;
+
 use candle_core::Device;
 use lrprune::data::{self, image_folder};
 use lrprune::spec::{DataFormat, DataSettings, DatasetSpec, Preprocess};
@@ -13,17 +15,7 @@ fn pth_checkpoint_loads_the_same_tensors_as_safetensors() {
     let b = lrprune::model::weights::load(&dir.join("weights.pth"), &Device::Cpu).unwrap();
     assert_eq!(a.len(), b.len());
     for (k, t) in &a {
-        let u = &b[k];
-        assert_eq!(t.dims(), u.dims(), "{k}");
-        let d = (t - u)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert_eq!(d, 0.0, "{k}");
+        assert_eq!(common::max_abs_diff(t, &b[k]), 0.0, "{k}");
     }
 }
 
