@@ -38,6 +38,17 @@ fn write_run(dir: &Path, method: &str, seed: i64, rows: &[StepRecord]) {
     results::write_parquet_atomic(&results::steps_path(dir, &id.run_id), &mut df).unwrap();
 }
 
+/// Quiet report options with baseline `a` and an optional focus method.
+fn opts_with(focus: Option<&str>) -> ReportOptions {
+    ReportOptions {
+        out: None,
+        baseline: "a".into(),
+        focus: focus.map(String::from),
+        quiet: true,
+        only: None,
+    }
+}
+
 fn fixture(dir: &Path) {
     // `a`: even steps. top1 (0,.9) (.3,.6) (.6,.3) (.9,.0) → AUC .45; balanced constant .5.
     let a: Vec<StepRecord> = (0..4)
@@ -65,13 +76,7 @@ fn fixture(dir: &Path) {
 fn auc_matches_hand_computation() {
     let dir = tempfile::tempdir().unwrap();
     fixture(dir.path());
-    let opts = ReportOptions {
-        out: None,
-        baseline: "a".into(),
-        focus: None,
-        quiet: true,
-        only: None,
-    };
+    let opts = opts_with(None);
     let r = report::report(dir.path(), &opts).unwrap();
     let s = results::read_parquet(&r.summary).unwrap();
     let get = |run: &str, col: &str| -> f64 {
@@ -127,13 +132,7 @@ fn every_plot_renders_without_system_fonts() {
     std::env::set_var("FONTCONFIG_FILE", "/dev/null");
     let dir = tempfile::tempdir().unwrap();
     fixture(dir.path());
-    let opts = ReportOptions {
-        out: None,
-        baseline: "a".into(),
-        focus: Some("b".into()),
-        quiet: true,
-        only: None,
-    };
+    let opts = opts_with(Some("b"));
     let r = report::report(dir.path(), &opts).unwrap();
     let kinds = [
         "top1_vs_rate",
@@ -167,13 +166,7 @@ fn every_plot_renders_without_system_fonts() {
 #[test]
 fn empty_and_mixed_results_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = ReportOptions {
-        out: None,
-        baseline: "a".into(),
-        focus: None,
-        quiet: true,
-        only: None,
-    };
+    let opts = opts_with(None);
     let e = report::report(dir.path(), &opts).err().unwrap().to_string();
     assert!(e.contains("no steps/ folder") && e.contains("fix"), "{e}");
     std::fs::create_dir_all(dir.path().join("steps")).unwrap();

@@ -71,6 +71,15 @@ impl AccuracyAware {
         }
     }
 
+    /// A of the network at `mask`, remembered as the next step's "before" (the last mask
+    /// measured is the one a step accepts).
+    fn measure(&mut self, mask: &FilterMask, ctx: &Context) -> Result<f64> {
+        let net = compact(ctx.original, mask)?;
+        let (a, class_acc) = control_accuracy(&net, ctx, self.n_classes, self.control.epsilon)?;
+        self.last = Some((mask.clone(), a, class_acc));
+        Ok(a)
+    }
+
     /// Class weights from the control split's class accuracies.
     fn weights(&self, class_acc: &[f64]) -> Vec<f64> {
         let eps = self.control.epsilon;
@@ -191,13 +200,7 @@ impl Schedule for AccuracyAware {
             let n = target_count(rate, total).saturating_sub(removed);
             let next = prune_lowest(mask, &scores, n, min_per_layer)?;
             self.done = is_last(self.k, &self.pruning);
-            let (a_after, acc_after) = control_accuracy(
-                &compact(ctx.original, &next)?,
-                ctx,
-                self.n_classes,
-                self.control.epsilon,
-            )?;
-            self.last = Some((next.clone(), a_after, acc_after));
+            let a_after = self.measure(&next, ctx)?;
             let step_size = rate - rate_at(self.k - 1, &self.pruning);
             return Ok(Some(Step {
                 mask: next,
@@ -212,12 +215,7 @@ impl Schedule for AccuracyAware {
         loop {
             let n = (target_count(s, total).max(1)).min(end - removed);
             let cand = prune_lowest(mask, &scores, n, min_per_layer)?;
-            let (a_after, acc_after) = control_accuracy(
-                &compact(ctx.original, &cand)?,
-                ctx,
-                self.n_classes,
-                self.control.epsilon,
-            )?;
+            let a_after = self.measure(&cand, ctx)?;
             let can_halve = s / 2.0 >= self.control.min_step - 1e-12;
             if a_before - a_after > self.control.tolerance && can_halve {
                 s /= 2.0;
@@ -230,7 +228,6 @@ impl Schedule for AccuracyAware {
                 s
             };
             let progressed = cand.alive() < mask.alive();
-            self.last = Some((cand.clone(), a_after, acc_after));
             self.done = !progressed || total - cand.alive() >= end;
             return Ok(Some(Step {
                 mask: cand,

@@ -31,7 +31,8 @@ fn f64s(s: &Series) -> Result<Vec<f64>> {
         .collect())
 }
 
-fn nested(s: &Series) -> Result<Vec<Vec<f64>>> {
+/// A list column as nested `f64` vectors (one per row).
+pub(crate) fn nested(s: &Series) -> Result<Vec<Vec<f64>>> {
     let l = s.list()?;
     (0..l.len())
         .map(|i| f64s(&l.get_as_series(i).context("null list")?))

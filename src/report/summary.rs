@@ -133,16 +133,7 @@ fn auc_expr(metric: &str) -> Expr {
 }
 
 fn list_f64(df: &DataFrame, name: &str) -> Result<Vec<Vec<f64>>> {
-    let ca = df.column(name)?.list()?.clone();
-    (0..ca.len())
-        .map(|i| {
-            let s = ca
-                .get_as_series(i)
-                .context("null list")?
-                .cast(&DataType::Float64)?;
-            Ok(s.f64()?.into_no_null_iter().collect())
-        })
-        .collect()
+    super::figures::nested(df.column(name)?.as_materialized_series())
 }
 
 /// One row per run: AUCs, accuracy at fixed rates, the safe rate, final cost fractions.
