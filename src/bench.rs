@@ -5,11 +5,11 @@
 
 use crate::lrp::composite;
 use crate::lrp::filters::filter_relevance;
-use crate::model::{vgg, Network};
+use crate::model::{conv, vgg, Network};
 use crate::runner;
 use crate::spec::RunConfig;
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use std::fmt::Write;
 use std::time::Instant;
 
@@ -26,7 +26,8 @@ pub fn time<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
     Ok(t[t.len() / 2])
 }
 
-/// GFLOP/s of Candle's conv2d on each VGG16 layer shape at `size`² with `batch` images.
+/// GFLOP/s of Candle's conv2d and of lrprune's kernels (bias added, no ReLU) on each VGG16
+/// layer shape at `size`² with `batch` images.
 fn conv_table(
     out: &mut String,
     size: usize,
@@ -41,43 +42,49 @@ fn conv_table(
     )?;
     writeln!(
         out,
-        "| layer | in→out | map | GFLOP | ms | GFLOP/s |\n|---|---|---|---|---|---|"
+        "| layer | in→out | map | GFLOP | kernel | Candle ms | lrprune ms | Candle GFLOP/s | lrprune GFLOP/s |\n|---|---|---|---|---|---|---|---|---|"
     )?;
     let (mut in_c, mut s, mut k) = (3, size, 0);
-    let (mut total_flop, mut total_s) = (0.0, 0.0);
+    let (mut total_flop, mut total_c, mut total_l) = (0.0, 0.0, 0.0);
     for item in cfg {
         let Some(out_c) = item else {
             s /= 2;
             continue;
         };
-        let x = Tensor::randn(0f32, 1.0, (batch, in_c, s, s), device)?;
+        let x = Tensor::randn(0f32, 1.0, (batch, in_c, s, s), device)?.relu()?;
         let w = Tensor::randn(0f32, 0.05, (out_c, in_c, 3, 3), device)?;
-        let secs = time(reps, || {
-            Ok(x.conv2d(&w, 1, 1, 1, 1)?
-                .sum_all()?
-                .to_dtype(DType::F32)?
-                .to_scalar::<f32>()?)
+        let b = Tensor::randn(0f32, 0.05, out_c, device)?;
+        let candle = time(reps, || {
+            let y = x.conv2d(&w, 1, 1, 1, 1)?;
+            Ok(y.broadcast_add(&b.reshape((1, out_c, 1, 1))?)?)
         })?;
+        let ours = time(reps, || Ok(conv::conv2d(&x, &w, Some(&b), 1, 1, false)?))?;
+        let kernel = conv::kernel_for(&x, &w, 1);
         let flop = 2.0 * (batch * out_c * in_c * 9 * s * s) as f64;
         total_flop += flop;
-        total_s += secs;
+        total_c += candle;
+        total_l += ours;
         writeln!(
             out,
-            "| conv{} | {in_c}→{out_c} | {s}² | {:.2} | {:.1} | {:.1} |",
+            "| conv{} | {in_c}→{out_c} | {s}² | {:.2} | {kernel:?} | {:.1} | {:.1} | {:.1} | {:.1} |",
             k + 1,
             flop / 1e9,
-            secs * 1e3,
-            flop / secs / 1e9
+            candle * 1e3,
+            ours * 1e3,
+            flop / candle / 1e9,
+            flop / ours / 1e9
         )?;
         in_c = out_c;
         k += 1;
     }
     writeln!(
         out,
-        "| **all** | | | {:.2} | {:.1} | **{:.1}** |",
+        "| **all** | | | {:.2} | | {:.1} | {:.1} | {:.1} | **{:.1}** |",
         total_flop / 1e9,
-        total_s * 1e3,
-        total_flop / total_s / 1e9
+        total_c * 1e3,
+        total_l * 1e3,
+        total_flop / total_c / 1e9,
+        total_flop / total_l / 1e9
     )?;
     Ok(())
 }

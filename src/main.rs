@@ -118,8 +118,9 @@ enum Cmd {
     Inspect { spec: PathBuf },
     /// Per-filter LRP relevance of a checkpoint on a batch of inputs, to Parquet.
     Explain(ExplainArgs),
-    /// Export a run's task (backbone + trained head, preprocessed training split) as
-    /// DIR/weights.safetensors and DIR/inputs.safetensors, the files `explain` reads.
+    /// Export a run's task (backbone + trained head, preprocessed splits) as
+    /// DIR/weights.safetensors, DIR/inputs.safetensors (training split, what `explain`
+    /// reads), DIR/test.safetensors and DIR/task.json (the run's resolved settings).
     Export {
         spec: PathBuf,
         /// Index of the run in `inspect`'s list.
@@ -291,11 +292,13 @@ fn main() -> ExitCode {
             let task = runner::prepare_task(cfg, &candle_core::Device::Cpu)?;
             std::fs::create_dir_all(&out)?;
             let keys = runner::conv_keys(cfg)?;
-            model::export::write_checkpoint(&task.net, &keys, &out.join("weights.safetensors"))?;
-            model::export::write_inputs(
-                &task.data.train.images,
-                &task.data.train.labels,
-                &out.join("inputs.safetensors"),
+            model::export::write_task(
+                cfg,
+                &task.net,
+                &task.data.train,
+                &task.data.test,
+                &keys,
+                &out,
             )?;
             outln!("exported {} to {}", cfg.run_id(), out.display());
             Ok(())

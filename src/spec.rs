@@ -244,6 +244,16 @@ pub enum RelevanceSource {
     Blend,
 }
 
+/// What the controller's A averages per class (harmonic mean over classes).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Signal {
+    /// Per-class accuracy (DESIGN §4 as written).
+    Accuracy,
+    /// Per-class mean softmax probability of the true class: a smoothed A.
+    Confidence,
+}
+
 /// Knobs of the accuracy-aware controller (`aa-lrp`, DESIGN §4; docs/method.md).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -276,6 +286,21 @@ pub struct ControlSettings {
     /// After an accepted step without back-off, the step grows by this factor (up to `step`).
     #[serde(default = "d_growth")]
     pub growth: f64,
+    /// What A averages per class: `accuracy` (DESIGN §4) or `confidence` (smoothed).
+    #[serde(default = "d_signal")]
+    pub signal: Signal,
+    /// Choose the layer to prune next by the measured effect on A (`prune/search.rs`).
+    #[serde(default)]
+    pub layer_search: bool,
+    /// Chunk a layer offers per search round, as a fraction of its original width.
+    #[serde(default = "d_search_fraction")]
+    pub search_fraction: f64,
+}
+fn d_signal() -> Signal {
+    Signal::Accuracy
+}
+fn d_search_fraction() -> f64 {
+    0.1
 }
 fn d_true() -> bool {
     true
@@ -314,6 +339,9 @@ impl Default for ControlSettings {
             blend: d_blend(),
             layer_aware: false,
             growth: d_growth(),
+            signal: d_signal(),
+            layer_search: false,
+            search_fraction: d_search_fraction(),
         }
     }
 }
@@ -833,12 +861,46 @@ fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
             ));
         }
     }
+    for m in &raw.method {
+        if let Some(c) = &m.get_ref().control {
+            if let Err((key, why)) = check_control(c) {
+                bail!(loc.err(
+                    loc.key_in(m.span(), "control"),
+                    &format!("method.control.{key}"),
+                    why
+                ));
+            }
+        }
+    }
     if raw.data.train_per_class == 0 || raw.data.test_per_class == 0 || raw.data.batch_size == 0 {
         bail!(loc.err(
             span,
             "data",
             "train_per_class, test_per_class and batch_size must be ≥ 1".into()
         ));
+    }
+    Ok(())
+}
+
+/// Ranges of the controller's knobs: `Err((key, message with the fix))`.
+fn check_control(c: &ControlSettings) -> std::result::Result<(), (&'static str, String)> {
+    let checks: [(&str, bool, &str, f64); 6] = [
+        ("tolerance", c.tolerance >= 0.0, "≥ 0, e.g. 0.02", c.tolerance),
+        ("min_step", c.min_step > 0.0 && c.min_step <= 1.0, "in (0, 1], e.g. 0.01", c.min_step),
+        ("epsilon", c.epsilon > 0.0 && c.epsilon <= 1.0, "in (0, 1], e.g. 1e-3", c.epsilon),
+        ("blend", (0.0..=1.0).contains(&c.blend), "in [0, 1], e.g. 0.5", c.blend),
+        ("growth", c.growth >= 1.0, "≥ 1, e.g. 2", c.growth),
+        (
+            "search_fraction",
+            c.search_fraction > 0.0 && c.search_fraction <= 1.0,
+            "in (0, 1], e.g. 0.1",
+            c.search_fraction,
+        ),
+    ];
+    for (key, ok, range, value) in checks {
+        if !ok || value.is_nan() {
+            return Err((key, format!("got {value} (fix: a value {range})")));
+        }
     }
     Ok(())
 }

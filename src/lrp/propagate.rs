@@ -16,15 +16,6 @@ pub struct Relevance {
     pub output_total: Tensor,
 }
 
-/// Inputs of every layer, plus the final output at the end.
-pub fn trace(net: &Network, x: &Tensor) -> Result<Vec<Tensor>> {
-    let mut acts = vec![x.clone()];
-    for l in &net.layers {
-        let next = l.forward(acts.last().unwrap())?;
-        acts.push(next);
-    }
-    Ok(acts)
-}
 
 /// Winner-take-all through a max-pool with window = stride: all relevance of an output goes
 /// to the input position(s) holding the maximum (split evenly on exact ties).
@@ -76,7 +67,7 @@ pub fn reverse(
     composite: &Composite,
     to_input: bool,
 ) -> Result<Relevance> {
-    let acts = trace(net, x)?;
+    let acts = net.trace(x)?;
     let out = acts.last().unwrap();
     let mut r = one_hot(targets, out.dims()[1], out)?;
     let output_total = r.sum(1)?;

@@ -5,6 +5,7 @@
 //! can be checked against it: stabiliser `z + ε·(sign(z) + [z = 0])`, z⁺ splitting inputs and
 //! weights by sign.
 
+use crate::model::conv::conv2d;
 use candle_core::{Result, Tensor};
 
 /// An affine operator `x ↦ A(x; W) + b` with its transpose, enough to express every rule.
@@ -23,14 +24,14 @@ pub struct ConvOp {
 
 impl Affine for ConvOp {
     fn forward(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        x.conv2d(w, self.padding, self.stride, 1, 1)
+        conv2d(x, w, None, self.padding, self.stride, false)
     }
     fn transpose(&self, s: &Tensor, w: &Tensor, input: &Tensor) -> Result<Tensor> {
         let (kh, kw, h_in) = (w.dims()[2], w.dims()[3], input.dims()[2]);
         if self.stride == 1 && kh == kw && self.padding < kh {
             // Stride 1: the transpose is a plain convolution with the spatially flipped,
-            // in/out-swapped kernel, which runs on Candle's im2col + GEMM path (much faster
-            // on CPU than its direct conv_transpose2d).
+            // in/out-swapped kernel, which runs on the fast conv kernels (Candle's direct
+            // conv_transpose2d is much slower on CPU).
             let rev = |n: usize| {
                 Tensor::new(
                     (0..n as u32).rev().collect::<Vec<_>>().as_slice(),
@@ -39,7 +40,7 @@ impl Affine for ConvOp {
             };
             let flipped = w.index_select(&rev(kh)?, 2)?.index_select(&rev(kw)?, 3)?;
             let k = flipped.transpose(0, 1)?.contiguous()?;
-            return s.conv2d(&k, kh - 1 - self.padding, 1, 1, 1);
+            return conv2d(s, &k, None, kh - 1 - self.padding, 1, false);
         }
         let natural = (s.dims()[2] - 1) * self.stride + kh - 2 * self.padding;
         s.conv_transpose2d(w, self.padding, h_in - natural, self.stride, 1)

@@ -51,3 +51,26 @@ pub fn write_inputs(images: &Tensor, labels: &[u32], path: &Path) -> Result<()> 
     candle_core::safetensors::save(&map, path)?;
     Ok(())
 }
+
+/// Everything a reimplementation needs to rerun a run's task outside lrprune (e.g. the
+/// PyTorch reference in `scripts/torch_reference.py`): the checkpoint, both preprocessed
+/// splits, and the run's resolved settings with the torchvision indices of its convs.
+pub fn write_task(
+    cfg: &crate::spec::RunConfig,
+    net: &Network,
+    train: &crate::data::split::Split,
+    test: &crate::data::split::Split,
+    conv_keys: &[usize],
+    dir: &Path,
+) -> Result<()> {
+    write_checkpoint(net, conv_keys, &dir.join("weights.safetensors"))?;
+    write_inputs(&train.images, &train.labels, &dir.join("inputs.safetensors"))?;
+    write_inputs(&test.images, &test.labels, &dir.join("test.safetensors"))?;
+    let meta = serde_json::json!({
+        "run_id": cfg.run_id(),
+        "conv_keys": conv_keys,
+        "config": cfg,
+    });
+    std::fs::write(dir.join("task.json"), serde_json::to_string_pretty(&meta)?)?;
+    Ok(())
+}

@@ -26,8 +26,12 @@ impl Conv {
         (d[2], d[3])
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let y = x.conv2d(&self.weight, self.padding, self.stride, 1, 1)?;
-        y.broadcast_add(&self.bias.reshape((1, self.out_channels(), 1, 1))?)
+        super::conv::conv2d(x, &self.weight, Some(&self.bias), self.padding, self.stride, false)
+    }
+
+    /// `relu(conv(x) + b)` in one pass (the CPU kernels fuse bias and ReLU).
+    pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        super::conv::conv2d(x, &self.weight, Some(&self.bias), self.padding, self.stride, true)
     }
 }
 

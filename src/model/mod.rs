@@ -5,6 +5,7 @@
 //! layers to compact pruned filters, and counting parameters and FLOPs.
 
 pub mod classifier;
+pub mod conv;
 pub mod convert;
 pub mod cost;
 pub mod export;

@@ -28,14 +28,28 @@ impl Network {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.layers.iter().try_fold(x.clone(), |x, l| l.forward(&x))
+        Ok(run_layers(&self.layers, x, false)?.pop().expect("output"))
     }
 
     /// Output of the backbone (the head's input), e.g. GAP features.
     pub fn backbone_forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.layers[..self.head_start]
-            .iter()
-            .try_fold(x.clone(), |x, l| l.forward(&x))
+        Ok(run_layers(&self.layers[..self.head_start], x, false)?
+            .pop()
+            .expect("output"))
+    }
+
+    /// The input of every layer, plus the final output at the end (LRP's reverse pass reads
+    /// them). A conv followed by a ReLU runs fused, so the ReLU's recorded input is its
+    /// output: no rule reads a ReLU's input (relevance passes through it).
+    pub fn trace(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        run_layers(&self.layers, x, true)
+    }
+
+    /// `layers[start..]` on `x`, the input of layer `start`.
+    pub fn forward_from(&self, start: usize, x: &Tensor) -> Result<Tensor> {
+        Ok(run_layers(&self.layers[start..], x, false)?
+            .pop()
+            .expect("output"))
     }
 
     /// Head only, on backbone outputs.
@@ -112,4 +126,36 @@ impl Network {
         }
         out
     }
+}
+
+/// Run `layers` on `x`, fusing each conv with a following ReLU. With `keep`, returns every
+/// layer's input and the output; without, only the output (intermediates are dropped as
+/// soon as they are consumed).
+fn run_layers(layers: &[Layer], x: &Tensor, keep: bool) -> Result<Vec<Tensor>> {
+    let mut acts = vec![x.clone()];
+    let mut i = 0;
+    while i < layers.len() {
+        let cur = acts.last().expect("input");
+        match (&layers[i], layers.get(i + 1)) {
+            (Layer::Conv(c), Some(Layer::Relu)) => {
+                let y = c.forward_relu(cur)?;
+                if keep {
+                    acts.push(y.clone());
+                } else {
+                    acts.clear();
+                }
+                acts.push(y);
+                i += 2;
+            }
+            (l, _) => {
+                let y = l.forward(cur)?;
+                if !keep {
+                    acts.clear();
+                }
+                acts.push(y);
+                i += 1;
+            }
+        }
+    }
+    Ok(acts)
 }

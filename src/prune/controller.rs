@@ -12,8 +12,9 @@
 use super::compact::compact;
 use super::mask::FilterMask;
 use super::schedule::{is_last, rate_at, Context, Schedule, Step};
+use super::search::{search, SearchSettings};
 use super::select::{expand, prune_lowest, target_count, Scores};
-use crate::eval::{self, harmonic_mean};
+use super::signal;
 use crate::lrp::filters::{filter_relevance, postprocess, FilterRelevance};
 use crate::lrp::Composite;
 use crate::model::Network;
@@ -37,16 +38,6 @@ pub struct AccuracyAware {
     last: Option<(FilterMask, f64, Vec<f64>)>,
 }
 
-/// Control-split class accuracies of `net` and their floored harmonic mean A.
-pub fn control_accuracy(
-    net: &Network,
-    ctx: &Context,
-    n_classes: usize,
-    floor: f64,
-) -> Result<(f64, Vec<f64>)> {
-    let m = eval::evaluate(net, ctx.reference, n_classes, ctx.batch_size)?;
-    Ok((harmonic_mean(&m.class_acc, floor), m.class_acc))
-}
 
 impl AccuracyAware {
     pub fn new(
@@ -71,13 +62,48 @@ impl AccuracyAware {
         }
     }
 
+    /// A and the per-class scores of `net` on the control split.
+    fn signal(&self, net: &Network, ctx: &Context) -> Result<(f64, Vec<f64>)> {
+        signal::measure(
+            net,
+            ctx.reference,
+            self.n_classes,
+            ctx.batch_size,
+            self.control.signal,
+            self.control.epsilon,
+        )
+    }
+
     /// A of the network at `mask`, remembered as the next step's "before" (the last mask
     /// measured is the one a step accepts).
     fn measure(&mut self, mask: &FilterMask, ctx: &Context) -> Result<f64> {
         let net = compact(ctx.original, mask)?;
-        let (a, class_acc) = control_accuracy(&net, ctx, self.n_classes, self.control.epsilon)?;
+        let (a, class_acc) = self.signal(&net, ctx)?;
         self.last = Some((mask.clone(), a, class_acc));
         Ok(a)
+    }
+
+    /// Remove `n` more filters: the lowest-scored globally, or by measured layer search.
+    fn choose(
+        &self,
+        mask: &FilterMask,
+        scores: &Scores,
+        n: usize,
+        ctx: &Context,
+    ) -> Result<FilterMask> {
+        let min_per_layer = self.pruning.min_filters_per_layer;
+        if !self.control.layer_search {
+            return prune_lowest(mask, scores, n, min_per_layer);
+        }
+        let settings = SearchSettings {
+            fraction: self.control.search_fraction,
+            signal: self.control.signal,
+            floor: self.control.epsilon,
+            n_classes: self.n_classes,
+            batch: ctx.batch_size,
+            min_per_layer,
+        };
+        search(ctx.original, mask, scores, n, ctx.reference, &settings)
     }
 
     /// Class weights from the control split's class accuracies.
@@ -188,17 +214,16 @@ impl Schedule for AccuracyAware {
         let net = compact(ctx.original, mask)?;
         let (a_before, class_acc) = match self.last.take() {
             Some((m, a, c)) if m == *mask => (a, c),
-            _ => control_accuracy(&net, ctx, self.n_classes, self.control.epsilon)?,
+            _ => self.signal(&net, ctx)?,
         };
         let scores = self.order(mask, &net, ctx, &class_acc)?;
-        let min_per_layer = self.pruning.min_filters_per_layer;
 
         if !self.control.rate_control {
             // The fixed grid of plain `lrp`.
             self.k += 1;
             let rate = rate_at(self.k, &self.pruning);
             let n = target_count(rate, total).saturating_sub(removed);
-            let next = prune_lowest(mask, &scores, n, min_per_layer)?;
+            let next = self.choose(mask, &scores, n, ctx)?;
             self.done = is_last(self.k, &self.pruning);
             let a_after = self.measure(&next, ctx)?;
             let step_size = rate - rate_at(self.k - 1, &self.pruning);
@@ -214,7 +239,7 @@ impl Schedule for AccuracyAware {
         let mut backoffs = 0;
         loop {
             let n = (target_count(s, total).max(1)).min(end - removed);
-            let cand = prune_lowest(mask, &scores, n, min_per_layer)?;
+            let cand = self.choose(mask, &scores, n, ctx)?;
             let a_after = self.measure(&cand, ctx)?;
             let can_halve = s / 2.0 >= self.control.min_step - 1e-12;
             if a_before - a_after > self.control.tolerance && can_halve {

@@ -7,7 +7,9 @@ pub mod controller;
 pub mod criteria;
 pub mod mask;
 pub mod schedule;
+pub mod search;
 pub mod select;
+pub mod signal;
 
 pub use criteria::{Criterion, ScoreInput};
 pub use mask::FilterMask;

@@ -1,0 +1,149 @@
+//! The convolution every layer and every LRP rule calls: `y = act(conv(x, W) + b)`.
+//!
+//! On the CPU, f32 tensors that need no gradient take lrprune's own kernels — Winograd
+//! F(4,3)/F(2,3) for stride-1 3×3 convs with enough input channels, im2col + GEMM for the
+//! rest — with bias and ReLU fused into the output pass. Everything else (CUDA, other
+//! dtypes, tensors on an autograd tape such as the Taylor criterion's) goes through Candle's
+//! own `conv2d`, so the CUDA path stays on Candle's kernels and gradients keep working.
+//! `tests/conv.rs` checks both kernels against `candle_nn::Conv2d` to 1e-4.
+
+pub mod im2col;
+pub mod lanes;
+pub mod winograd;
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use im2col::Window;
+use winograd::Geometry;
+
+/// Which implementation ran (or would run) a convolution; `bench` reports it per layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    Winograd,
+    Im2col,
+    Candle,
+}
+
+/// Below this many input channels Winograd's GEMMs are too thin to pay for its transforms.
+const WINOGRAD_MIN_CHANNELS: usize = 16;
+
+/// The kernel [`conv2d`] picks for these operands.
+pub fn kernel_for(x: &Tensor, w: &Tensor, stride: usize) -> Kernel {
+    let fast = x.device().is_cpu()
+        && x.dtype() == DType::F32
+        && w.dtype() == DType::F32
+        && !x.track_op()
+        && !w.track_op();
+    if !fast {
+        return Kernel::Candle;
+    }
+    let d = w.dims();
+    if d[2] == 3 && d[3] == 3 && stride == 1 && d[1] >= WINOGRAD_MIN_CHANNELS {
+        Kernel::Winograd
+    } else {
+        Kernel::Im2col
+    }
+}
+
+/// `act(conv2d(x, w) + b)` for NCHW `x`, OIHW `w`, optional bias `(O,)`.
+pub fn conv2d(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+    relu: bool,
+) -> Result<Tensor> {
+    let kernel = kernel_for(x, w, stride);
+    if kernel == Kernel::Candle || b.is_some_and(|b| b.track_op()) {
+        let mut y = x.conv2d(w, padding, stride, 1, 1)?;
+        if let Some(b) = b {
+            y = y.broadcast_add(&b.reshape((1, b.dims()[0], 1, 1))?)?;
+        }
+        return if relu { y.relu() } else { Ok(y) };
+    }
+    let zeros;
+    let b = match b {
+        Some(b) => b,
+        None => {
+            zeros = Tensor::zeros(w.dims()[0], DType::F32, w.device())?;
+            &zeros
+        }
+    };
+    x.contiguous()?.apply_op3_no_bwd(
+        &w.contiguous()?,
+        &b.contiguous()?,
+        &FastConv {
+            padding,
+            stride,
+            relu,
+            kernel,
+        },
+    )
+}
+
+struct FastConv {
+    padding: usize,
+    stride: usize,
+    relu: bool,
+    kernel: Kernel,
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("fast conv: {what} must be f32");
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("fast conv: {what} must be contiguous"),
+    }
+}
+
+impl CustomOp3 for FastConv {
+    fn name(&self) -> &'static str {
+        "lrprune-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, w, b) = (
+            f32_slice(s1, l1, "input")?,
+            f32_slice(s2, l2, "weight")?,
+            f32_slice(s3, l3, "bias")?,
+        );
+        let (batch, c, h, wd) = l1.shape().dims4()?;
+        let (k, c2, kh, kw) = l2.shape().dims4()?;
+        if c != c2 || b.len() != k {
+            candle_core::bail!(
+                "fast conv: input has {c} channels, weight {:?}, bias {}",
+                l2.shape(),
+                b.len()
+            );
+        }
+        let g = Geometry {
+            batch,
+            c,
+            h,
+            w: wd,
+            k,
+            pad: self.padding,
+        };
+        let win = Window {
+            kh,
+            kw,
+            stride: self.stride,
+        };
+        let (ho, wo) = win.out_hw(&g);
+        let y = match self.kernel {
+            Kernel::Winograd => winograd::conv3x3(x, w, b, &g, self.relu),
+            _ => im2col::conv(x, w, b, &g, &win, self.relu),
+        };
+        Ok((CpuStorage::F32(y), Shape::from((batch, k, ho, wo))))
+    }
+}

@@ -1,0 +1,152 @@
+//! lrprune's CPU conv kernels (Winograd F(4,3)/F(2,3), im2col + GEMM) against
+//! `candle_nn::Conv2d`, on the shapes VGG and its compacted variants produce: odd channel
+//! counts, maps of 1×1 to 33×33, padding 0/1, stride 2, fused ReLU, and every SIMD level.
+
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig};
+use lrprune::model::conv::{self, lanes, Kernel};
+
+/// max |a − b| / max(1, max |b|): conv outputs of VGG-sized layers reach tens to hundreds.
+fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+    let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let d = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    d / scale.max(1.0)
+}
+
+struct Case {
+    batch: usize,
+    cin: usize,
+    cout: usize,
+    h: usize,
+    w: usize,
+    pad: usize,
+    stride: usize,
+}
+
+fn check(case: &Case, relu: bool) -> (Kernel, f32) {
+    let dev = Device::Cpu;
+    // A ReLU'd input, as every conv but the first sees.
+    let x = Tensor::randn(0f32, 1.0, (case.batch, case.cin, case.h, case.w), &dev)
+        .unwrap()
+        .relu()
+        .unwrap();
+    let std = (2.0 / (case.cin * 9) as f32).sqrt();
+    let w = Tensor::randn(0f32, std, (case.cout, case.cin, 3, 3), &dev).unwrap();
+    let b = Tensor::randn(0f32, 0.1, case.cout, &dev).unwrap();
+    let reference = Conv2d::new(
+        w.clone(),
+        Some(b.clone()),
+        Conv2dConfig {
+            padding: case.pad,
+            stride: case.stride,
+            ..Default::default()
+        },
+    );
+    let mut want = reference.forward(&x).unwrap();
+    if relu {
+        want = want.relu().unwrap();
+    }
+    let got = conv::conv2d(&x, &w, Some(&b), case.pad, case.stride, relu).unwrap();
+    assert_eq!(got.dims(), want.dims());
+    (conv::kernel_for(&x, &w, case.stride), rel_err(&got, &want))
+}
+
+fn cases() -> Vec<Case> {
+    let c = |batch, cin, cout, h, w, pad, stride| Case {
+        batch,
+        cin,
+        cout,
+        h,
+        w,
+        pad,
+        stride,
+    };
+    vec![
+        c(2, 3, 64, 32, 32, 1, 1),   // VGG conv1: im2col
+        c(2, 64, 64, 32, 32, 1, 1),  // F(4,3)
+        c(3, 37, 21, 9, 11, 1, 1),   // compacted: odd channels, partial tiles
+        c(2, 128, 70, 8, 8, 1, 1),   // F(4,3), filters not a lane multiple
+        c(4, 512, 512, 4, 4, 1, 1),  // one F(4,3) tile per image
+        c(5, 512, 300, 2, 2, 1, 1),  // F(2,3), VGG's last block at 32²
+        c(3, 40, 17, 1, 1, 1, 1),    // 1×1 map
+        c(2, 33, 16, 33, 33, 1, 1),  // many tiles, odd size
+        c(2, 24, 8, 10, 10, 0, 1),   // no padding
+        c(2, 20, 12, 11, 11, 1, 2),  // stride 2: im2col
+        c(1, 16, 16, 14, 14, 1, 1),  // batch of one
+    ]
+}
+
+#[test]
+fn kernels_match_candle_nn_conv2d_to_1e4() {
+    for case in cases() {
+        for relu in [false, true] {
+            let (kernel, err) = check(&case, relu);
+            assert!(
+                err <= 1e-4,
+                "{}→{} at {}×{} pad {} stride {} relu {relu} ({kernel:?}): rel err {err:e}",
+                case.cin,
+                case.cout,
+                case.h,
+                case.w,
+                case.pad,
+                case.stride
+            );
+        }
+    }
+}
+
+#[test]
+fn kernel_choice_covers_both_paths_and_leaves_autograd_to_candle() {
+    let dev = Device::Cpu;
+    let x = Tensor::zeros((1, 64, 8, 8), DType::F32, &dev).unwrap();
+    let w = Tensor::zeros((64, 64, 3, 3), DType::F32, &dev).unwrap();
+    assert_eq!(conv::kernel_for(&x, &w, 1), Kernel::Winograd);
+    assert_eq!(conv::kernel_for(&x, &w, 2), Kernel::Im2col);
+    let w3 = Tensor::zeros((64, 3, 3, 3), DType::F32, &dev).unwrap();
+    let x3 = Tensor::zeros((1, 3, 8, 8), DType::F32, &dev).unwrap();
+    assert_eq!(conv::kernel_for(&x3, &w3, 1), Kernel::Im2col);
+    // A tensor on the autograd tape (Taylor's probes) must use Candle's differentiable op.
+    let v = candle_core::Var::zeros((1, 64, 8, 8), DType::F32, &dev).unwrap();
+    assert_eq!(conv::kernel_for(v.as_tensor(), &w, 1), Kernel::Candle);
+    let y = conv::conv2d(v.as_tensor(), &w, None, 1, 1, true).unwrap();
+    assert!(y.sum_all().unwrap().backward().is_ok());
+    // f64 is not a fast-path dtype.
+    let x64 = x.to_dtype(DType::F64).unwrap();
+    assert_eq!(
+        conv::kernel_for(&x64, &w.to_dtype(DType::F64).unwrap(), 1),
+        Kernel::Candle
+    );
+}
+
+#[test]
+fn every_simd_level_gives_the_same_result() {
+    let case = Case {
+        batch: 2,
+        cin: 48,
+        cout: 40,
+        h: 12,
+        w: 10,
+        pad: 1,
+        stride: 1,
+    };
+    let mut errs = Vec::new();
+    for cap in [
+        Some(lanes::Level::Baseline),
+        Some(lanes::Level::Avx2),
+        None,
+    ] {
+        lanes::cap_level(cap);
+        errs.push((lanes::level(), check(&case, true).1));
+    }
+    lanes::cap_level(None);
+    for (level, err) in errs {
+        assert!(err <= 1e-4, "{level:?}: rel err {err:e}");
+    }
+}
