@@ -885,10 +885,30 @@ fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
 /// Ranges of the controller's knobs: `Err((key, message with the fix))`.
 fn check_control(c: &ControlSettings) -> std::result::Result<(), (&'static str, String)> {
     let checks: [(&str, bool, &str, f64); 6] = [
-        ("tolerance", c.tolerance >= 0.0, "≥ 0, e.g. 0.02", c.tolerance),
-        ("min_step", c.min_step > 0.0 && c.min_step <= 1.0, "in (0, 1], e.g. 0.01", c.min_step),
-        ("epsilon", c.epsilon > 0.0 && c.epsilon <= 1.0, "in (0, 1], e.g. 1e-3", c.epsilon),
-        ("blend", (0.0..=1.0).contains(&c.blend), "in [0, 1], e.g. 0.5", c.blend),
+        (
+            "tolerance",
+            c.tolerance >= 0.0,
+            "≥ 0, e.g. 0.02",
+            c.tolerance,
+        ),
+        (
+            "min_step",
+            c.min_step > 0.0 && c.min_step <= 1.0,
+            "in (0, 1], e.g. 0.01",
+            c.min_step,
+        ),
+        (
+            "epsilon",
+            c.epsilon > 0.0 && c.epsilon <= 1.0,
+            "in (0, 1], e.g. 1e-3",
+            c.epsilon,
+        ),
+        (
+            "blend",
+            (0.0..=1.0).contains(&c.blend),
+            "in [0, 1], e.g. 0.5",
+            c.blend,
+        ),
         ("growth", c.growth >= 1.0, "≥ 1, e.g. 2", c.growth),
         (
             "search_fraction",

@@ -8,7 +8,13 @@ use lrprune::model::conv::{self, lanes, Kernel};
 
 /// max |a − b| / max(1, max |b|): conv outputs of VGG-sized layers reach tens to hundreds.
 fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    let scale = b.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     let d = (a - b)
         .unwrap()
         .abs()
@@ -69,17 +75,17 @@ fn cases() -> Vec<Case> {
         stride,
     };
     vec![
-        c(2, 3, 64, 32, 32, 1, 1),   // VGG conv1: im2col
-        c(2, 64, 64, 32, 32, 1, 1),  // F(4,3)
-        c(3, 37, 21, 9, 11, 1, 1),   // compacted: odd channels, partial tiles
-        c(2, 128, 70, 8, 8, 1, 1),   // F(4,3), filters not a lane multiple
-        c(4, 512, 512, 4, 4, 1, 1),  // one F(4,3) tile per image
-        c(5, 512, 300, 2, 2, 1, 1),  // F(2,3), VGG's last block at 32²
-        c(3, 40, 17, 1, 1, 1, 1),    // 1×1 map
-        c(2, 33, 16, 33, 33, 1, 1),  // many tiles, odd size
-        c(2, 24, 8, 10, 10, 0, 1),   // no padding
-        c(2, 20, 12, 11, 11, 1, 2),  // stride 2: im2col
-        c(1, 16, 16, 14, 14, 1, 1),  // batch of one
+        c(2, 3, 64, 32, 32, 1, 1),  // VGG conv1: im2col
+        c(2, 64, 64, 32, 32, 1, 1), // F(4,3)
+        c(3, 37, 21, 9, 11, 1, 1),  // compacted: odd channels, partial tiles
+        c(2, 128, 70, 8, 8, 1, 1),  // F(4,3), filters not a lane multiple
+        c(4, 512, 512, 4, 4, 1, 1), // one F(4,3) tile per image
+        c(5, 512, 300, 2, 2, 1, 1), // F(2,3), VGG's last block at 32²
+        c(3, 40, 17, 1, 1, 1, 1),   // 1×1 map
+        c(2, 33, 16, 33, 33, 1, 1), // many tiles, odd size
+        c(2, 24, 8, 10, 10, 0, 1),  // no padding
+        c(2, 20, 12, 11, 11, 1, 2), // stride 2: im2col
+        c(1, 16, 16, 14, 14, 1, 1), // batch of one
     ]
 }
 
@@ -137,11 +143,7 @@ fn every_simd_level_gives_the_same_result() {
         stride: 1,
     };
     let mut errs = Vec::new();
-    for cap in [
-        Some(lanes::Level::Baseline),
-        Some(lanes::Level::Avx2),
-        None,
-    ] {
+    for cap in [Some(lanes::Level::Baseline), Some(lanes::Level::Avx2), None] {
         lanes::cap_level(cap);
         errs.push((lanes::level(), check(&case, true).1));
     }

@@ -16,7 +16,6 @@ pub struct Relevance {
     pub output_total: Tensor,
 }
 
-
 /// Winner-take-all through a max-pool with window = stride: all relevance of an output goes
 /// to the input position(s) holding the maximum (split evenly on exact ties).
 pub fn max_pool_wta(x: &Tensor, r: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {

@@ -64,7 +64,11 @@ pub fn write_task(
     dir: &Path,
 ) -> Result<()> {
     write_checkpoint(net, conv_keys, &dir.join("weights.safetensors"))?;
-    write_inputs(&train.images, &train.labels, &dir.join("inputs.safetensors"))?;
+    write_inputs(
+        &train.images,
+        &train.labels,
+        &dir.join("inputs.safetensors"),
+    )?;
     write_inputs(&test.images, &test.labels, &dir.join("test.safetensors"))?;
     let meta = serde_json::json!({
         "run_id": cfg.run_id(),

@@ -26,12 +26,26 @@ impl Conv {
         (d[2], d[3])
     }
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        super::conv::conv2d(x, &self.weight, Some(&self.bias), self.padding, self.stride, false)
+        super::conv::conv2d(
+            x,
+            &self.weight,
+            Some(&self.bias),
+            self.padding,
+            self.stride,
+            false,
+        )
     }
 
     /// `relu(conv(x) + b)` in one pass (the CPU kernels fuse bias and ReLU).
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
-        super::conv::conv2d(x, &self.weight, Some(&self.bias), self.padding, self.stride, true)
+        super::conv::conv2d(
+            x,
+            &self.weight,
+            Some(&self.bias),
+            self.padding,
+            self.stride,
+            true,
+        )
     }
 }
 

@@ -38,7 +38,6 @@ pub struct AccuracyAware {
     last: Option<(FilterMask, f64, Vec<f64>)>,
 }
 
-
 impl AccuracyAware {
     pub fn new(
         control: ControlSettings,

@@ -39,7 +39,11 @@ fn lowest_in_layer(mask: &FilterMask, scores: &Scores, layer: usize, q: usize) -
     let mut alive: Vec<usize> = (0..mask.keep[layer].len())
         .filter(|&f| mask.keep[layer][f])
         .collect();
-    alive.sort_by(|&a, &b| scores[layer][a].total_cmp(&scores[layer][b]).then(a.cmp(&b)));
+    alive.sort_by(|&a, &b| {
+        scores[layer][a]
+            .total_cmp(&scores[layer][b])
+            .then(a.cmp(&b))
+    });
     alive.truncate(q);
     alive
 }
@@ -91,14 +95,7 @@ pub fn search(
 ) -> Result<FilterMask> {
     let mut mask = mask.clone();
     let mut net = compact(original, &mask)?;
-    let (mut a_cur, _) = signal::measure(
-        &net,
-        control,
-        s.n_classes,
-        s.batch,
-        s.signal,
-        s.floor,
-    )?;
+    let (mut a_cur, _) = signal::measure(&net, control, s.n_classes, s.batch, s.signal, s.floor)?;
     let mut removed = 0;
     while removed < n {
         let cache = Cache::build(&net, control, s.batch)?;
@@ -120,7 +117,10 @@ pub fn search(
             let mut rel = FilterMask::all_alive(&net.filters_per_conv());
             let alive_idx = mask.alive_indices(layer);
             for f in &chosen {
-                let j = alive_idx.iter().position(|&i| i as usize == *f).expect("alive");
+                let j = alive_idx
+                    .iter()
+                    .position(|&i| i as usize == *f)
+                    .expect("alive");
                 rel.keep[layer][j] = false;
             }
             let cand = compact(&net, &rel)?;

@@ -9,6 +9,7 @@
 
 pub mod im2col;
 pub mod lanes;
+pub mod reuse;
 pub mod winograd;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
@@ -77,6 +78,7 @@ pub fn conv2d(
             stride,
             relu,
             kernel,
+            weight_id: w.id(),
         },
     )
 }
@@ -86,6 +88,8 @@ struct FastConv {
     stride: usize,
     relu: bool,
     kernel: Kernel,
+    /// Identity of the weight tensor, for the transformed-filter cache.
+    weight_id: candle_core::TensorId,
 }
 
 fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
@@ -141,7 +145,7 @@ impl CustomOp3 for FastConv {
         };
         let (ho, wo) = win.out_hw(&g);
         let y = match self.kernel {
-            Kernel::Winograd => winograd::conv3x3(x, w, b, &g, self.relu),
+            Kernel::Winograd => winograd::conv3x3(x, w, Some(self.weight_id), b, &g, self.relu),
             _ => im2col::conv(x, w, b, &g, &win, self.relu),
         };
         Ok((CpuStorage::F32(y), Shape::from((batch, k, ho, wo))))

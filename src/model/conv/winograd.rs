@@ -12,7 +12,9 @@
 //! chunk per task: transform, GEMMs and output transform of a chunk stay in cache and need
 //! no synchronisation. The output transform adds the bias (and ReLU) and writes NCHW.
 
-use super::lanes::{dispatch, V16, LANES};
+use super::lanes::{dispatch, Level, LANES, V16};
+use super::reuse;
+use candle_core::TensorId;
 use rayon::prelude::*;
 
 /// Which tile size to use for a map of `ho × wo` outputs: the one with fewer GEMM
@@ -128,6 +130,19 @@ impl Shared {
     }
 }
 
+/// A buffer whose every element the caller writes (through [`Shared`] or as a GEMM
+/// destination) before anything reads it: zero-filling tens of MB per call showed up as
+/// 10% of a sweep's time.
+pub(super) fn scratch(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    // SAFETY: f32 has no invalid bit patterns, and callers write before they read.
+    #[allow(clippy::uninit_vec)]
+    unsafe {
+        v.set_len(n)
+    };
+    v
+}
+
 /// Run `f(i)` for `i in 0..n`, on rayon's pool when `parallel`.
 fn for_each(n: usize, parallel: bool, f: impl Fn(usize) + Sync + Send) {
     if parallel {
@@ -144,7 +159,12 @@ fn transform_filters(weight: &[f32], g: &Geometry, m: usize, cp: usize, kp: usiz
     let a = m + 2;
     let gm: Vec<[f32; 3]> = g_matrix(m).iter().map(|r| r.map(|v| v as f32)).collect();
     let (c_n, k_n) = (g.c, g.k);
-    let mut u = vec![0f32; a * a * cp * kp];
+    // Padded channel rows (c ≥ c_n) must be zero; everything else is written below.
+    let mut u = if cp > c_n {
+        vec![0f32; a * a * cp * kp]
+    } else {
+        scratch(a * a * cp * kp)
+    };
     let dst = Shared(u.as_mut_ptr());
     for_each(kp / LANES, true, |kg| {
         dispatch(
@@ -184,33 +204,67 @@ fn transform_filters(weight: &[f32], g: &Geometry, m: usize, cp: usize, kp: usiz
     u
 }
 
-/// Copy NCHW `x` into a zero-padded NHWC buffer of `hp × wp` pixels and `cp` channels.
-fn to_padded_nhwc(x: &[f32], g: &Geometry, hp: usize, wp: usize, cp: usize) -> Vec<f32> {
-    let mut out = vec![0f32; g.batch * hp * wp * cp];
+/// Write NCHW `x` into `out`, an NHWC buffer of `hp × wp` pixels and `cp` channels, with
+/// zeros around the image and in the padded channels (`out` arrives with arbitrary
+/// contents: every element is written).
+fn fill_padded_nhwc(x: &[f32], g: &Geometry, hp: usize, wp: usize, cp: usize, out: &mut [f32]) {
     let plane = g.h * g.w;
-    out.par_chunks_mut(hp * wp * cp)
+    out.par_chunks_mut(wp * cp)
         .enumerate()
-        .for_each(|(b, img)| {
+        .for_each(|(r, row)| {
+            let (b, i) = (r / hp, r % hp);
+            if i < g.pad || i >= g.pad + g.h {
+                row.fill(0.0);
+                return;
+            }
+            let i = i - g.pad;
+            row[..g.pad * cp].fill(0.0);
+            row[(g.pad + g.w) * cp..].fill(0.0);
             let src = &x[b * g.c * plane..(b + 1) * g.c * plane];
-            for i in 0..g.h {
-                let row = &mut img[(i + g.pad) * wp * cp..];
-                for c in 0..g.c {
-                    let s = &src[c * plane + i * g.w..c * plane + (i + 1) * g.w];
-                    for (j, v) in s.iter().enumerate() {
-                        row[(j + g.pad) * cp + c] = *v;
+            for j in 0..g.w {
+                row[(j + g.pad) * cp + g.c..(j + g.pad + 1) * cp].fill(0.0);
+            }
+            // Full 16×16 (channel × column) blocks go through a register transpose.
+            let (c16, w16) = (g.c / LANES * LANES, g.w / LANES * LANES);
+            let fast = cfg!(target_arch = "x86_64") && super::lanes::level() == Level::Avx512;
+            let (c_done, w_done) = if fast { (c16, w16) } else { (0, 0) };
+            #[cfg(target_arch = "x86_64")]
+            for cg in (0..c_done).step_by(LANES) {
+                for j0 in (0..w_done).step_by(LANES) {
+                    let block: [V16; LANES] =
+                        std::array::from_fn(|l| V16::load(&src[(cg + l) * plane + i * g.w + j0..]));
+                    // SAFETY: `fast` checked AVX-512F.
+                    let cols = unsafe { super::lanes::transpose16(&block) };
+                    for (dj, v) in cols.iter().enumerate() {
+                        v.store(&mut row[(j0 + dj + g.pad) * cp + cg..]);
                     }
                 }
             }
+            for c in 0..g.c {
+                let s = &src[c * plane + i * g.w..c * plane + (i + 1) * g.w];
+                let from = if c < c_done { w_done } else { 0 };
+                for (j, v) in s.iter().enumerate().skip(from) {
+                    row[(j + g.pad) * cp + c] = *v;
+                }
+            }
         });
-    out
 }
 
 /// `y = conv3x3(x, weight) + bias` (then ReLU if `relu`), stride 1, NCHW, f32.
-pub fn conv3x3(x: &[f32], weight: &[f32], bias: &[f32], g: &Geometry, relu: bool) -> Vec<f32> {
+/// `weight_id` identifies the weight tensor for the transformed-filter cache
+/// ([`reuse::filters`]); `None` transforms afresh.
+pub fn conv3x3(
+    x: &[f32],
+    weight: &[f32],
+    weight_id: Option<TensorId>,
+    bias: &[f32],
+    g: &Geometry,
+    relu: bool,
+) -> Vec<f32> {
     let (ho, wo) = g.out_hw();
     match tile_for(ho, wo) {
-        4 => Plan::<4, 6>::new(g).run(x, weight, bias, relu),
-        _ => Plan::<2, 4>::new(g).run(x, weight, bias, relu),
+        4 => Plan::<4, 6>::new(g).run(x, weight, weight_id, bias, relu),
+        _ => Plan::<2, 4>::new(g).run(x, weight, weight_id, bias, relu),
     }
 }
 
@@ -253,13 +307,32 @@ impl<const M: usize, const A: usize> Plan<M, A> {
         (t / per, (t % per) / self.tw, t % self.tw)
     }
 
-    fn run(&self, x: &[f32], weight: &[f32], bias: &[f32], relu: bool) -> Vec<f32> {
+    fn run(
+        &self,
+        x: &[f32],
+        weight: &[f32],
+        weight_id: Option<TensorId>,
+        bias: &[f32],
+        relu: bool,
+    ) -> Vec<f32> {
         let g = &self.g;
-        let u = transform_filters(weight, g, M, self.cp, self.kp);
-        let xp = to_padded_nhwc(x, g, self.hp, self.wp, self.cp);
+        let u = reuse::filters(weight_id, M, || {
+            transform_filters(weight, g, M, self.cp, self.kp)
+        });
+        let n_xp = g.batch * self.hp * self.wp * self.cp;
+        reuse::with_scratch(n_xp, |xp| {
+            fill_padded_nhwc(x, g, self.hp, self.wp, self.cp, xp);
+            self.tiles(xp, &u, bias, relu)
+        })
+    }
+
+    /// Every tile of the padded input `xp`, in chunks.
+    fn tiles(&self, xp: &[f32], u: &[f32], bias: &[f32], relu: bool) -> Vec<f32> {
+        let g = &self.g;
         let mut bias_p = vec![0f32; self.kp];
         bias_p[..g.k].copy_from_slice(bias);
-        let mut y = vec![0f32; g.batch * g.k * self.ho * self.wo];
+        // Every output pixel belongs to exactly one tile.
+        let mut y = scratch(g.batch * g.k * self.ho * self.wo);
         let out = Shared(y.as_mut_ptr());
 
         let tiles = g.batch * self.th * self.tw;
@@ -275,7 +348,16 @@ impl<const M: usize, const A: usize> Plan<M, A> {
         let n_chunks = tiles.div_ceil(chunk);
         let work = |ci: usize, parallel: bool| {
             let t0 = ci * chunk;
-            self.chunk(t0, chunk.min(tiles - t0), &xp, &u, &bias_p, relu, out, parallel)
+            self.chunk(
+                t0,
+                chunk.min(tiles - t0),
+                xp,
+                u,
+                &bias_p,
+                relu,
+                out,
+                parallel,
+            )
         };
         if n_chunks >= threads {
             (0..n_chunks).into_par_iter().for_each(|ci| work(ci, false));
@@ -300,8 +382,28 @@ impl<const M: usize, const A: usize> Plan<M, A> {
         parallel: bool,
     ) {
         let (cp, kp) = (self.cp, self.kp);
-        let mut v = vec![0f32; A * A * tn * cp];
-        let mut prod = vec![0f32; A * A * tn * kp];
+        reuse::with_scratch(A * A * tn * (cp + kp), |buf| {
+            let (v, prod) = buf.split_at_mut(A * A * tn * cp);
+            self.chunk_in(t0, tn, xp, u, bias, relu, out, parallel, v, prod)
+        })
+    }
+
+    /// [`Self::chunk`] with its transform buffers `v` (A²·tn·cp) and `prod` (A²·tn·kp).
+    #[allow(clippy::too_many_arguments)]
+    fn chunk_in(
+        &self,
+        t0: usize,
+        tn: usize,
+        xp: &[f32],
+        u: &[f32],
+        bias: &[f32],
+        relu: bool,
+        out: Shared,
+        parallel: bool,
+        v: &mut [f32],
+        prod: &mut [f32],
+    ) {
+        let (cp, kp) = (self.cp, self.kp);
         let vs = Shared(v.as_mut_ptr());
         for_each(tn, parallel, |tl| {
             dispatch(
@@ -310,26 +412,29 @@ impl<const M: usize, const A: usize> Plan<M, A> {
             )
         });
         let ps = Shared(prod.as_mut_ptr());
-        let (v, u) = (&v, u);
+        let v: &[f32] = v;
         for_each(A * A, parallel, |xi| {
-            // prod[ξ] (tn × kp) = V[ξ] (tn × cp) · U[ξ] (cp × kp).
+            // prod[ξ] (tn × kp) = V[ξ] (tn × cp) · U[ξ] (cp × kp), computed as its
+            // transpose (kp × tn) = U[ξ]ᵀ · V[ξ]ᵀ on the same memory: the big operand U
+            // then is a column-major lhs, which `gemm` reads without repacking it for every
+            // few tiles.
             // SAFETY: every pointer covers its full matrix with the strides given, and each
             // task writes only its own prod[ξ].
             unsafe {
                 gemm::gemm(
-                    tn,
                     kp,
+                    tn,
                     cp,
                     ps.at(xi * tn * kp),
-                    1,
                     kp as isize,
+                    1,
                     false,
-                    v.as_ptr().add(xi * tn * cp),
-                    1,
-                    cp as isize,
                     u.as_ptr().add(xi * cp * kp),
-                    1,
                     kp as isize,
+                    1,
+                    v.as_ptr().add(xi * tn * cp),
+                    cp as isize,
+                    1,
                     0.0,
                     1.0,
                     false,
@@ -339,7 +444,7 @@ impl<const M: usize, const A: usize> Plan<M, A> {
                 );
             }
         });
-        let prod = &prod;
+        let prod: &[f32] = prod;
         for_each(tn, parallel, |tl| {
             dispatch(
                 #[inline(always)]
@@ -407,20 +512,43 @@ impl<const M: usize, const A: usize> Plan<M, A> {
             }
             let bv = V16::load(&bias[kg * LANES..]);
             let lanes = LANES.min(g.k - kg * LANES);
-            for (i, trow) in tmp.iter().enumerate().take(rows) {
-                for (j, yv) in output_1d::<A, M>(*trow).iter().enumerate().take(cols) {
-                    let mut yv = *yv + bv;
-                    if relu {
-                        yv = yv.max0();
+            // y[i][j]: the tile's pixels, 16 filters per vector.
+            let mut y = [[V16::ZERO; M]; M];
+            for (i, trow) in tmp.iter().enumerate() {
+                for (j, yv) in output_1d::<A, M>(*trow).iter().enumerate() {
+                    y[i][j] = if relu { (*yv + bv).max0() } else { *yv + bv };
+                }
+            }
+            let at = |k: usize, oy: usize| ((b * g.k + k) * self.ho + oy) * self.wo + tx * M;
+            #[cfg(target_arch = "x86_64")]
+            if M == 4 && rows == 4 && cols == 4 && super::lanes::level() == Level::Avx512 {
+                // A full 4×4 tile: transpose to 16 pixels per filter and write each tile
+                // row as 4 contiguous floats (scattered scalar stores cost more than the
+                // transform itself on 64-channel layers).
+                let flat: [V16; LANES] = std::array::from_fn(|p| y[p / 4][p % 4]);
+                // SAFETY: level() checked AVX-512F.
+                let per_k = unsafe { super::lanes::transpose16(&flat) };
+                for (l, px) in per_k.iter().enumerate().take(lanes) {
+                    for i in 0..4 {
+                        // SAFETY: row i of filter k's tile is inside y and only this
+                        // tile's task writes it.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(
+                                px.0[i * 4..].as_ptr(),
+                                out.at(at(kg * LANES + l, ty * M + i)),
+                                4,
+                            )
+                        };
                     }
-                    let (oy, ox) = (ty * M + i, tx * M + j);
+                }
+                continue;
+            }
+            for (i, yrow) in y.iter().enumerate().take(rows) {
+                for (j, yv) in yrow.iter().enumerate().take(cols) {
                     for (l, val) in yv.0.iter().enumerate().take(lanes) {
-                        let k = kg * LANES + l;
                         // SAFETY: (b, k, oy, ox) is inside y, and only this tile's task
                         // writes it.
-                        unsafe {
-                            *out.at(((b * g.k + k) * self.ho + oy) * self.wo + ox) = *val;
-                        }
+                        unsafe { *out.at(at(kg * LANES + l, ty * M + i) + j) = *val };
                     }
                 }
             }

@@ -1,0 +1,75 @@
+//! Memory the conv kernels keep between calls.
+//!
+//! - Transformed filters, per weight tensor: a network evaluated batch by batch runs every
+//!   conv with the same weights many times, and for 512×512 filters the Winograd transform
+//!   (36 MB for F(4,3)) costs as much as the convolution of a small map. Inference engines
+//!   pre-pack weights for the same reason. Keyed by Candle's `TensorId`, which is never
+//!   reused within a process, so a stale entry can only waste memory, never be wrong.
+//! - Scratch buffers, per thread: fresh multi-MB allocations are mmapped and page-faulted
+//!   on every call (glibc), which cost as much as the arithmetic on small maps.
+
+use candle_core::TensorId;
+use std::cell::RefCell;
+use std::sync::{Arc, Mutex};
+
+/// Upper bound on the transformed filters kept (all of VGG16's at 224² take ~260 MB).
+const CACHE_BYTES: usize = 512 << 20;
+
+type Entry = (TensorId, usize, Arc<Vec<f32>>);
+
+static FILTERS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+/// The transformed filters of weight `id` for tile size `m`, computed by `make` on a miss.
+/// Most recently used entries are kept, within [`CACHE_BYTES`].
+pub fn filters(id: Option<TensorId>, m: usize, make: impl FnOnce() -> Vec<f32>) -> Arc<Vec<f32>> {
+    let Some(id) = id else {
+        return Arc::new(make());
+    };
+    {
+        let mut cache = FILTERS.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = cache.iter().position(|(k, mm, _)| *k == id && *mm == m) {
+            let e = cache.remove(i);
+            let u = e.2.clone();
+            cache.push(e);
+            return u;
+        }
+    }
+    let u = Arc::new(make());
+    let mut cache = FILTERS.lock().unwrap_or_else(|e| e.into_inner());
+    cache.push((id, m, u.clone()));
+    let mut bytes: usize = cache.iter().map(|e| e.2.len() * 4).sum();
+    while bytes > CACHE_BYTES && cache.len() > 1 {
+        bytes -= cache.remove(0).2.len() * 4;
+    }
+    u
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Run `f` with a buffer of `n` floats from this thread's pool. Contents are arbitrary:
+/// `f` must write every element it reads.
+pub fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    let mut buf = SCRATCH
+        .with(|p| {
+            let mut p = p.borrow_mut();
+            let i = p.iter().position(|b| b.capacity() >= n);
+            i.map(|i| p.swap_remove(i))
+        })
+        .unwrap_or_default();
+    if buf.len() < n {
+        buf.resize(n, 0.0);
+    }
+    let r = f(&mut buf[..n]);
+    SCRATCH.with(|p| {
+        let mut p = p.borrow_mut();
+        p.push(buf);
+        // Keep the few largest buffers only.
+        if p.len() > 4 {
+            p.sort_by_key(|b| std::cmp::Reverse(b.capacity()));
+            p.truncate(4);
+        }
+    });
+    r
+}
