@@ -248,7 +248,20 @@ fn write_report(results: &std::path::Path, opts: &report::ReportOptions) -> Resu
     Ok(())
 }
 
+/// glibc returns allocations above 128 KB–32 MB to the kernel on free and maps them afresh
+/// (page faults + zeroing) on the next call; a sweep allocates activation-sized buffers
+/// thousands of times, so keep them in the heap for reuse.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+    }
+}
+
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let result = match cli.cmd {
         Cmd::Fetch { assets, list } => fetch(&assets, list),

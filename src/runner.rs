@@ -231,8 +231,12 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
     } {
         let (step, t) = step;
         mask = step.mask.clone();
+        let te = Instant::now();
         let net = compact(&task.net, &mask)?;
         let m = eval::evaluate(&net, &task.data.test, n_classes, bs)?;
+        if std::env::var("LRPRUNE_TIMING").is_ok() {
+            eprintln!("step: decide {:?} eval {:?}", te - t, te.elapsed());
+        }
         rows.push(record(
             rows.len() as i64,
             &mask,

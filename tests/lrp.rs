@@ -101,6 +101,40 @@ fn max_pool_routes_relevance_to_the_winner() {
     close(&out, &[0., 0.7, 0., 0., 0., 0., 0.3, 0.], 1e-7);
 }
 
+#[test]
+fn fused_cpu_ops_equal_their_candle_op_versions() {
+    use lrprune::lrp::fused;
+    use lrprune::lrp::propagate::max_pool_wta_ops;
+    // Odd sizes (cropped border) and exact ties (quantised values, zeros after ReLU).
+    let x = (Tensor::randn(0f32, 2.0, (3, 5, 7, 9), &Device::Cpu).unwrap())
+        .round()
+        .unwrap()
+        .relu()
+        .unwrap();
+    let r = Tensor::randn(0f32, 1.0, (3, 5, 3, 4), &Device::Cpu).unwrap();
+    let fast = fused::max_pool_wta(&x, &r, 2)
+        .unwrap()
+        .expect("CPU f32 path");
+    let ops = max_pool_wta_ops(&x, &r, 2, 2).unwrap();
+    assert_eq!(fast.dims(), ops.dims());
+    assert!(common::max_abs_diff(&fast, &ops) < 1e-6);
+    // Relevance is conserved per window.
+    let total = |t: &Tensor| t.sum_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!((total(&fast) - total(&r)).abs() < 1e-3);
+
+    let z = Tensor::new(&[[0f32, -0.5, 2.0, -1e-9]], &Device::Cpu).unwrap();
+    let rr = Tensor::new(&[[1f32, 1.0, 3.0, 1.0]], &Device::Cpu).unwrap();
+    let a = fused::ratio(&rr, &z, 1e-6).unwrap();
+    let b = (&rr / fused::stabilize(&z, 1e-6).unwrap()).unwrap();
+    let av = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let bv = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (x, y) in av.iter().zip(&bv) {
+        assert!((x - y).abs() <= 1e-6 * y.abs(), "{x} vs {y}");
+    }
+    assert_eq!(av[0], 1e6); // z = 0 → +ε
+    assert!((av[2] - 1.5).abs() < 1e-6);
+}
+
 fn ranks(v: &[f64]) -> Vec<f64> {
     let mut idx: Vec<usize> = (0..v.len()).collect();
     idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));

@@ -5,6 +5,7 @@
 pub mod composite;
 pub mod explain;
 pub mod filters;
+pub mod fused;
 pub mod propagate;
 pub mod rules;
 

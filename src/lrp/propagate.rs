@@ -2,7 +2,7 @@
 //! layers using each layer's stored input.
 
 use super::composite::Composite;
-use super::rules::{self, stabilize, ConvOp, LinearOp};
+use super::rules::{self, ConvOp, LinearOp};
 use crate::model::{Layer, Network};
 use candle_core::{DType, Result, Tensor, D};
 
@@ -22,6 +22,14 @@ pub fn max_pool_wta(x: &Tensor, r: &Tensor, kernel: usize, stride: usize) -> Res
     if kernel != stride {
         candle_core::bail!("LRP max-pool supports kernel == stride only, got {kernel}/{stride}");
     }
+    match super::fused::max_pool_wta(x, r, kernel)? {
+        Some(fast) => Ok(fast),
+        None => max_pool_wta_ops(x, r, kernel, stride),
+    }
+}
+
+/// [`max_pool_wta`] from Candle ops, for every device (the CPU takes a fused pass).
+pub fn max_pool_wta_ops(x: &Tensor, r: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
     let (oh, ow) = (r.dims()[2], r.dims()[3]);
     let crop = x.narrow(2, 0, oh * stride)?.narrow(3, 0, ow * stride)?;
@@ -112,7 +120,7 @@ pub fn reverse(
                 // Average pooling as an affine layer with weights 1/HW (zennit's Norm rule).
                 let (_, _, h, w) = a.dims4()?;
                 let z = a.mean(D::Minus1)?.mean(D::Minus1)?;
-                let s = (r / stabilize(&z, 1e-6)?)?.affine(1.0 / (h * w) as f64, 0.0)?;
+                let s = super::fused::ratio(&r, &z, 1e-6)?.affine(1.0 / (h * w) as f64, 0.0)?;
                 a.broadcast_mul(&s.unsqueeze(2)?.unsqueeze(3)?)?
             }
         };

@@ -15,6 +15,10 @@ pub trait Affine {
     fn transpose(&self, s: &Tensor, w: &Tensor, input: &Tensor) -> Result<Tensor>;
     /// Broadcast a bias `(out,)` onto an output.
     fn add_bias(&self, z: &Tensor, b: &Tensor) -> Result<Tensor>;
+    /// `forward(x, w) + b`, fused where the operator can.
+    fn forward_bias(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+        self.add_bias(&self.forward(x, w)?, b)
+    }
 }
 
 pub struct ConvOp {
@@ -25,6 +29,9 @@ pub struct ConvOp {
 impl Affine for ConvOp {
     fn forward(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
         conv2d(x, w, None, self.padding, self.stride, false)
+    }
+    fn forward_bias(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
+        conv2d(x, w, Some(b), self.padding, self.stride, false)
     }
     fn transpose(&self, s: &Tensor, w: &Tensor, input: &Tensor) -> Result<Tensor> {
         let (kh, kw, h_in) = (w.dims()[2], w.dims()[3], input.dims()[2]);
@@ -80,11 +87,8 @@ pub enum Rule {
     ZBox,
 }
 
-/// The stabiliser zennit uses: `z + ε·(sign(z) + [z = 0])`, never zero.
-pub fn stabilize(z: &Tensor, eps: f64) -> Result<Tensor> {
-    let sign = z.ge(0.0)?.to_dtype(z.dtype())?.affine(2.0, -1.0)?;
-    z + (sign * eps)?
-}
+use super::fused::ratio;
+pub use super::fused::stabilize;
 
 fn pos(t: &Tensor) -> Result<Tensor> {
     t.relu()
@@ -109,7 +113,7 @@ pub fn apply(
     match rule {
         Rule::Epsilon { epsilon } => {
             let z = op.add_bias(&op.forward(x, w)?, b)?;
-            let s = (r / stabilize(&z, epsilon)?)?;
+            let s = ratio(r, &z, epsilon)?;
             x * op.transpose(&s, w, x)?
         }
         Rule::ZPlus { bias } => {
@@ -120,7 +124,7 @@ pub fn apply(
         Rule::Flat => {
             let ones_w = w.ones_like()?;
             let z = op.forward(&x.ones_like()?, &ones_w)?;
-            let s = (r / stabilize(&z, STAB)?)?;
+            let s = ratio(r, &z, STAB)?;
             op.transpose(&s, &ones_w, x)
         }
         Rule::ZBox => {
@@ -132,7 +136,7 @@ pub fn apply(
             );
             let (wp, wn) = (pos(w)?, neg(w)?);
             let z = ((op.forward(x, w)? - op.forward(&low, &wp)?)? - op.forward(&high, &wn)?)?;
-            let s = (r / stabilize(&z, STAB)?)?;
+            let s = ratio(r, &z, STAB)?;
             let a = (x * op.transpose(&s, w, x)?)?;
             let l = (low * op.transpose(&s, &wp, x)?)?;
             let h = (high * op.transpose(&s, &wn, x)?)?;
@@ -153,26 +157,35 @@ fn alpha_beta(
     alpha: f64,
     beta: f64,
 ) -> Result<Tensor> {
-    let (xp, xn, wp, wn) = (pos(x)?, neg(x)?, pos(w)?, neg(w)?);
-    // After a ReLU the input has no negative part: skip that half of the work.
+    // After a ReLU the input has no negative part: x⁺ = x, x⁻ = 0, so skip both copies
+    // and half of the convolutions.
     let has_neg = x
         .min_all()?
         .to_dtype(candle_core::DType::F64)?
         .to_scalar::<f64>()?
         < 0.0;
+    let (xp, xn) = if has_neg {
+        (pos(x)?, Some(neg(x)?))
+    } else {
+        (x.clone(), None)
+    };
+    let (wp, wn) = (pos(w)?, neg(w)?);
     let share = |w1: &Tensor, w2: &Tensor, bias: &Tensor| -> Result<Tensor> {
-        let mut z = op.forward(&xp, w1)?;
-        if has_neg {
-            z = (z + op.forward(&xn, w2)?)?;
-        }
-        let s = (r / stabilize(&op.add_bias(&z, bias)?, STAB)?)?;
+        let z = match &xn {
+            Some(xn) => op.add_bias(&(op.forward(&xp, w1)? + op.forward(xn, w2)?)?, bias)?,
+            None => op.forward_bias(&xp, w1, bias)?,
+        };
+        let s = ratio(r, &z, STAB)?;
         let mut out = (&xp * op.transpose(&s, w1, x)?)?;
-        if has_neg {
-            out = (out + (&xn * op.transpose(&s, w2, x)?)?)?;
+        if let Some(xn) = &xn {
+            out = (out + (xn * op.transpose(&s, w2, x)?)?)?;
         }
         Ok(out)
     };
-    let mut out = (share(&wp, &wn, b_pos)? * alpha)?;
+    let mut out = share(&wp, &wn, b_pos)?;
+    if alpha != 1.0 {
+        out = (out * alpha)?;
+    }
     if beta != 0.0 {
         out = (out - (share(&wn, &wp, b_neg)? * beta)?)?;
     }

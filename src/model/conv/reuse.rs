@@ -51,15 +51,25 @@ thread_local! {
 /// Run `f` with a buffer of `n` floats from this thread's pool. Contents are arbitrary:
 /// `f` must write every element it reads.
 pub fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    // The smallest pooled buffer that fits, else the largest one (grown): the pool settles
+    // on a few buffers covering the sizes a sweep needs.
     let mut buf = SCRATCH
         .with(|p| {
             let mut p = p.borrow_mut();
-            let i = p.iter().position(|b| b.capacity() >= n);
-            i.map(|i| p.swap_remove(i))
+            let fit = (0..p.len())
+                .filter(|&i| p[i].capacity() >= n)
+                .min_by_key(|&i| p[i].capacity());
+            let any = (0..p.len()).max_by_key(|&i| p[i].capacity());
+            fit.or(any).map(|i| p.swap_remove(i))
         })
         .unwrap_or_default();
     if buf.len() < n {
-        buf.resize(n, 0.0);
+        buf.reserve(n - buf.len());
+        // SAFETY: f32 has no invalid bit patterns; callers write before they read.
+        #[allow(clippy::uninit_vec)]
+        unsafe {
+            buf.set_len(n)
+        };
     }
     let r = f(&mut buf[..n]);
     SCRATCH.with(|p| {
