@@ -104,7 +104,7 @@ fn lrp_ratio(out: &mut String, cfg: &RunConfig, device: &Device, reps: usize) ->
     })?;
     let comp = composite::by_name("epsilon-plus", cfg.model.preprocess, device)?;
     let rel = time(reps, || {
-        filter_relevance(&task.net, refset, &comp, task.data.n_classes(), bs)
+        filter_relevance(&task.net, refset, &comp, task.data.n_classes(), bs, None)
     })?;
     writeln!(out, "\n### LRP relevance pass vs forward pass\n")?;
     writeln!(

@@ -2,6 +2,7 @@
 //! per-class view is where cascading collapse shows.
 
 use crate::data::split::Split;
+use crate::model::prefix::Start;
 use crate::model::Network;
 use anyhow::{bail, Result};
 use candle_core::D;
@@ -54,22 +55,56 @@ pub fn harmonic_mean(acc: &[f64], floor: f64) -> f64 {
     acc.len() as f64 / acc.iter().map(|a| 1.0 / a.max(floor)).sum::<f64>()
 }
 
-/// Predicted classes of `net` on `split`, in batches.
-pub fn predict(net: &Network, split: &Split, batch: usize) -> Result<Vec<u32>> {
-    let logits = Network::batched(&split.images, batch, |x| net.forward(x))?;
+/// Logits of `net` on `split` in batches; with `from`, each batch starts at the intact
+/// network's stored prefix (the split must be the one the cache was built on).
+pub fn logits(
+    net: &Network,
+    split: &Split,
+    batch: usize,
+    from: Option<Start>,
+) -> Result<candle_core::Tensor> {
+    let n = split.labels.len();
+    let mut outs = Vec::with_capacity(n.div_ceil(batch.max(1)));
+    let mut start = 0;
+    while start < n {
+        let len = batch.max(1).min(n - start);
+        outs.push(match &from {
+            Some(f) => f.forward(net, start, len)?,
+            None => net.forward(&split.images.narrow(0, start, len)?)?,
+        });
+        start += len;
+    }
+    let logits = candle_core::Tensor::cat(&outs, 0)?;
     let flat = logits.flatten_all()?.to_vec1::<f32>()?;
     if flat.iter().any(|v| !v.is_finite()) {
         bail!("the network produced NaN/Inf logits (check the weights file and the preprocessing preset)");
     }
-    Ok(logits.argmax(D::Minus1)?.to_vec1::<u32>()?)
+    Ok(logits)
+}
+
+/// Predicted classes of `net` on `split`, in batches.
+pub fn predict(net: &Network, split: &Split, batch: usize) -> Result<Vec<u32>> {
+    Ok(logits(net, split, batch, None)?
+        .argmax(D::Minus1)?
+        .to_vec1::<u32>()?)
 }
 
 pub fn evaluate(net: &Network, split: &Split, n_classes: usize, batch: usize) -> Result<Metrics> {
-    Ok(from_predictions(
-        &predict(net, split, batch)?,
-        &split.labels,
-        n_classes,
-    ))
+    evaluate_from(net, split, n_classes, batch, None)
+}
+
+/// [`evaluate`], starting from the intact network's stored prefix when given.
+pub fn evaluate_from(
+    net: &Network,
+    split: &Split,
+    n_classes: usize,
+    batch: usize,
+    from: Option<Start>,
+) -> Result<Metrics> {
+    let pred = logits(net, split, batch, from)?
+        .argmax(D::Minus1)?
+        .to_vec1::<u32>()?;
+    Ok(from_predictions(&pred, &split.labels, n_classes))
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use crate::data::{self, split::TaskData};
 use crate::eval::{self, Metrics};
 use crate::lrp::LrpCriterion;
+use crate::model::prefix::{self, PrefixCache, Start};
 use crate::model::{cost, head, vgg, weights, Layer, Network};
 use crate::prune::compact::compact;
 use crate::prune::controller::AccuracyAware;
@@ -28,6 +29,11 @@ pub struct Task {
     pub head_train_acc: f64,
     /// Test metrics of the unpruned network (step 0), shared by every method of the task.
     pub intact: Metrics,
+    /// The intact network's layer inputs on the test and training splits
+    /// ([`PrefixCache`]): every step's evaluation and relevance pass starts at the first
+    /// pruned conv.
+    pub test_prefix: PrefixCache,
+    pub train_prefix: PrefixCache,
 }
 
 /// The model's layer configuration (named VGG or custom `cfg`).
@@ -110,11 +116,15 @@ pub fn prepare_task(cfg: &RunConfig, device: &Device) -> Result<Task> {
     net.layers.extend(head);
     let head_train_acc = eval::evaluate(&net, &data.train, data.n_classes(), bs)?.top1;
     let intact = eval::evaluate(&net, &data.test, data.n_classes(), bs)?;
+    let test_prefix = PrefixCache::build(&net, &data.test.images, bs, prefix::DEFAULT_BUDGET)?;
+    let train_prefix = PrefixCache::build(&net, &data.train.images, bs, prefix::DEFAULT_BUDGET)?;
     Ok(Task {
         net,
         data,
         head_train_acc,
         intact,
+        test_prefix,
+        train_prefix,
     })
 }
 
@@ -202,6 +212,7 @@ pub fn context(task: &Task, batch_size: usize) -> Context<'_> {
         original: &task.net,
         reference: &task.data.train,
         batch_size,
+        reference_prefix: Some(&task.train_prefix),
     }
 }
 
@@ -233,7 +244,8 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
         mask = step.mask.clone();
         let te = Instant::now();
         let net = compact(&task.net, &mask)?;
-        let m = eval::evaluate(&net, &task.data.test, n_classes, bs)?;
+        let from = Start::for_mask(&task.test_prefix, &mask);
+        let m = eval::evaluate_from(&net, &task.data.test, n_classes, bs, Some(from))?;
         if std::env::var("LRPRUNE_TIMING").is_ok() {
             eprintln!("step: decide {:?} eval {:?}", te - t, te.elapsed());
         }

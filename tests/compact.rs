@@ -121,3 +121,58 @@ fn masking_only_weights_is_not_removal() {
         "ReLU(bias) must leak through a weight-only mask"
     );
 }
+
+#[test]
+fn starting_from_the_intact_prefix_changes_nothing() {
+    use lrprune::data::split::Split;
+    use lrprune::lrp::{composite, filters::filter_relevance};
+    use lrprune::model::prefix::{PrefixCache, Start};
+    let net = tiny_net(false);
+    let split = Split {
+        images: Tensor::randn(0f32, 1.0, (7, 3, 16, 16), &Device::Cpu)
+            .unwrap()
+            .abs()
+            .unwrap(),
+        labels: vec![0, 1, 2, 3, 4, 0, 1],
+    };
+    let comp = composite::by_name(
+        "epsilon-plus",
+        lrprune::spec::Preprocess::Torchvision,
+        &Device::Cpu,
+    )
+    .unwrap();
+    // Batches of 3 over 7 images: the stored prefix is sliced across a ragged last batch.
+    let cache = PrefixCache::build(&net, &split.images, 3, usize::MAX).unwrap();
+    let tight = PrefixCache::build(&net, &split.images, 3, 7 * 8 * 16 * 16 * 4).unwrap();
+    assert!(tight.depth() < cache.depth(), "the budget limits the depth");
+    let mut masks = vec![FilterMask::all_alive(&net.filters_per_conv())];
+    for first in 0..3 {
+        let mut m = FilterMask::all_alive(&net.filters_per_conv());
+        m.keep[first][1] = false;
+        m.keep[2][3] = false;
+        masks.push(m);
+    }
+    for m in &masks {
+        let small = compact(&net, m).unwrap();
+        let plain = lrprune::eval::logits(&small, &split, 3, None).unwrap();
+        let plain_rel = filter_relevance(&small, &split, &comp, 5, 3, None).unwrap();
+        for c in [&cache, &tight] {
+            let from = Start::for_mask(c, m);
+            let fast = lrprune::eval::logits(&small, &split, 3, Some(from)).unwrap();
+            assert!(common::max_abs_diff(&plain, &fast) < 1e-5);
+            let rel = filter_relevance(&small, &split, &comp, 5, 3, Some(from)).unwrap();
+            for (a, b) in plain_rel
+                .total()
+                .iter()
+                .flatten()
+                .zip(rel.total().iter().flatten())
+            {
+                assert!((a - b).abs() <= 1e-5 * a.abs().max(1.0), "{a} vs {b}");
+            }
+        }
+    }
+    // Unpruned: the start is the deepest stored layer; pruning conv k starts at conv k.
+    let conv_at = net.conv_layer_indices();
+    assert_eq!(cache.start(&masks[0]), cache.depth() - 1);
+    assert_eq!(cache.start(&masks[2]), conv_at[1]);
+}

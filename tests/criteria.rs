@@ -35,6 +35,7 @@ fn taylor_scores_match_finite_differences() {
             net: &task.net,
             reference: &one,
             batch_size: 1,
+            from: None,
         })
         .unwrap();
 

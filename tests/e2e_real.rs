@@ -131,8 +131,9 @@ fn explain_on_exported_real_vgg16_matches_the_pruning_criterion() {
         &candle_core::Device::Cpu,
     )
     .unwrap();
-    let rel = lrprune::lrp::filters::filter_relevance(&task.net, &task.data.train, &comp, 10, 100)
-        .unwrap();
+    let rel =
+        lrprune::lrp::filters::filter_relevance(&task.net, &task.data.train, &comp, 10, 100, None)
+            .unwrap();
     let criterion: Vec<f64> = rel.total().into_iter().flatten().collect();
     let scale = criterion.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     for (i, (a, b)) in explained.iter().zip(&criterion).enumerate() {

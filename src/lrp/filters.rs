@@ -5,6 +5,7 @@
 use super::composite::Composite;
 use super::propagate::{per_sample_filter_relevance, reverse};
 use crate::data::split::Split;
+use crate::model::prefix::Start;
 use crate::model::Network;
 use crate::prune::criteria::{Criterion, ScoreInput};
 use crate::spec::{LayerNorm, LrpSettings};
@@ -31,12 +32,14 @@ impl FilterRelevance {
 }
 
 /// Relevance of every filter of `net` on `split`, one-hot on the true labels, in batches.
+/// With `from`, each batch starts from the intact network's stored prefix on `split`.
 pub fn filter_relevance(
     net: &Network,
     split: &Split,
     composite: &Composite,
     n_classes: usize,
     batch: usize,
+    from: Option<Start>,
 ) -> Result<FilterRelevance> {
     let filters = net.filters_per_conv();
     let mut acc: Vec<Tensor> = Vec::new();
@@ -46,7 +49,11 @@ pub fn filter_relevance(
         let len = batch.min(n - start);
         let x = split.images.narrow(0, start, len)?;
         let labels = &split.labels[start..start + len];
-        let rel = reverse(net, &x, labels, composite, false)?;
+        let acts = match &from {
+            Some(f) => f.trace(net, start, len)?,
+            None => net.trace(&x)?,
+        };
+        let rel = reverse(net, acts, labels, composite, false)?;
         // (classes, N) one-hot of the true labels, times (N, filters) → per-class sums.
         let onehot = super::propagate::one_hot(labels, n_classes, &x)?
             .t()?
@@ -110,6 +117,7 @@ impl Criterion for LrpCriterion {
             &self.composite,
             self.n_classes,
             input.batch_size,
+            input.from,
         )?;
         Ok(postprocess(
             rel.total(),

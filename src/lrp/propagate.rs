@@ -62,19 +62,19 @@ pub fn propagate(
     targets: &[u32],
     composite: &Composite,
 ) -> Result<Relevance> {
-    reverse(net, x, targets, composite, true)
+    reverse(net, net.trace(x)?, targets, composite, true)
 }
 
 /// The reverse pass; without `to_input` it stops at the first conv's output, which is all
 /// that filter scores need (the first layer's rule cannot change them).
+/// `acts` is the network's trace on the batch ([`Network::trace`]).
 pub fn reverse(
     net: &Network,
-    x: &Tensor,
+    acts: Vec<Tensor>,
     targets: &[u32],
     composite: &Composite,
     to_input: bool,
 ) -> Result<Relevance> {
-    let acts = net.trace(x)?;
     let out = acts.last().unwrap();
     let mut r = one_hot(targets, out.dims()[1], out)?;
     let output_total = r.sum(1)?;

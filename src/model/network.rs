@@ -45,6 +45,11 @@ impl Network {
         run_layers(&self.layers, x, true)
     }
 
+    /// [`Self::trace`] of `layers[start..]` on `x`, the input of layer `start`.
+    pub fn trace_from(&self, start: usize, x: &Tensor) -> Result<Vec<Tensor>> {
+        run_layers(&self.layers[start..], x, true)
+    }
+
     /// `layers[start..]` on `x`, the input of layer `start`.
     pub fn forward_from(&self, start: usize, x: &Tensor) -> Result<Tensor> {
         Ok(run_layers(&self.layers[start..], x, false)?

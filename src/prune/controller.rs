@@ -12,9 +12,9 @@
 use super::compact::compact;
 use super::mask::FilterMask;
 use super::schedule::{is_last, rate_at, Context, Schedule, Step};
-use super::search::{search, SearchSettings};
+use super::search::search;
 use super::select::{expand, prune_lowest, target_count, Scores};
-use super::signal;
+use super::signal::Reader;
 use crate::lrp::filters::{filter_relevance, postprocess, FilterRelevance};
 use crate::lrp::Composite;
 use crate::model::Network;
@@ -61,23 +61,22 @@ impl AccuracyAware {
         }
     }
 
-    /// A and the per-class scores of `net` on the control split.
-    fn signal(&self, net: &Network, ctx: &Context) -> Result<(f64, Vec<f64>)> {
-        signal::measure(
-            net,
-            ctx.reference,
-            self.n_classes,
-            ctx.batch_size,
-            self.control.signal,
-            self.control.epsilon,
-        )
+    /// How A is read on the control split.
+    fn reader<'a>(&self, ctx: &Context<'a>) -> Reader<'a> {
+        Reader {
+            signal: self.control.signal,
+            floor: self.control.epsilon,
+            n_classes: self.n_classes,
+            batch: ctx.batch_size,
+            prefix: ctx.reference_prefix,
+        }
     }
 
     /// A of the network at `mask`, remembered as the next step's "before" (the last mask
     /// measured is the one a step accepts).
     fn measure(&mut self, mask: &FilterMask, ctx: &Context) -> Result<f64> {
         let net = compact(ctx.original, mask)?;
-        let (a, class_acc) = self.signal(&net, ctx)?;
+        let (a, class_acc) = self.reader(ctx).measure(&net, mask, ctx.reference)?;
         self.last = Some((mask.clone(), a, class_acc));
         Ok(a)
     }
@@ -94,15 +93,16 @@ impl AccuracyAware {
         if !self.control.layer_search {
             return prune_lowest(mask, scores, n, min_per_layer);
         }
-        let settings = SearchSettings {
-            fraction: self.control.search_fraction,
-            signal: self.control.signal,
-            floor: self.control.epsilon,
-            n_classes: self.n_classes,
-            batch: ctx.batch_size,
+        search(
+            ctx.original,
+            mask,
+            scores,
+            n,
+            self.control.search_fraction,
             min_per_layer,
-        };
-        search(ctx.original, mask, scores, n, ctx.reference, &settings)
+            ctx.reference,
+            &self.reader(ctx),
+        )
     }
 
     /// Class weights from the control split's class accuracies.
@@ -155,19 +155,28 @@ impl AccuracyAware {
     ) -> Result<Scores> {
         let bs = ctx.batch_size;
         let current = |s: &Self| -> Result<Scores> {
-            let rel = filter_relevance(net, ctx.reference, &s.composite, s.n_classes, bs)?;
+            let rel = filter_relevance(
+                net,
+                ctx.reference,
+                &s.composite,
+                s.n_classes,
+                bs,
+                ctx.from(mask),
+            )?;
             Ok(expand(mask, &s.combine(&rel, class_acc)))
         };
         let mut scores = match self.control.relevance {
             RelevanceSource::Iterative => current(self)?,
             RelevanceSource::Intact | RelevanceSource::Blend => {
                 if self.intact.is_none() {
+                    let full = FilterMask::all_alive(&ctx.original.filters_per_conv());
                     self.intact = Some(filter_relevance(
                         ctx.original,
                         ctx.reference,
                         &self.composite,
                         self.n_classes,
                         bs,
+                        ctx.from(&full),
                     )?);
                 }
                 let full = FilterMask::all_alive(&ctx.original.filters_per_conv());
@@ -213,7 +222,7 @@ impl Schedule for AccuracyAware {
         let net = compact(ctx.original, mask)?;
         let (a_before, class_acc) = match self.last.take() {
             Some((m, a, c)) if m == *mask => (a, c),
-            _ => self.signal(&net, ctx)?,
+            _ => self.reader(ctx).measure(&net, mask, ctx.reference)?,
         };
         let scores = self.order(mask, &net, ctx, &class_acc)?;
 

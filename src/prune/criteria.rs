@@ -4,6 +4,7 @@
 //! LRP and Taylor criteria plug in here without touching the schedule or the runner.
 
 use crate::data::split::Split;
+use crate::model::prefix::Start;
 use crate::model::Network;
 use anyhow::Result;
 use rand::Rng;
@@ -16,6 +17,9 @@ pub struct ScoreInput<'a> {
     pub net: &'a Network,
     pub reference: &'a Split,
     pub batch_size: usize,
+    /// Where a pass over the reference split may start (the intact network's stored
+    /// prefix); criteria that run the network on it may use it.
+    pub from: Option<Start<'a>>,
 }
 
 pub trait Criterion {

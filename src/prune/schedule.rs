@@ -5,6 +5,7 @@ use super::criteria::{Criterion, ScoreInput};
 use super::mask::FilterMask;
 use super::select::{expand, prune_lowest, target_count, Scores};
 use crate::data::split::Split;
+use crate::model::prefix::{PrefixCache, Start};
 use crate::model::Network;
 use crate::spec::PruningSettings;
 use anyhow::Result;
@@ -25,9 +26,16 @@ pub struct Context<'a> {
     pub original: &'a Network,
     pub reference: &'a Split,
     pub batch_size: usize,
+    /// The intact network's stored layer inputs on the reference split, if kept.
+    pub reference_prefix: Option<&'a PrefixCache>,
 }
 
 impl Context<'_> {
+    /// Where a pass over the reference split can start for a network pruned by `mask`.
+    pub fn from(&self, mask: &FilterMask) -> Option<Start<'_>> {
+        self.reference_prefix.map(|c| Start::for_mask(c, mask))
+    }
+
     /// Score the network at `mask` with `criterion`, in the unpruned indexing.
     pub fn scores(&self, criterion: &mut dyn Criterion, mask: &FilterMask) -> Result<Scores> {
         let net = compact(self.original, mask)?;
@@ -35,6 +43,7 @@ impl Context<'_> {
             net: &net,
             reference: self.reference,
             batch_size: self.batch_size,
+            from: self.from(mask),
         })?;
         Ok(expand(mask, &s))
     }

@@ -16,23 +16,12 @@
 use super::compact::compact;
 use super::mask::FilterMask;
 use super::select::Scores;
-use super::signal;
+use super::signal::{self, Reader};
 use crate::data::split::Split;
+use crate::model::prefix::Start;
 use crate::model::Network;
-use crate::spec::Signal;
 use anyhow::Result;
 use candle_core::Tensor;
-
-/// What the search needs besides the masks and scores.
-pub struct SearchSettings {
-    /// Chunk offered by a layer per round, as a fraction of its original width.
-    pub fraction: f64,
-    pub signal: Signal,
-    pub floor: f64,
-    pub n_classes: usize,
-    pub batch: usize,
-    pub min_per_layer: usize,
-}
 
 /// The `q` lowest-scored alive filters of `layer` (original indices; ties: lower index).
 fn lowest_in_layer(mask: &FilterMask, scores: &Scores, layer: usize, q: usize) -> Vec<usize> {
@@ -48,35 +37,37 @@ fn lowest_in_layer(mask: &FilterMask, scores: &Scores, layer: usize, q: usize) -
     alive
 }
 
-/// The control split cut into batches, with the input of every conv of `net` per batch.
-struct Cache {
-    /// `conv_inputs[batch][k]`: input of conv k on that batch.
-    conv_inputs: Vec<Vec<Tensor>>,
+/// The input of every conv of the current network on the control split, per batch.
+struct ConvInputs {
+    /// `per_batch[b][k]`: input of conv k on batch b.
+    per_batch: Vec<Vec<Tensor>>,
 }
 
-impl Cache {
-    fn build(net: &Network, control: &Split, batch: usize) -> Result<Self> {
+impl ConvInputs {
+    fn build(net: &Network, mask: &FilterMask, control: &Split, reader: &Reader) -> Result<Self> {
         let n = control.labels.len();
-        let batches: Vec<(usize, usize)> = (0..n)
-            .step_by(batch.max(1))
-            .map(|s| (s, batch.min(n - s)))
-            .collect();
+        let batch = reader.batch.max(1);
         let conv_at = net.conv_layer_indices();
-        let conv_inputs = batches
-            .iter()
-            .map(|&(s, len)| {
-                let acts = net.trace(&control.images.narrow(0, s, len)?)?;
+        let from = reader.prefix.map(|c| Start::for_mask(c, mask));
+        let per_batch = (0..n)
+            .step_by(batch)
+            .map(|s| {
+                let len = batch.min(n - s);
+                let acts = match &from {
+                    Some(f) => f.trace(net, s, len)?,
+                    None => net.trace(&control.images.narrow(0, s, len)?)?,
+                };
                 Ok(conv_at.iter().map(|&i| acts[i].clone()).collect())
             })
             .collect::<Result<_>>()?;
-        Ok(Self { conv_inputs })
+        Ok(Self { per_batch })
     }
 
     /// Logits of `net` on the control split, running it from conv `k` on.
     fn logits_from(&self, net: &Network, k: usize) -> Result<Tensor> {
         let start = net.conv_layer_indices()[k];
         let outs = self
-            .conv_inputs
+            .per_batch
             .iter()
             .map(|acts| net.forward_from(start, &acts[k]))
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -84,28 +75,32 @@ impl Cache {
     }
 }
 
-/// Remove `n` filters from `mask` by measured layer search (see the module docs).
+/// Remove `n` filters from `mask` by measured layer search (see the module docs): each
+/// round, every layer offers its `fraction` (of its original width) least relevant filters
+/// and the chunk costing the least A per filter is taken.
+#[allow(clippy::too_many_arguments)]
 pub fn search(
     original: &Network,
     mask: &FilterMask,
     scores: &Scores,
     n: usize,
+    fraction: f64,
+    min_per_layer: usize,
     control: &Split,
-    s: &SearchSettings,
+    reader: &Reader,
 ) -> Result<FilterMask> {
     let mut mask = mask.clone();
     let mut net = compact(original, &mask)?;
-    let (mut a_cur, _) = signal::measure(&net, control, s.n_classes, s.batch, s.signal, s.floor)?;
+    let (mut a_cur, _) = reader.measure(&net, &mask, control)?;
     let mut removed = 0;
     while removed < n {
-        let cache = Cache::build(&net, control, s.batch)?;
+        let inputs = ConvInputs::build(&net, &mask, control, reader)?;
         // (damage per filter, layer, chosen filters, network, A after)
         let mut best: Option<(f64, usize, Vec<usize>, Network, f64)> = None;
         for layer in 0..mask.keep.len() {
-            let alive = mask.alive_in(layer);
             let width = mask.keep[layer].len();
-            let room = alive.saturating_sub(s.min_per_layer);
-            let q = ((s.fraction * width as f64).round() as usize)
+            let room = mask.alive_in(layer).saturating_sub(min_per_layer);
+            let q = ((fraction * width as f64).round() as usize)
                 .max(1)
                 .min(room)
                 .min(n - removed);
@@ -124,8 +119,14 @@ pub fn search(
                 rel.keep[layer][j] = false;
             }
             let cand = compact(&net, &rel)?;
-            let logits = cache.logits_from(&cand, layer)?;
-            let (a, _) = signal::from_logits(&logits, control, s.n_classes, s.signal, s.floor)?;
+            let logits = inputs.logits_from(&cand, layer)?;
+            let (a, _) = signal::from_logits(
+                &logits,
+                control,
+                reader.n_classes,
+                reader.signal,
+                reader.floor,
+            )?;
             let damage = (a_cur - a) / q as f64;
             if best.as_ref().is_none_or(|b| damage < b.0) {
                 best = Some((damage, layer, chosen, cand, a));

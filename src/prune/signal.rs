@@ -7,8 +7,10 @@
 //! the first small losses of margin. Which one the controller reads is `control.signal`.
 
 use crate::data::split::Split;
-use crate::eval::harmonic_mean;
+use crate::eval::{self, harmonic_mean};
+use crate::model::prefix::{PrefixCache, Start};
 use crate::model::Network;
+use crate::prune::FilterMask;
 use crate::spec::Signal;
 use anyhow::{bail, Result};
 use candle_core::{Tensor, D};
@@ -70,15 +72,27 @@ pub fn from_logits(
     Ok((harmonic_mean(&present, floor), class))
 }
 
-/// A of `net` on the control split.
-pub fn measure(
-    net: &Network,
-    control: &Split,
-    n_classes: usize,
-    batch: usize,
-    signal: Signal,
-    floor: f64,
-) -> Result<(f64, Vec<f64>)> {
-    let logits = Network::batched(&control.images, batch, |x| net.forward(x))?;
-    from_logits(&logits, control, n_classes, signal, floor)
+/// How A is read: which score per class, its floor, and how to run the control split.
+#[derive(Clone, Copy)]
+pub struct Reader<'a> {
+    pub signal: Signal,
+    pub floor: f64,
+    pub n_classes: usize,
+    pub batch: usize,
+    /// The intact network's stored prefix on the control split, if kept.
+    pub prefix: Option<&'a PrefixCache>,
+}
+
+impl Reader<'_> {
+    /// A and the per-class scores of `net` (pruned by `mask`) on the control split.
+    pub fn measure(
+        &self,
+        net: &Network,
+        mask: &FilterMask,
+        control: &Split,
+    ) -> Result<(f64, Vec<f64>)> {
+        let from = self.prefix.map(|c| Start::for_mask(c, mask));
+        let logits = eval::logits(net, control, self.batch, from)?;
+        from_logits(&logits, control, self.n_classes, self.signal, self.floor)
+    }
 }
