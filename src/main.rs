@@ -113,6 +113,9 @@ enum Cmd {
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
+        /// Write results here instead of the spec's `results_dir`.
+        #[arg(long)]
+        results_dir: Option<PathBuf>,
     },
     /// Show the expanded run list and the model's layers, parameters and FLOPs.
     Inspect { spec: PathBuf },
@@ -131,14 +134,26 @@ enum Cmd {
     },
     /// Speed benchmarks (relevance vs forward pass, conv GFLOP/s per VGG16 layer) as Markdown.
     Bench {
-        /// The run whose model, data and split are benchmarked (first run of the spec).
+        /// The quickstart: its first run is the benchmarked task, its whole sweep is timed.
         #[arg(long, default_value = "experiments/quickstart.toml")]
         spec: PathBuf,
+        /// A 224×224 sweep whose wall time and peak memory are reported.
+        #[arg(long, default_value = "experiments/bench_224.toml")]
+        spec_224: PathBuf,
         /// Write the report here (e.g. docs/performance.md); stdout otherwise.
         #[arg(long)]
         out: Option<PathBuf>,
         #[arg(long, default_value_t = 5)]
         reps: usize,
+        /// Skip the PyTorch side (no python3 / no PyPI access).
+        #[arg(long)]
+        no_torch: bool,
+        /// Skip the whole-sweep timings.
+        #[arg(long)]
+        no_sweeps: bool,
+        /// The PyTorch reference script.
+        #[arg(long, default_value = "scripts/torch_reference.py")]
+        script: PathBuf,
     },
     /// Summaries, tables (md/csv/tex) and plots (png/svg) from a results directory.
     Report {
@@ -271,8 +286,12 @@ fn main() -> ExitCode {
             device: d,
             resume,
             quiet,
+            results_dir,
         } => device(d).and_then(|device| {
-            let spec = spec::load(&spec)?;
+            let mut spec = spec::load(&spec)?;
+            if let Some(dir) = results_dir {
+                spec.results_dir = dir;
+            }
             let n = runner::run_sweep(
                 &spec,
                 &runner::RunOptions {
@@ -316,8 +335,23 @@ fn main() -> ExitCode {
             outln!("exported {} to {}", cfg.run_id(), out.display());
             Ok(())
         }),
-        Cmd::Bench { spec, out, reps } => spec::load(&spec).and_then(|spec| {
-            let text = lrprune::bench::run(&spec.runs[0], &candle_core::Device::Cpu, reps)?;
+        Cmd::Bench {
+            spec,
+            spec_224,
+            out,
+            reps,
+            no_torch,
+            no_sweeps,
+            script,
+        } => (|| {
+            let text = lrprune::bench::run(&lrprune::bench::BenchOptions {
+                spec,
+                spec_224,
+                reps,
+                torch: !no_torch,
+                sweeps: !no_sweeps,
+                script,
+            })?;
             match out {
                 Some(p) => {
                     std::fs::write(&p, &text)?;
@@ -326,7 +360,7 @@ fn main() -> ExitCode {
                 None => outln!("{text}"),
             }
             Ok(())
-        }),
+        })(),
         Cmd::Report {
             results,
             out,

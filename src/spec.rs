@@ -283,6 +283,9 @@ pub struct ControlSettings {
     /// Divide scores by the layer's remaining fraction, so nearly empty layers are spared.
     #[serde(default)]
     pub layer_aware: bool,
+    /// Exponent on the remaining fraction for `layer_aware` (2 spares depleted layers more).
+    #[serde(default = "d_layer_power")]
+    pub layer_power: f64,
     /// After an accepted step without back-off, the step grows by this factor (up to `step`).
     #[serde(default = "d_growth")]
     pub growth: f64,
@@ -295,6 +298,9 @@ pub struct ControlSettings {
     /// Chunk a layer offers per search round, as a fraction of its original width.
     #[serde(default = "d_search_fraction")]
     pub search_fraction: f64,
+}
+fn d_layer_power() -> f64 {
+    1.0
 }
 fn d_signal() -> Signal {
     Signal::Accuracy
@@ -338,6 +344,7 @@ impl Default for ControlSettings {
             relevance: d_relevance(),
             blend: d_blend(),
             layer_aware: false,
+            layer_power: d_layer_power(),
             growth: d_growth(),
             signal: d_signal(),
             layer_search: false,
@@ -884,7 +891,13 @@ fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
 
 /// Ranges of the controller's knobs: `Err((key, message with the fix))`.
 fn check_control(c: &ControlSettings) -> std::result::Result<(), (&'static str, String)> {
-    let checks: [(&str, bool, &str, f64); 6] = [
+    let checks: [(&str, bool, &str, f64); 7] = [
+        (
+            "layer_power",
+            c.layer_power >= 0.0,
+            "≥ 0, e.g. 1",
+            c.layer_power,
+        ),
         (
             "tolerance",
             c.tolerance >= 0.0,

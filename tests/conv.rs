@@ -152,3 +152,12 @@ fn every_simd_level_gives_the_same_result() {
         assert!(err <= 1e-4, "{level:?}: rel err {err:e}");
     }
 }
+
+#[test]
+fn max_pool_matches_candle() {
+    let x = Tensor::randn(0f32, 1.0, (3, 5, 9, 7), &Device::Cpu).unwrap();
+    let ours = lrprune::model::pool::max_pool(&x, 2, 2).unwrap();
+    let theirs = x.max_pool2d_with_stride(2, 2).unwrap();
+    assert_eq!(ours.dims(), theirs.dims());
+    assert_eq!(rel_err(&ours, &theirs), 0.0);
+}

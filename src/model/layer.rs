@@ -94,7 +94,7 @@ impl Layer {
         match self {
             Layer::Conv(c) => c.forward(x),
             Layer::Relu => x.relu(),
-            Layer::MaxPool { kernel, stride } => x.max_pool2d_with_stride(*kernel, *stride),
+            Layer::MaxPool { kernel, stride } => super::pool::max_pool(x, *kernel, *stride),
             Layer::GlobalAvgPool => x.mean(D::Minus1)?.mean(D::Minus1),
             Layer::Flatten => x.flatten_from(1),
             Layer::Linear(l) => l.forward(x),

@@ -12,6 +12,7 @@ pub mod export;
 pub mod head;
 pub mod layer;
 pub mod network;
+pub mod pool;
 pub mod prefix;
 pub mod summary;
 pub mod vgg;

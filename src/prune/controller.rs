@@ -204,7 +204,8 @@ impl AccuracyAware {
         if self.control.layer_aware {
             for (l, row) in scores.iter_mut().enumerate() {
                 let left = mask.alive_in(l) as f64 / mask.keep[l].len() as f64;
-                row.iter_mut().for_each(|s| *s /= left.max(1e-9));
+                let d = left.max(1e-9).powf(self.control.layer_power);
+                row.iter_mut().for_each(|s| *s /= d);
             }
         }
         Ok(scores)

@@ -1,0 +1,185 @@
+//! `lrprune bench`: measured speed facts, written as a Markdown report.
+//!
+//! Everything in the report comes from one invocation: lrprune's kernels and sweeps, and
+//! the same work in PyTorch (`scripts/torch_reference.py`, run as a child process), so every
+//! ratio compares two measurements taken minutes apart on the same machine. Kernel timings
+//! are medians over repeats after a warm-up; sweeps are timed once, as a user runs them.
+
+pub mod child;
+pub mod conv;
+pub mod reference;
+
+use crate::lrp::composite;
+use crate::lrp::filters::filter_relevance;
+use crate::model::Network;
+use crate::runner;
+use crate::spec::RunConfig;
+use anyhow::{Context, Result};
+use candle_core::Device;
+use std::fmt::Write;
+use std::time::Instant;
+
+/// Median wall time of `f` in seconds over `reps` runs after one warm-up.
+pub fn time<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
+    f()?;
+    let mut t: Vec<f64> = (0..reps)
+        .map(|_| {
+            let s = Instant::now();
+            f().map(|_| s.elapsed().as_secs_f64())
+        })
+        .collect::<Result<_>>()?;
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
+/// One relevance pass over the reference set vs one forward pass of the same batch.
+fn lrp_ratio(out: &mut String, cfg: &RunConfig, device: &Device, reps: usize) -> Result<()> {
+    let task = runner::prepare_task(cfg, device)?;
+    let refset = &task.data.train;
+    let n = refset.labels.len();
+    let bs = cfg.data.batch_size;
+    let fwd = time(reps, || {
+        Ok(
+            Network::batched(&refset.images, bs, |x| task.net.forward(x))?
+                .sum_all()?
+                .to_scalar::<f32>()?,
+        )
+    })?;
+    let comp = composite::by_name("epsilon-plus", cfg.model.preprocess, device)?;
+    let rel = time(reps, || {
+        filter_relevance(&task.net, refset, &comp, task.data.n_classes(), bs, None)
+    })?;
+    writeln!(out, "\n### LRP relevance pass vs forward pass\n")?;
+    writeln!(
+        out,
+        "VGG16 (ImageNet weights) + trained head, {n} reference images (Fashion-MNIST, {}²), batch {bs}, composite `epsilon-plus`, per-class per-filter relevance:\n",
+        cfg.model.input_size
+    )?;
+    writeln!(out, "| pass | s |\n|---|---|\n| forward | {fwd:.3} |\n| relevance (forward + reverse) | {rel:.3} |\n")?;
+    writeln!(
+        out,
+        "One relevance pass costs **{:.1}×** a forward pass of the same batch.",
+        rel / fwd
+    )?;
+    Ok(())
+}
+
+/// What `lrprune bench` measures.
+pub struct BenchOptions {
+    /// The quickstart spec: its first run is the benchmarked task, and its whole sweep is
+    /// timed.
+    pub spec: std::path::PathBuf,
+    /// A 224×224 sweep whose peak memory is reported.
+    pub spec_224: std::path::PathBuf,
+    pub reps: usize,
+    /// Run the PyTorch side (`python3 scripts/torch_reference.py`).
+    pub torch: bool,
+    /// Time whole sweeps (quickstart, 224²) as child processes.
+    pub sweeps: bool,
+    pub script: std::path::PathBuf,
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+/// Run the benchmarks and return the report.
+pub fn run(opts: &BenchOptions) -> Result<String> {
+    let device = Device::Cpu;
+    let spec = crate::spec::load(&opts.spec)?;
+    let cfg = spec.runs.first().context("the spec has no runs")?;
+    let mut out = String::new();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    writeln!(out, "# Performance\n")?;
+    writeln!(
+        out,
+        "Measured by one `lrprune bench --out docs/performance.md` run on {cpu}, {cores} cores, SIMD level {:?}; kernel timings are medians of {} after a warm-up. Every PyTorch figure comes from `scripts/torch_reference.py` run by the same command.\n",
+        crate::model::conv::lanes::level(),
+        opts.reps
+    )?;
+
+    let torch_conv = if opts.torch {
+        eprintln!("bench: PyTorch conv layers…");
+        Some(child::torch(&opts.script, &["conv", "--reps", &opts.reps.to_string()])?.1)
+    } else {
+        None
+    };
+    if let Some(t) = &torch_conv {
+        writeln!(
+            out,
+            "PyTorch {} (CPU, {} threads).\n",
+            t["torch_version"].as_str().unwrap_or("?"),
+            t["threads"]
+        )?;
+    }
+    writeln!(out, "## Conv forward per VGG16 layer\n")?;
+    writeln!(out, "lrprune's CPU kernels (`src/model/conv/`: Winograd F(4,3)/F(2,3) for 3×3 stride-1 convs with ≥ 16 input channels, im2col + GEMM otherwise; bias added) against PyTorch's `F.conv2d` (oneDNN) and Candle's `conv2d` + bias. *lrprune* reuses one weight tensor (its transformed filters are cached, as when a sweep evaluates a network batch after batch); *cold* gives every call new weights, paying the filter transform each time. × PyTorch = PyTorch time / lrprune time.")?;
+    let mut worst = Vec::new();
+    for (size, batch) in [(32, 64), (224, 8)] {
+        eprintln!("bench: conv layers at {size}²…");
+        let t = torch_conv.as_ref().and_then(|j| {
+            j["tables"]
+                .as_array()?
+                .iter()
+                .find(|t| t["size"].as_u64() == Some(size as u64))
+        });
+        let rows = conv::measure(size, batch, opts.reps, t)?;
+        conv::table(&mut out, size, batch, &rows)?;
+        if let Some(w) = conv::worst_ratio(&rows) {
+            worst.push((size, w));
+        }
+    }
+    for (size, (w, c)) in worst {
+        writeln!(
+            out,
+            "\nAt {size}²: slowest layer relative to PyTorch **{w:.2}×** (cold {c:.2}×)."
+        )?;
+    }
+
+    eprintln!("bench: relevance vs forward…");
+    lrp_ratio(&mut out, cfg, &device, opts.reps)?;
+
+    if opts.torch {
+        eprintln!("bench: reference sweep (lrprune and PyTorch + zennit)…");
+        let sides = reference::compare(&spec, &opts.script)?;
+        writeln!(out, "\n## The same sweep in PyTorch + zennit\n")?;
+        writeln!(out, "The quickstart's first task (seed {}, {} reference and {} test images, batch {}), run by lrprune and by `scripts/torch_reference.py sweep` on lrprune's export of it (same weights, head and splits): plain iterative `lrp` (zennit EpsilonPlus; per-layer sum normalisation) and `l1`, 5% steps to 90%, compacting after every step and evaluating every step. Times are each sweep loop, file loading excluded. The curves must match for the times to mean anything: the last column is the largest per-step difference in balanced accuracy.\n",
+            cfg.seed, cfg.data.train_per_class * 10, cfg.data.test_per_class * 10, cfg.data.batch_size)?;
+        reference::table(&mut out, &sides)?;
+    }
+
+    if opts.sweeps {
+        writeln!(out, "\n## Whole sweeps\n")?;
+        writeln!(out, "Each sweep runs as a child process (`lrprune run SPEC --results-dir TMP --quiet`, assets already cached); wall time includes loading, head training and the report. Peak memory is the child's maximum resident set size.\n")?;
+        writeln!(
+            out,
+            "| sweep | runs | wall | peak memory |\n|---|---|---|---|"
+        )?;
+        for path in [&opts.spec, &opts.spec_224] {
+            let s = crate::spec::load(path)?;
+            eprintln!("bench: sweep {} ({} runs)…", path.display(), s.runs.len());
+            let dir = tempfile::tempdir()?;
+            let u = child::sweep(path, dir.path())?;
+            writeln!(
+                out,
+                "| `{}` | {} | {:.0} s ({:.1} min) | {:.2} GiB |",
+                path.display(),
+                s.runs.len(),
+                u.wall_s,
+                u.wall_s / 60.0,
+                gib(u.peak_rss)
+            )?;
+        }
+    }
+    writeln!(out, "\n## Reproduce\n")?;
+    writeln!(out, "```sh\ncargo run --release -- fetch\ncargo run --release -- bench --out docs/performance.md      # everything above, one run\npython3 scripts/torch_reference.py conv --reps 5             # the PyTorch side alone\n```")?;
+    Ok(out)
+}

@@ -1,0 +1,143 @@
+//! The same pruning sweep in lrprune and in PyTorch + zennit, side by side.
+//!
+//! Both implementations run the quickstart's first task (same trained head, same splits:
+//! lrprune exports them and the script reads them back) through plain iterative `lrp`
+//! (zennit's EpsilonPlus on the PyTorch side) and `l1`, physically compacting the network
+//! after every step and evaluating every step on the test split. Each side times its own
+//! sweep loops (file loading excluded); the curves must agree, which is what makes the wall
+//! times comparable.
+
+use super::child;
+use crate::model::export;
+use crate::report::curve;
+use crate::runner;
+use crate::spec::{RunConfig, Spec};
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
+use std::fmt::Write;
+use std::path::Path;
+use std::time::Instant;
+
+/// Methods both implementations run.
+pub const METHODS: [&str; 2] = ["lrp", "l1"];
+
+/// One method's sweep on both sides.
+pub struct Side {
+    pub method: String,
+    pub lrprune_s: f64,
+    pub torch_s: f64,
+    pub lrprune_auc: f64,
+    pub torch_auc: f64,
+    /// Largest |Δ balanced accuracy| between the two curves over the common steps.
+    pub max_diff: f64,
+    pub steps: usize,
+}
+
+/// The first seed's runs of `METHODS` in `spec`.
+fn configs(spec: &Spec) -> Result<Vec<RunConfig>> {
+    let seed = spec.runs.first().context("the spec has no runs")?.seed;
+    METHODS
+        .iter()
+        .map(|m| {
+            spec.runs
+                .iter()
+                .find(|r| r.seed == seed && r.method.name == *m && r.variant.is_empty())
+                .cloned()
+                .with_context(|| format!("the spec has no `{m}` run for seed {seed}"))
+        })
+        .collect()
+}
+
+/// Run both sides; `script` is `scripts/torch_reference.py`.
+pub fn compare(spec: &Spec, script: &Path) -> Result<Vec<Side>> {
+    let cfgs = configs(spec)?;
+    let task = runner::prepare_task(&cfgs[0], &Device::Cpu)?;
+    let dir = tempfile::tempdir()?;
+    export::write_task(
+        &cfgs[0],
+        &task.net,
+        &task.data.train,
+        &task.data.test,
+        &runner::conv_keys(&cfgs[0])?,
+        dir.path(),
+    )?;
+    let dir_arg = dir.path().to_string_lossy().into_owned();
+    let (_, json) = child::torch(
+        script,
+        &["sweep", &dir_arg, "--methods", &METHODS.join(",")],
+    )?;
+    let bar = indicatif::ProgressBar::hidden();
+    let mut sides = Vec::new();
+    for cfg in &cfgs {
+        let name = cfg.method.name.as_str();
+        let t = Instant::now();
+        // The step-0 evaluation belongs to each sweep on the PyTorch side: time ours too.
+        let intact = crate::eval::evaluate(
+            &task.net,
+            &task.data.test,
+            task.data.n_classes(),
+            cfg.data.batch_size,
+        )?;
+        let rows = runner::run_one(cfg, &task, &bar)?;
+        let lrprune_s = t.elapsed().as_secs_f64();
+        if (intact.balanced - rows[0].balanced_acc).abs() > 1e-12 {
+            bail!("step-0 evaluation differs between passes");
+        }
+        let theirs = &json["methods"][name];
+        let steps = theirs["steps"].as_array().context("torch JSON: no steps")?;
+        let their_bal: Vec<f64> = steps
+            .iter()
+            .filter_map(|s| s["balanced"].as_f64())
+            .collect();
+        let max_diff = rows
+            .iter()
+            .zip(&their_bal)
+            .map(|(r, b)| (r.balanced_acc - b).abs())
+            .fold(0.0, f64::max);
+        let rates: Vec<f64> = rows.iter().map(|r| r.pruning_rate).collect();
+        let bal: Vec<f64> = rows.iter().map(|r| r.balanced_acc).collect();
+        sides.push(Side {
+            method: name.into(),
+            lrprune_s,
+            torch_s: theirs["wall_s"].as_f64().context("torch JSON: no wall_s")?,
+            lrprune_auc: curve::auc(&rates, &bal),
+            torch_auc: theirs["auc_class"]
+                .as_f64()
+                .context("torch JSON: no auc_class")?,
+            max_diff,
+            steps: rows.len() - 1,
+        });
+    }
+    Ok(sides)
+}
+
+pub fn table(out: &mut String, sides: &[Side]) -> Result<()> {
+    writeln!(
+        out,
+        "| method | steps | PyTorch + zennit s | lrprune s | speed-up | AUC class (PyTorch) | AUC class (lrprune) | max \\|Δ balanced\\| |\n|---|---|---|---|---|---|---|---|"
+    )?;
+    for s in sides {
+        writeln!(
+            out,
+            "| `{}` | {} | {:.1} | {:.1} | {:.2}× | {:.3} | {:.3} | {:.3} |",
+            s.method,
+            s.steps,
+            s.torch_s,
+            s.lrprune_s,
+            s.torch_s / s.lrprune_s,
+            s.torch_auc,
+            s.lrprune_auc,
+            s.max_diff
+        )?;
+    }
+    let (t, l): (f64, f64) = (
+        sides.iter().map(|s| s.torch_s).sum(),
+        sides.iter().map(|s| s.lrprune_s).sum(),
+    );
+    writeln!(
+        out,
+        "| **both** | | {t:.1} | {l:.1} | **{:.2}×** | | | |",
+        t / l
+    )?;
+    Ok(())
+}
