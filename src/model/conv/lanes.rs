@@ -55,16 +55,16 @@ macro_rules! lane_op {
             fn $f(self, r: V16) -> V16 {
                 let mut o = self.0;
                 for (a, b) in o.iter_mut().zip(r.0) {
-                    *a = *a $op b;
+                    *a $op b;
                 }
                 V16(o)
             }
         }
     };
 }
-lane_op!(Add, add, +);
-lane_op!(Sub, sub, -);
-lane_op!(Mul, mul, *);
+lane_op!(Add, add, +=);
+lane_op!(Sub, sub, -=);
+lane_op!(Mul, mul, *=);
 
 /// SIMD levels, ordered: a level implies the ones below it.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug)]
