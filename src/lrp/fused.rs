@@ -4,6 +4,7 @@
 //! scale, add, divide), which made element-wise work a fifth of a relevance pass on CPU.
 //! On the CPU (f32, contiguous) this is one parallel loop; elsewhere the Candle ops run.
 
+use crate::model::conv::f32_slice;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -44,7 +45,7 @@ impl CustomOp2 for Ratio {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (r, z) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let (r, z) = (f32_slice(s1, l1, "relevance")?, f32_slice(s2, l2, "z")?);
         let eps = self.eps;
         let r: Vec<f32> = r
             .par_iter()
@@ -94,7 +95,7 @@ impl CustomOp2 for Wta {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (x, r) = (f32_slice(s1, l1)?, f32_slice(s2, l2)?);
+        let (x, r) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "relevance")?);
         let (n, c, h, w) = l1.shape().dims4()?;
         let (n2, c2, oh, ow) = l2.shape().dims4()?;
         let k = self.k;
@@ -139,14 +140,4 @@ impl CustomOp2 for Wta {
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
-}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("fused LRP op: f32 only");
-    };
-    let Some((a, b)) = l.contiguous_offsets() else {
-        candle_core::bail!("fused LRP op: contiguous inputs only");
-    };
-    Ok(&v[a..b])
 }

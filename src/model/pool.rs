@@ -28,13 +28,7 @@ impl CustomOp1 for MaxPool {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let CpuStorage::F32(v) = s else {
-            candle_core::bail!("max-pool: f32 only");
-        };
-        let Some((a, b)) = l.contiguous_offsets() else {
-            candle_core::bail!("max-pool: contiguous input only");
-        };
-        let x = &v[a..b];
+        let x = super::conv::f32_slice(s, l, "max-pool input")?;
         let (n, c, h, w) = l.shape().dims4()?;
         let k = self.k;
         let (oh, ow) = (h / k, w / k);

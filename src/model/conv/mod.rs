@@ -92,13 +92,15 @@ struct FastConv {
     weight_id: candle_core::TensorId,
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The contiguous f32 data of a CPU tensor, for lrprune's CPU ops; `what` names the operand
+/// in the error.
+pub fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let CpuStorage::F32(v) = s else {
-        candle_core::bail!("fast conv: {what} must be f32");
+        candle_core::bail!("lrprune CPU op: {what} must be f32");
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("fast conv: {what} must be contiguous"),
+        None => candle_core::bail!("lrprune CPU op: {what} must be contiguous"),
     }
 }
 

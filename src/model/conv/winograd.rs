@@ -383,74 +383,56 @@ impl<const M: usize, const A: usize> Plan<M, A> {
     ) {
         let (cp, kp) = (self.cp, self.kp);
         reuse::with_scratch(A * A * tn * (cp + kp), |buf| {
+            // The transform buffers: V (A²·tn·cp) and the GEMM products (A²·tn·kp).
             let (v, prod) = buf.split_at_mut(A * A * tn * cp);
-            self.chunk_in(t0, tn, xp, u, bias, relu, out, parallel, v, prod)
+            let vs = Shared(v.as_mut_ptr());
+            for_each(tn, parallel, |tl| {
+                dispatch(
+                    #[inline(always)]
+                    || self.input_tile(t0 + tl, tl, tn, xp, vs),
+                )
+            });
+            let ps = Shared(prod.as_mut_ptr());
+            let v: &[f32] = v;
+            for_each(A * A, parallel, |xi| {
+                // prod[ξ] (tn × kp) = V[ξ] (tn × cp) · U[ξ] (cp × kp), computed as its
+                // transpose (kp × tn) = U[ξ]ᵀ · V[ξ]ᵀ on the same memory: the big operand U
+                // then is a column-major lhs, which `gemm` reads without repacking it for every
+                // few tiles.
+                // SAFETY: every pointer covers its full matrix with the strides given, and each
+                // task writes only its own prod[ξ].
+                unsafe {
+                    gemm::gemm(
+                        kp,
+                        tn,
+                        cp,
+                        ps.at(xi * tn * kp),
+                        kp as isize,
+                        1,
+                        false,
+                        u.as_ptr().add(xi * cp * kp),
+                        kp as isize,
+                        1,
+                        v.as_ptr().add(xi * tn * cp),
+                        cp as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::None,
+                    );
+                }
+            });
+            let prod: &[f32] = prod;
+            for_each(tn, parallel, |tl| {
+                dispatch(
+                    #[inline(always)]
+                    || self.output_tile(t0 + tl, tl, tn, prod, bias, relu, out),
+                )
+            });
         })
-    }
-
-    /// [`Self::chunk`] with its transform buffers `v` (A²·tn·cp) and `prod` (A²·tn·kp).
-    #[allow(clippy::too_many_arguments)]
-    fn chunk_in(
-        &self,
-        t0: usize,
-        tn: usize,
-        xp: &[f32],
-        u: &[f32],
-        bias: &[f32],
-        relu: bool,
-        out: Shared,
-        parallel: bool,
-        v: &mut [f32],
-        prod: &mut [f32],
-    ) {
-        let (cp, kp) = (self.cp, self.kp);
-        let vs = Shared(v.as_mut_ptr());
-        for_each(tn, parallel, |tl| {
-            dispatch(
-                #[inline(always)]
-                || self.input_tile(t0 + tl, tl, tn, xp, vs),
-            )
-        });
-        let ps = Shared(prod.as_mut_ptr());
-        let v: &[f32] = v;
-        for_each(A * A, parallel, |xi| {
-            // prod[ξ] (tn × kp) = V[ξ] (tn × cp) · U[ξ] (cp × kp), computed as its
-            // transpose (kp × tn) = U[ξ]ᵀ · V[ξ]ᵀ on the same memory: the big operand U
-            // then is a column-major lhs, which `gemm` reads without repacking it for every
-            // few tiles.
-            // SAFETY: every pointer covers its full matrix with the strides given, and each
-            // task writes only its own prod[ξ].
-            unsafe {
-                gemm::gemm(
-                    kp,
-                    tn,
-                    cp,
-                    ps.at(xi * tn * kp),
-                    kp as isize,
-                    1,
-                    false,
-                    u.as_ptr().add(xi * cp * kp),
-                    kp as isize,
-                    1,
-                    v.as_ptr().add(xi * tn * cp),
-                    cp as isize,
-                    1,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
-        });
-        let prod: &[f32] = prod;
-        for_each(tn, parallel, |tl| {
-            dispatch(
-                #[inline(always)]
-                || self.output_tile(t0 + tl, tl, tn, prod, bias, relu, out),
-            )
-        });
     }
 
     /// V[ξ][tl][·] of tile `t` (local index `tl` of `tn`), 16 channels at a time.
