@@ -262,7 +262,7 @@ pub struct ControlSettings {
     #[serde(default = "d_true")]
     pub rate_control: bool,
     /// Order filters by class-weighted per-class relevance.
-    #[serde(default = "d_true")]
+    #[serde(default)]
     pub order_control: bool,
     /// Largest allowed drop of A in one step before the step is halved.
     #[serde(default = "d_tolerance")]
@@ -281,7 +281,7 @@ pub struct ControlSettings {
     #[serde(default = "d_blend")]
     pub blend: f64,
     /// Divide scores by the layer's remaining fraction, so nearly empty layers are spared.
-    #[serde(default)]
+    #[serde(default = "d_true")]
     pub layer_aware: bool,
     /// Exponent on the remaining fraction for `layer_aware` (2 spares depleted layers more).
     #[serde(default = "d_layer_power")]
@@ -298,6 +298,18 @@ pub struct ControlSettings {
     /// Chunk a layer offers per search round, as a fraction of its original width.
     #[serde(default = "d_search_fraction")]
     pub search_fraction: f64,
+    /// Offers accepted per measurement pass: `best` (one, then re-measure) or `all`
+    /// (cheapest first until the step's quota is met).
+    /// (Left out of the run id at its default, so ids of runs made before the knob existed
+    /// stay valid.)
+    #[serde(default = "d_search_take", skip_serializing_if = "is_best")]
+    pub search_take: crate::prune::search::Take,
+}
+fn is_best(t: &crate::prune::search::Take) -> bool {
+    *t == crate::prune::search::Take::Best
+}
+fn d_search_take() -> crate::prune::search::Take {
+    crate::prune::search::Take::Best
 }
 fn d_layer_power() -> f64 {
     1.0
@@ -308,6 +320,19 @@ fn d_signal() -> Signal {
 fn d_search_fraction() -> f64 {
     0.1
 }
+impl ControlSettings {
+    /// DESIGN §4 exactly as written: relevance recomputed on the pruned network, both
+    /// mechanisms on, no layer-aware order.
+    pub fn paper() -> Self {
+        Self {
+            order_control: true,
+            relevance: RelevanceSource::Iterative,
+            layer_aware: false,
+            ..Self::default()
+        }
+    }
+}
+
 fn d_true() -> bool {
     true
 }
@@ -324,7 +349,7 @@ fn d_class_weights() -> ClassWeights {
     ClassWeights::InverseAccuracy
 }
 fn d_relevance() -> RelevanceSource {
-    RelevanceSource::Iterative
+    RelevanceSource::Intact
 }
 fn d_blend() -> f64 {
     0.5
@@ -332,23 +357,26 @@ fn d_blend() -> f64 {
 fn d_growth() -> f64 {
     2.0
 }
+/// The default `aa-lrp` is the best of the validation sweep within the quickstart's time
+/// budget (docs/results.md): intact-network relevance, layer-aware order, rate control.
 impl Default for ControlSettings {
     fn default() -> Self {
         Self {
             rate_control: true,
-            order_control: true,
+            order_control: false,
             tolerance: d_tolerance(),
             min_step: d_min_step(),
             epsilon: d_epsilon(),
             class_weights: d_class_weights(),
             relevance: d_relevance(),
             blend: d_blend(),
-            layer_aware: false,
+            layer_aware: true,
             layer_power: d_layer_power(),
             growth: d_growth(),
             signal: d_signal(),
             layer_search: false,
             search_fraction: d_search_fraction(),
+            search_take: d_search_take(),
         }
     }
 }

@@ -106,7 +106,7 @@ fn rate_control_backs_off_when_accuracy_would_drop() {
         ControlSettings {
             tolerance: 0.0,
             min_step: 0.01,
-            ..Default::default()
+            ..ControlSettings::paper()
         },
     );
     let steps = decisions(&strict, &task);
@@ -146,7 +146,7 @@ fn rate_control_backs_off_when_accuracy_would_drop() {
         &cfg,
         ControlSettings {
             tolerance: 10.0,
-            ..Default::default()
+            ..ControlSettings::paper()
         },
     );
     assert!(decisions(&lax, &task).iter().all(|s| s.backoffs == 0));
@@ -161,7 +161,7 @@ fn both_switches_off_is_plain_lrp() {
         ControlSettings {
             rate_control: false,
             order_control: false,
-            ..Default::default()
+            ..ControlSettings::paper()
         },
     );
     let mut lrp = cfg.clone();
@@ -183,11 +183,69 @@ fn both_switches_off_is_plain_lrp() {
         &cfg,
         ControlSettings {
             rate_control: false,
-            ..Default::default()
+            ..ControlSettings::paper()
         },
     );
     assert!(decisions(&order, &task)
         .iter()
         .zip(&b)
         .any(|(x, y)| x.mask != y.mask));
+}
+
+#[test]
+fn switches_off_on_the_intact_relevance_is_one_shot_lrp() {
+    use lrprune::spec::RelevanceSource;
+    let (_dir, cfg) = tiny();
+    let task = runner::prepare_task(&cfg, &Device::Cpu).unwrap();
+    let off = with_control(
+        &cfg,
+        ControlSettings {
+            rate_control: false,
+            order_control: false,
+            layer_aware: false,
+            relevance: RelevanceSource::Intact,
+            ..ControlSettings::default()
+        },
+    );
+    let mut oneshot = cfg.clone();
+    oneshot.method = MethodSpec {
+        name: "lrp-oneshot".into(),
+        kind: MethodKind::LrpOneshot,
+        lrp: None,
+        control: None,
+    };
+    oneshot.control = None;
+    let (a, b) = (decisions(&off, &task), decisions(&oneshot, &task));
+    assert_eq!(a.len(), b.len());
+    assert!(a.iter().zip(&b).all(|(x, y)| x.mask == y.mask));
+}
+
+#[test]
+fn layer_search_ignores_test_labels_and_meets_every_quota() {
+    use lrprune::prune::search::Take;
+    let (_dir, cfg) = tiny();
+    for take in [Take::Best, Take::Lazy, Take::All] {
+        let search = with_control(
+            &cfg,
+            ControlSettings {
+                rate_control: false,
+                layer_search: true,
+                search_take: take,
+                signal: lrprune::spec::Signal::Confidence,
+                ..ControlSettings::default()
+            },
+        );
+        let task = runner::prepare_task(&search, &Device::Cpu).unwrap();
+        let before = decisions(&search, &task);
+        let mut shuffled = runner::prepare_task(&search, &Device::Cpu).unwrap();
+        shuffled.data.test.labels.reverse();
+        assert!(same(&before, &decisions(&search, &shuffled)), "{take:?}");
+        // The fixed grid is kept exactly, and no layer drops below its floor.
+        let total = task.net.filters_per_conv().iter().sum::<usize>() as f64;
+        for (k, s) in before.iter().enumerate() {
+            let want = lrprune::prune::schedule::rate_at(k + 1, &search.pruning);
+            assert!((s.mask.rate() - want).abs() <= 0.5 / total + 1e-9, "{take:?} step {k}");
+            assert!(s.mask.per_layer().iter().all(|&n| n >= 1));
+        }
+    }
 }

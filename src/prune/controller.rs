@@ -34,6 +34,8 @@ pub struct AccuracyAware {
     done: bool,
     /// Per-class relevance of the intact network, for the `intact` / `blend` sources.
     intact: Option<FilterRelevance>,
+    /// Each layer's last measured search cost (lazy layer search), across steps.
+    search_memory: Vec<f64>,
     /// A and class accuracies of the last accepted mask (the next step's "before").
     last: Option<(FilterMask, f64, Vec<f64>)>,
 }
@@ -57,6 +59,7 @@ impl AccuracyAware {
             k: 0,
             done: false,
             intact: None,
+            search_memory: Vec::new(),
             last: None,
         }
     }
@@ -83,7 +86,7 @@ impl AccuracyAware {
 
     /// Remove `n` more filters: the lowest-scored globally, or by measured layer search.
     fn choose(
-        &self,
+        &mut self,
         mask: &FilterMask,
         scores: &Scores,
         n: usize,
@@ -99,9 +102,11 @@ impl AccuracyAware {
             scores,
             n,
             self.control.search_fraction,
+            self.control.search_take,
             min_per_layer,
             ctx.reference,
             &self.reader(ctx),
+            &mut self.search_memory,
         )
     }
 

@@ -63,6 +63,19 @@ impl ConvInputs {
         Ok(Self { per_batch })
     }
 
+    /// After conv `k` of the network lost filters (now `net`): the inputs of convs up to
+    /// `k` are unchanged, so only the later ones are recomputed.
+    fn update_after(&mut self, net: &Network, k: usize) -> Result<()> {
+        let conv_at = net.conv_layer_indices();
+        for acts in &mut self.per_batch {
+            let trace = net.trace_from(conv_at[k], &acts[k])?;
+            for j in k + 1..conv_at.len() {
+                acts[j] = trace[conv_at[j] - conv_at[k]].clone();
+            }
+        }
+        Ok(())
+    }
+
     /// Logits of `net` on the control split, running it from conv `k` on.
     fn logits_from(&self, net: &Network, k: usize) -> Result<Tensor> {
         let start = net.conv_layer_indices()[k];
@@ -75,9 +88,81 @@ impl ConvInputs {
     }
 }
 
-/// Remove `n` filters from `mask` by measured layer search (see the module docs): each
-/// round, every layer offers its `fraction` (of its original width) least relevant filters
-/// and the chunk costing the least A per filter is taken.
+/// How offers are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Take {
+    /// Greedy: measure every layer's offer, accept the cheapest, measure all again.
+    Best,
+    /// Lazy greedy: keep each layer's last measured cost (also across steps), re-measure
+    /// only the currently cheapest-looking offer, and accept it once it is still the
+    /// cheapest when measured on the current network. Exact greedy when costs only grow as
+    /// pruning proceeds; a few measurements per accepted offer instead of one per layer.
+    Lazy,
+    /// Measure every offer once, then accept them cheapest first until the quota is met.
+    All,
+}
+
+/// One layer's measured offer on the current network.
+struct Offer {
+    /// A lost per filter removed.
+    damage: f64,
+    filters: Vec<usize>,
+    /// The current network without them, and its A.
+    net: Network,
+    a: f64,
+}
+
+/// The search's view of the current state.
+struct State<'a> {
+    mask: FilterMask,
+    net: Network,
+    a: f64,
+    inputs: ConvInputs,
+    control: &'a Split,
+    reader: &'a Reader<'a>,
+}
+
+impl State<'_> {
+    /// Layer `layer`'s offer of (at most) `q` filters, measured.
+    fn measure(&self, layer: usize, q: usize, scores: &Scores) -> Result<Offer> {
+        let filters = lowest_in_layer(&self.mask, scores, layer, q);
+        // The same removal, in the current (compacted) network's indexing.
+        let mut rel = FilterMask::all_alive(&self.net.filters_per_conv());
+        let alive_idx = self.mask.alive_indices(layer);
+        for f in &filters {
+            let j = alive_idx
+                .iter()
+                .position(|&i| i as usize == *f)
+                .expect("alive");
+            rel.keep[layer][j] = false;
+        }
+        let net = compact(&self.net, &rel)?;
+        let logits = self.inputs.logits_from(&net, layer)?;
+        let r = self.reader;
+        let (a, _) = signal::from_logits(&logits, self.control, r.n_classes, r.signal, r.floor)?;
+        Ok(Offer {
+            damage: (self.a - a) / filters.len() as f64,
+            filters,
+            net,
+            a,
+        })
+    }
+
+    fn accept(&mut self, layer: usize, offer: Offer) -> Result<()> {
+        for f in &offer.filters {
+            self.mask.keep[layer][*f] = false;
+        }
+        self.net = offer.net;
+        self.a = offer.a;
+        self.inputs.update_after(&self.net, layer)
+    }
+}
+
+/// Remove `n` filters from `mask` by measured layer search (see the module docs): every
+/// layer offers its `fraction` (of its original width) least relevant filters, offers are
+/// measured on the control split, and the cheapest per filter are accepted (`take`).
+/// `memory` carries each layer's last measured cost between calls (for `Take::Lazy`).
 #[allow(clippy::too_many_arguments)]
 pub fn search(
     original: &Network,
@@ -85,62 +170,84 @@ pub fn search(
     scores: &Scores,
     n: usize,
     fraction: f64,
+    take: Take,
     min_per_layer: usize,
     control: &Split,
     reader: &Reader,
+    memory: &mut Vec<f64>,
 ) -> Result<FilterMask> {
-    let mut mask = mask.clone();
-    let mut net = compact(original, &mask)?;
-    let (mut a_cur, _) = reader.measure(&net, &mask, control)?;
+    let net = compact(original, mask)?;
+    let (a, _) = reader.measure(&net, mask, control)?;
+    let inputs = ConvInputs::build(&net, mask, control, reader)?;
+    let mut st = State {
+        mask: mask.clone(),
+        net,
+        a,
+        inputs,
+        control,
+        reader,
+    };
+    let layers = mask.keep.len();
+    if memory.len() != layers || take == Take::Best {
+        *memory = vec![f64::NEG_INFINITY; layers];
+    }
     let mut removed = 0;
+    // Offers measured on the current network, by layer.
+    let mut fresh: Vec<Option<Offer>> = (0..layers).map(|_| None).collect();
     while removed < n {
-        let inputs = ConvInputs::build(&net, &mask, control, reader)?;
-        // (damage per filter, layer, chosen filters, network, A after)
-        let mut best: Option<(f64, usize, Vec<usize>, Network, f64)> = None;
-        for layer in 0..mask.keep.len() {
-            let width = mask.keep[layer].len();
-            let room = mask.alive_in(layer).saturating_sub(min_per_layer);
-            let q = ((fraction * width as f64).round() as usize)
+        let quota = |st: &State, l: usize| {
+            let room = st.mask.alive_in(l).saturating_sub(min_per_layer);
+            let width = st.mask.keep[l].len();
+            ((fraction * width as f64).round() as usize)
                 .max(1)
                 .min(room)
-                .min(n - removed);
-            if q == 0 {
-                continue;
-            }
-            let chosen = lowest_in_layer(&mask, scores, layer, q);
-            // The same removal, in the current (compacted) network's indexing.
-            let mut rel = FilterMask::all_alive(&net.filters_per_conv());
-            let alive_idx = mask.alive_indices(layer);
-            for f in &chosen {
-                let j = alive_idx
-                    .iter()
-                    .position(|&i| i as usize == *f)
-                    .expect("alive");
-                rel.keep[layer][j] = false;
-            }
-            let cand = compact(&net, &rel)?;
-            let logits = inputs.logits_from(&cand, layer)?;
-            let (a, _) = signal::from_logits(
-                &logits,
-                control,
-                reader.n_classes,
-                reader.signal,
-                reader.floor,
-            )?;
-            let damage = (a_cur - a) / q as f64;
-            if best.as_ref().is_none_or(|b| damage < b.0) {
-                best = Some((damage, layer, chosen, cand, a));
-            }
-        }
-        let Some((_, layer, chosen, cand, a)) = best else {
+                .min(n - removed)
+        };
+        // The cheapest-looking open layer (never-measured ones first; ties: earlier).
+        let open: Vec<usize> = (0..layers).filter(|&l| quota(&st, l) > 0).collect();
+        let Some(&l) = open
+            .iter()
+            .min_by(|&&a, &&b| memory[a].total_cmp(&memory[b]))
+        else {
             break; // every layer is at its floor
         };
-        for f in &chosen {
-            mask.keep[layer][*f] = false;
+        if take == Take::All {
+            // Measure every open offer once, accept them cheapest first.
+            let mut offers = Vec::new();
+            for &o in &open {
+                offers.push((o, st.measure(o, quota(&st, o), scores)?));
+            }
+            offers.sort_by(|x, y| x.1.damage.total_cmp(&y.1.damage));
+            for (o, offer) in offers {
+                let k = offer.filters.len().min(n - removed);
+                for f in &offer.filters[..k] {
+                    st.mask.keep[o][*f] = false;
+                }
+                removed += k;
+                if removed == n {
+                    break;
+                }
+            }
+            st.net = compact(original, &st.mask)?;
+            st.a = reader.measure(&st.net, &st.mask, control)?.0;
+            st.inputs = ConvInputs::build(&st.net, &st.mask, control, reader)?;
+            continue;
         }
-        removed += chosen.len();
-        net = cand;
-        a_cur = a;
+        match fresh[l].take() {
+            Some(offer) => {
+                removed += offer.filters.len();
+                st.accept(l, offer)?;
+                fresh.iter_mut().for_each(|f| *f = None);
+                if take == Take::Best {
+                    memory.iter_mut().for_each(|m| *m = f64::NEG_INFINITY);
+                }
+            }
+            None => {
+                let offer = st.measure(l, quota(&st, l), scores)?;
+                memory[l] = offer.damage;
+                fresh[l] = Some(offer);
+            }
+        }
     }
-    Ok(mask)
+    Ok(st.mask)
 }
