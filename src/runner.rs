@@ -242,13 +242,9 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
     } {
         let (step, t) = step;
         mask = step.mask.clone();
-        let te = Instant::now();
         let net = compact(&task.net, &mask)?;
         let from = Start::for_mask(&task.test_prefix, &mask);
         let m = eval::evaluate_from(&net, &task.data.test, n_classes, bs, Some(from))?;
-        if std::env::var("LRPRUNE_TIMING").is_ok() {
-            eprintln!("step: decide {:?} eval {:?}", te - t, te.elapsed());
-        }
         rows.push(record(
             rows.len() as i64,
             &mask,

@@ -612,10 +612,15 @@ impl Locator<'_> {
         // The span of an array-of-tables entry may cover only its header: scan on to the
         // next header instead.
         let mut offset = table.start.min(self.text.len());
-        for (n, line) in self.text[offset..].split_inclusive('\n').enumerate() {
+        let mut header_seen = false;
+        for line in self.text[offset..].split_inclusive('\n') {
             let t = line.trim_start();
-            if n > 0 && t.starts_with('[') {
-                break;
+            if t.starts_with('[') {
+                // The span may start before the entry's own header (at a blank line).
+                if header_seen {
+                    break;
+                }
+                header_seen = true;
             }
             if t.starts_with(key) && t[key.len()..].trim_start().starts_with('=') {
                 return offset..offset + line.len();

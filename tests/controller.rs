@@ -244,7 +244,10 @@ fn layer_search_ignores_test_labels_and_meets_every_quota() {
         let total = task.net.filters_per_conv().iter().sum::<usize>() as f64;
         for (k, s) in before.iter().enumerate() {
             let want = lrprune::prune::schedule::rate_at(k + 1, &search.pruning);
-            assert!((s.mask.rate() - want).abs() <= 0.5 / total + 1e-9, "{take:?} step {k}");
+            assert!(
+                (s.mask.rate() - want).abs() <= 0.5 / total + 1e-9,
+                "{take:?} step {k}"
+            );
             assert!(s.mask.per_layer().iter().all(|&n| n >= 1));
         }
     }

@@ -92,6 +92,13 @@ fn missing_weights_file() {
 }
 
 #[test]
+fn out_of_range_controller_knob() {
+    let text = GOOD.replace("methods = [\"l1\"]", "methods = [\"aa\"]")
+        + "\n[[method]]\nname = \"aa\"\nkind = \"aa-lrp\"\ncontrol = { layer_search = true, search_fraction = 0.0 }\n";
+    assert_error(&text, 22, "method.control.search_fraction", "got 0");
+}
+
+#[test]
 fn empty_seed_list() {
     let text = GOOD.replace("seeds = [0]", "seeds = []");
     assert_error(&text, 3, "experiment.seeds", "seed list is empty");
