@@ -29,6 +29,20 @@ exps=("$@")
       cat "$dir/report-vs-$base/summary.md"
     done
   done
+  # Figures for the analysis: the reported sweep's curves, and per-class curves and layer
+  # profiles of the methods the analysis compares (seed 0 of each).
+  fig=ablation_aa
+  if [ -d "results/$fig/steps" ]; then
+    mkdir -p docs/img
+    cp "results/$fig/report-vs-lrp-oneshot/balanced_vs_rate-vgg16-fashion-mnist.png" "docs/img/${fig}_balanced_vs_rate.png"
+    for m in lrp lrp-oneshot aa-lrp aa-search-conf; do
+      out="results/$fig/report-focus-$m"
+      "$BIN" report "results/$fig" --focus "$m" --spec "experiments/$fig.toml" --out "$out" >/dev/null
+      for kind in class_acc_vs_rate layer_profile; do
+        cp "$out/$kind-vgg16-fashion-mnist.png" "docs/img/${fig}_${kind}_$m.png"
+      done
+    done
+  fi
   if [ -f docs/results-analysis.md ]; then echo; cat docs/results-analysis.md; fi
 } > docs/results.md.partial
 mv docs/results.md.partial docs/results.md

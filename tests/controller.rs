@@ -15,14 +15,28 @@ fn tiny() -> (tempfile::TempDir, RunConfig) {
 }
 
 fn with_control(cfg: &RunConfig, control: ControlSettings) -> RunConfig {
+    method_config(cfg, "aa-lrp", MethodKind::AaLrp, Some(control))
+}
+
+/// `cfg` running method `kind` with its default knobs.
+fn plain_method(cfg: &RunConfig, name: &str, kind: MethodKind) -> RunConfig {
+    method_config(cfg, name, kind, None)
+}
+
+fn method_config(
+    cfg: &RunConfig,
+    name: &str,
+    kind: MethodKind,
+    control: Option<ControlSettings>,
+) -> RunConfig {
     let mut c = cfg.clone();
     c.method = MethodSpec {
-        name: "aa-lrp".into(),
-        kind: MethodKind::AaLrp,
+        name: name.into(),
+        kind,
         lrp: None,
-        control: Some(control.clone()),
+        control: control.clone(),
     };
-    c.control = Some(control);
+    c.control = control;
     c
 }
 
@@ -164,14 +178,7 @@ fn both_switches_off_is_plain_lrp() {
             ..ControlSettings::paper()
         },
     );
-    let mut lrp = cfg.clone();
-    lrp.method = MethodSpec {
-        name: "lrp".into(),
-        kind: MethodKind::Lrp,
-        lrp: None,
-        control: None,
-    };
-    lrp.control = None;
+    let lrp = plain_method(&cfg, "lrp", MethodKind::Lrp);
     let (a, b) = (decisions(&off, &task), decisions(&lrp, &task));
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
@@ -207,14 +214,7 @@ fn switches_off_on_the_intact_relevance_is_one_shot_lrp() {
             ..ControlSettings::default()
         },
     );
-    let mut oneshot = cfg.clone();
-    oneshot.method = MethodSpec {
-        name: "lrp-oneshot".into(),
-        kind: MethodKind::LrpOneshot,
-        lrp: None,
-        control: None,
-    };
-    oneshot.control = None;
+    let oneshot = plain_method(&cfg, "lrp-oneshot", MethodKind::LrpOneshot);
     let (a, b) = (decisions(&off, &task), decisions(&oneshot, &task));
     assert_eq!(a.len(), b.len());
     assert!(a.iter().zip(&b).all(|(x, y)| x.mask == y.mask));

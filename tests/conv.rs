@@ -6,24 +6,12 @@ use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
 use lrprune::model::conv::{self, lanes, Kernel};
 
+mod common;
+
 /// max |a − b| / max(1, max |b|): conv outputs of VGG-sized layers reach tens to hundreds.
 fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let d = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    d / scale.max(1.0)
+    let scale = common::max_abs_diff(b, &b.zeros_like().unwrap());
+    common::max_abs_diff(a, b) / scale.max(1.0)
 }
 
 struct Case {

@@ -163,6 +163,7 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
             out,
             "| sweep | runs | wall | peak memory |\n|---|---|---|---|"
         )?;
+        let mut quickstart_s = None;
         for path in [&opts.spec, &opts.spec_224] {
             let s = crate::spec::load(path)?;
             eprintln!("bench: sweep {} ({} runs)…", path.display(), s.runs.len());
@@ -176,6 +177,14 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
                 u.wall_s,
                 u.wall_s / 60.0,
                 gib(u.peak_rss)
+            )?;
+            quickstart_s.get_or_insert(u.wall_s);
+        }
+        if let Some(t) = quickstart_s {
+            writeln!(
+                out,
+                "\nThe quickstart took **{:.1} min** (target ≤ 5 min).",
+                t / 60.0
             )?;
         }
     }

@@ -5,6 +5,7 @@
 
 use anyhow::{anyhow, Result};
 use plotters::coord::Shift;
+use plotters::element::DashedPathElement;
 use plotters::prelude::*;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
@@ -95,12 +96,22 @@ where
             )))
             .map_err(e)?;
         }
-        let series = c
-            .draw_series(LineSeries::new(line.points.clone(), color.stroke_width(2)))
-            .map_err(e)?;
+        // Past the palette's ten colours lines are dashed, so that e.g. conv3 and conv13
+        // of a layer profile stay distinguishable.
+        let dashed = line.color >= PALETTE.len();
+        let stroke = color.stroke_width(2);
+        let series = if dashed {
+            c.draw_series(DashedLineSeries::new(line.points.clone(), 9, 5, stroke))
+        } else {
+            c.draw_series(LineSeries::new(line.points.clone(), stroke))
+        }
+        .map_err(e)?;
         if !line.label.is_empty() {
             series.label(&line.label).legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(3))
+                let ends = vec![(x, y), (x + 20, y)];
+                let style = color.stroke_width(3);
+                let dash = if dashed { 5 } else { 20 };
+                DashedPathElement::new(ends, dash, 3, style)
             });
         }
     }
