@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Rebuild docs/results.md from the harness's own reports (no hand-edited numbers).
 # Usage: scripts/update_results_doc.sh [EXPERIMENT...]
-#        (default: quickstart ablation_aa_validation ablation_aa)
+#        (default: quickstart ablation_aa_validation ablation_aa_heldout ablation_aa)
 # Each experiment gets its summary twice: ratios to plain `lrp` (the paper's baseline) and
 # to `lrp-oneshot` (the stronger conventional baseline, which the target is measured against).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${LRPRUNE:-${CARGO_TARGET_DIR:-target}/release/lrprune}
 exps=("$@")
-[ ${#exps[@]} -eq 0 ] && exps=(quickstart ablation_aa_validation ablation_aa)
+[ ${#exps[@]} -eq 0 ] && exps=(quickstart ablation_aa_validation ablation_aa_heldout ablation_aa)
 {
   echo "# Results"
   echo
@@ -22,6 +22,8 @@ exps=("$@")
     echo
     echo "Runs: $(ls "$dir/steps" | wc -l) (\`experiments/$e.toml\`)."
     for base in lrp lrp-oneshot; do
+      # Only the baselines the sweep runs (a quoted method name in its spec).
+      grep -q "\"$base\"" "experiments/$e.toml" || continue
       "$BIN" report "$dir" --baseline "$base" --spec "experiments/$e.toml" --out "$dir/report-vs-$base" >/dev/null
       echo
       echo "### Ratios to \`$base\`"

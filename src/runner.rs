@@ -34,6 +34,8 @@ pub struct Task {
     /// pruned conv.
     pub test_prefix: PrefixCache,
     pub train_prefix: PrefixCache,
+    /// The same on the held-out control set, when the spec draws one.
+    pub control_prefix: Option<PrefixCache>,
 }
 
 /// The model's layer configuration (named VGG or custom `cfg`).
@@ -118,7 +120,17 @@ pub fn prepare_task(cfg: &RunConfig, device: &Device) -> Result<Task> {
     let intact = eval::evaluate(&net, &data.test, data.n_classes(), bs)?;
     let test_prefix = PrefixCache::build(&net, &data.test.images, bs, prefix::DEFAULT_BUDGET)?;
     let train_prefix = PrefixCache::build(&net, &data.train.images, bs, prefix::DEFAULT_BUDGET)?;
+    let control_prefix = match &data.control {
+        Some(c) => Some(PrefixCache::build(
+            &net,
+            &c.images,
+            bs,
+            prefix::DEFAULT_BUDGET,
+        )?),
+        None => None,
+    };
     Ok(Task {
+        control_prefix,
         net,
         data,
         head_train_acc,
@@ -213,6 +225,8 @@ pub fn context(task: &Task, batch_size: usize) -> Context<'_> {
         reference: &task.data.train,
         batch_size,
         reference_prefix: Some(&task.train_prefix),
+        control: task.data.control_split(),
+        control_prefix: Some(task.control_prefix.as_ref().unwrap_or(&task.train_prefix)),
     }
 }
 

@@ -72,6 +72,15 @@ pub struct DataSettings {
     pub classes: Vec<usize>,
     #[serde(default = "d_batch")]
     pub batch_size: usize,
+    /// Images per class for a separate **control set**, drawn from the training pool
+    /// disjointly from the head's training images (0 = the controller measures A on the
+    /// training split itself). The head fits its own training images perfectly, so A on
+    /// them stays at 1 until damage is done; a held-out control set sees generalisation.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub control_per_class: usize,
+}
+fn is_zero(v: &usize) -> bool {
+    *v == 0
 }
 fn d_train() -> usize {
     20
@@ -89,6 +98,7 @@ impl Default for DataSettings {
             test_per_class: d_test(),
             classes: vec![],
             batch_size: d_batch(),
+            control_per_class: 0,
         }
     }
 }

@@ -252,3 +252,37 @@ fn layer_search_ignores_test_labels_and_meets_every_quota() {
         }
     }
 }
+
+/// Rows of an (N, …) tensor, flattened.
+fn rows(t: &candle_core::Tensor) -> Vec<Vec<f32>> {
+    t.flatten_from(1).unwrap().to_vec2::<f32>().unwrap()
+}
+
+#[test]
+fn a_held_out_control_set_is_disjoint_and_is_where_a_is_measured() {
+    let (_dir, cfg) = tiny();
+    let mut held = cfg.clone();
+    held.data.control_per_class = 10;
+    let plain = runner::prepare_task(&cfg, &Device::Cpu).unwrap();
+    let task = runner::prepare_task(&held, &Device::Cpu).unwrap();
+    assert!(plain.data.control.is_none());
+    // The training and test draws of the seed are unchanged by the extra draw.
+    assert_eq!(plain.data.train.labels, task.data.train.labels);
+    assert_eq!(
+        rows(&plain.data.train.images),
+        rows(&task.data.train.images)
+    );
+    assert_eq!(rows(&plain.data.test.images), rows(&task.data.test.images));
+    // Ten per class, none of them an image the head was trained on.
+    let control = task.data.control.as_ref().unwrap();
+    assert_eq!(control.labels.len(), 40);
+    assert!((0..4).all(|c| control.labels.iter().filter(|&&l| l == c).count() == 10));
+    let train = rows(&task.data.train.images);
+    assert!(rows(&control.images).iter().all(|r| !train.contains(r)));
+    // The controller reads A there, so its logged A differs from the one on the training split.
+    let paper = ControlSettings::paper();
+    let on_train = decisions(&with_control(&cfg, paper.clone()), &plain);
+    let on_control = decisions(&with_control(&held, paper), &task);
+    let acc = |steps: &[Step]| steps.iter().map(|s| s.control_acc).collect::<Vec<_>>();
+    assert_ne!(acc(&on_train), acc(&on_control));
+}

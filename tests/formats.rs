@@ -52,6 +52,7 @@ fn image_folder_tree_is_split_and_preprocessed() {
         test_per_class: 3,
         classes: vec![],
         batch_size: 4,
+        ..DataSettings::default()
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
     let task = data::split::make(
@@ -83,7 +84,7 @@ fn image_folder_tree_is_split_and_preprocessed() {
     // Asking for more than the tree holds is a clear error.
     let too_many = DataSettings {
         train_per_class: 4,
-        ..cfg
+        ..cfg.clone()
     };
     let e = data::split::make(
         &sources,
@@ -96,5 +97,21 @@ fn image_folder_tree_is_split_and_preprocessed() {
     .err()
     .unwrap();
     assert!(e.to_string().contains("test_per_class"), "{e}");
+    // So is a held-out control set the tree has no images left for (2 + 3 of 5 are taken).
+    let control = DataSettings {
+        control_per_class: 1,
+        ..cfg
+    };
+    let e = data::split::make(
+        &sources,
+        &control,
+        16,
+        Preprocess::CaffeBgr,
+        &mut rng,
+        &Device::Cpu,
+    )
+    .err()
+    .unwrap();
+    assert!(e.to_string().contains("data.control_per_class"), "{e}");
     let _ = image_folder::ImageFolder::scan(dir.path()).unwrap();
 }

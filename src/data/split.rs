@@ -25,12 +25,21 @@ impl Split {
 pub struct TaskData {
     pub train: Split,
     pub test: Split,
+    /// The controller's held-out control set (`data.control_per_class > 0`), drawn from the
+    /// training pool disjointly from `train` (and from `test` when that is held out too).
+    pub control: Option<Split>,
     pub class_names: Vec<String>,
 }
 
 impl TaskData {
     pub fn n_classes(&self) -> usize {
         self.class_names.len()
+    }
+
+    /// Where the accuracy-aware controller measures A: the held-out control set if drawn,
+    /// else the training split.
+    pub fn control_split(&self) -> &Split {
+        self.control.as_ref().unwrap_or(&self.train)
     }
 }
 
@@ -125,7 +134,25 @@ pub fn make(
             &names,
         )?,
     };
+    // Drawn last, so the train and test draws of a seed do not depend on this setting.
+    let control = match cfg.control_per_class {
+        0 => None,
+        n => {
+            let (imgs, labels) = take(
+                sources.train.as_ref(),
+                &mut train_pools,
+                n,
+                "control",
+                &names,
+            )?;
+            Some(Split {
+                images: preprocess::batch(&imgs, size, preset, device)?,
+                labels,
+            })
+        }
+    };
     Ok(TaskData {
+        control,
         train: Split {
             images: preprocess::batch(&tr_imgs, size, preset, device)?,
             labels: tr_labels,

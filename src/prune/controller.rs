@@ -1,6 +1,7 @@
 //! The accuracy-aware controller (`aa-lrp`): DESIGN §4, our formalisation of Yasui et al.'s
 //! abstract. Two switchable mechanisms, both driven by the harmonic mean A of per-class
-//! accuracies on the **control split** (the small training split, never the test split):
+//! accuracies on the **control split** (the small training split or a held-out control set
+//! from the training pool, never the test split):
 //!
 //! - *order control*: per-class relevance, normalised per class, weighted towards classes the
 //!   current network gets wrong, so filters weak classes depend on move back in the order;
@@ -71,7 +72,7 @@ impl AccuracyAware {
             floor: self.control.epsilon,
             n_classes: self.n_classes,
             batch: ctx.batch_size,
-            prefix: ctx.reference_prefix,
+            prefix: ctx.control_prefix,
         }
     }
 
@@ -79,7 +80,7 @@ impl AccuracyAware {
     /// measured is the one a step accepts).
     fn measure(&mut self, mask: &FilterMask, ctx: &Context) -> Result<f64> {
         let net = compact(ctx.original, mask)?;
-        let (a, class_acc) = self.reader(ctx).measure(&net, mask, ctx.reference)?;
+        let (a, class_acc) = self.reader(ctx).measure(&net, mask, ctx.control)?;
         self.last = Some((mask.clone(), a, class_acc));
         Ok(a)
     }
@@ -104,7 +105,7 @@ impl AccuracyAware {
             self.control.search_fraction,
             self.control.search_take,
             min_per_layer,
-            ctx.reference,
+            ctx.control,
             &self.reader(ctx),
             &mut self.search_memory,
         )
@@ -228,7 +229,7 @@ impl Schedule for AccuracyAware {
         let net = compact(ctx.original, mask)?;
         let (a_before, class_acc) = match self.last.take() {
             Some((m, a, c)) if m == *mask => (a, c),
-            _ => self.reader(ctx).measure(&net, mask, ctx.reference)?,
+            _ => self.reader(ctx).measure(&net, mask, ctx.control)?,
         };
         let scores = self.order(mask, &net, ctx, &class_acc)?;
 

@@ -28,6 +28,11 @@ pub struct Context<'a> {
     pub batch_size: usize,
     /// The intact network's stored layer inputs on the reference split, if kept.
     pub reference_prefix: Option<&'a PrefixCache>,
+    /// Where the accuracy-aware controller measures A: the reference split, or a held-out
+    /// control set from the training pool (`data.control_per_class`). Never the test split.
+    pub control: &'a Split,
+    /// The intact network's stored layer inputs on `control`, if kept.
+    pub control_prefix: Option<&'a PrefixCache>,
 }
 
 impl Context<'_> {
