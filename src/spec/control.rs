@@ -1,0 +1,216 @@
+//! Knobs of the accuracy-aware controller (`aa-lrp`, DESIGN §4; docs/method.md), their
+//! defaults and their valid ranges.
+
+use serde::{Deserialize, Serialize};
+
+/// How the accuracy-aware controller weighs classes in the pruning order.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassWeights {
+    /// w_c ∝ 1 / max(a_c, ε): the harmonic mean's sensitivity (DESIGN §4).
+    InverseAccuracy,
+    /// w_c ∝ 1 / max(a_c, ε)²: leans harder on the weakest classes.
+    InverseAccuracySquared,
+    /// Equal weights: per-class normalisation only.
+    Uniform,
+}
+
+/// Which network the controller's relevance comes from at each step.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum RelevanceSource {
+    /// Recomputed on the current pruned network every step (DESIGN §4 as written).
+    Iterative,
+    /// Computed once on the intact network (the one-shot ranking, per class).
+    Intact,
+    /// `blend`·current + (1 − `blend`)·intact, each normalised first.
+    Blend,
+}
+
+/// What the controller's A averages per class (harmonic mean over classes).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Signal {
+    /// Per-class accuracy (DESIGN §4 as written).
+    Accuracy,
+    /// Per-class mean softmax probability of the true class: a smoothed A.
+    Confidence,
+}
+
+/// Knobs of the accuracy-aware controller (`aa-lrp`, DESIGN §4; docs/method.md).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ControlSettings {
+    /// Adapt the step size with the harmonic-mean accuracy A of the control split.
+    #[serde(default = "d_true")]
+    pub rate_control: bool,
+    /// Order filters by class-weighted per-class relevance.
+    #[serde(default)]
+    pub order_control: bool,
+    /// Largest allowed drop of A in one step before the step is halved.
+    #[serde(default = "d_tolerance")]
+    pub tolerance: f64,
+    /// Smallest step (fraction of all filters); a step this small is accepted regardless.
+    #[serde(default = "d_min_step")]
+    pub min_step: f64,
+    /// Floor on each class accuracy inside A and the class weights.
+    #[serde(default = "d_epsilon")]
+    pub epsilon: f64,
+    #[serde(default = "d_class_weights")]
+    pub class_weights: ClassWeights,
+    #[serde(default = "d_relevance")]
+    pub relevance: RelevanceSource,
+    /// Weight of the current network's relevance for `relevance = "blend"`.
+    #[serde(default = "d_blend")]
+    pub blend: f64,
+    /// Divide scores by the layer's remaining fraction, so nearly empty layers are spared.
+    #[serde(default = "d_true")]
+    pub layer_aware: bool,
+    /// Exponent on the remaining fraction for `layer_aware` (2 spares depleted layers more).
+    #[serde(default = "d_layer_power")]
+    pub layer_power: f64,
+    /// After an accepted step without back-off, the step grows by this factor (up to `step`).
+    #[serde(default = "d_growth")]
+    pub growth: f64,
+    /// What A averages per class: `accuracy` (DESIGN §4) or `confidence` (smoothed).
+    #[serde(default = "d_signal")]
+    pub signal: Signal,
+    /// Choose the layer to prune next by the measured effect on A (`prune/search.rs`).
+    #[serde(default)]
+    pub layer_search: bool,
+    /// Chunk a layer offers per search round, as a fraction of its original width.
+    #[serde(default = "d_search_fraction")]
+    pub search_fraction: f64,
+    /// Offers accepted per measurement pass: `best` (one, then re-measure) or `all`
+    /// (cheapest first until the step's quota is met).
+    /// (Left out of the run id at its default, so ids of runs made before the knob existed
+    /// stay valid.)
+    #[serde(default = "d_search_take", skip_serializing_if = "is_best")]
+    pub search_take: crate::prune::search::Take,
+}
+fn is_best(t: &crate::prune::search::Take) -> bool {
+    *t == crate::prune::search::Take::Best
+}
+fn d_search_take() -> crate::prune::search::Take {
+    crate::prune::search::Take::Best
+}
+fn d_layer_power() -> f64 {
+    1.0
+}
+fn d_signal() -> Signal {
+    Signal::Accuracy
+}
+fn d_search_fraction() -> f64 {
+    0.1
+}
+impl ControlSettings {
+    /// DESIGN §4 exactly as written: relevance recomputed on the pruned network, both
+    /// mechanisms on, no layer-aware order.
+    pub fn paper() -> Self {
+        Self {
+            order_control: true,
+            relevance: RelevanceSource::Iterative,
+            layer_aware: false,
+            ..Self::default()
+        }
+    }
+}
+
+fn d_true() -> bool {
+    true
+}
+fn d_tolerance() -> f64 {
+    0.02
+}
+fn d_min_step() -> f64 {
+    0.01
+}
+fn d_epsilon() -> f64 {
+    1e-3
+}
+fn d_class_weights() -> ClassWeights {
+    ClassWeights::InverseAccuracy
+}
+fn d_relevance() -> RelevanceSource {
+    RelevanceSource::Intact
+}
+fn d_blend() -> f64 {
+    0.5
+}
+fn d_growth() -> f64 {
+    2.0
+}
+/// The default `aa-lrp` is the best of the validation sweep within the quickstart's time
+/// budget (docs/results.md): intact-network relevance, layer-aware order, rate control.
+impl Default for ControlSettings {
+    fn default() -> Self {
+        Self {
+            rate_control: true,
+            order_control: false,
+            tolerance: d_tolerance(),
+            min_step: d_min_step(),
+            epsilon: d_epsilon(),
+            class_weights: d_class_weights(),
+            relevance: d_relevance(),
+            blend: d_blend(),
+            layer_aware: true,
+            layer_power: d_layer_power(),
+            growth: d_growth(),
+            signal: d_signal(),
+            layer_search: false,
+            search_fraction: d_search_fraction(),
+            search_take: d_search_take(),
+        }
+    }
+}
+
+/// Ranges of the controller's knobs: `Err((key, message with the fix))`.
+pub(super) fn check_control(
+    c: &ControlSettings,
+) -> std::result::Result<(), (&'static str, String)> {
+    let checks: [(&str, bool, &str, f64); 7] = [
+        (
+            "layer_power",
+            c.layer_power >= 0.0,
+            "≥ 0, e.g. 1",
+            c.layer_power,
+        ),
+        (
+            "tolerance",
+            c.tolerance >= 0.0,
+            "≥ 0, e.g. 0.02",
+            c.tolerance,
+        ),
+        (
+            "min_step",
+            c.min_step > 0.0 && c.min_step <= 1.0,
+            "in (0, 1], e.g. 0.01",
+            c.min_step,
+        ),
+        (
+            "epsilon",
+            c.epsilon > 0.0 && c.epsilon <= 1.0,
+            "in (0, 1], e.g. 1e-3",
+            c.epsilon,
+        ),
+        (
+            "blend",
+            (0.0..=1.0).contains(&c.blend),
+            "in [0, 1], e.g. 0.5",
+            c.blend,
+        ),
+        ("growth", c.growth >= 1.0, "≥ 1, e.g. 2", c.growth),
+        (
+            "search_fraction",
+            c.search_fraction > 0.0 && c.search_fraction <= 1.0,
+            "in (0, 1], e.g. 0.1",
+            c.search_fraction,
+        ),
+    ];
+    for (key, ok, range, value) in checks {
+        if !ok || value.is_nan() {
+            return Err((key, format!("got {value} (fix: a value {range})")));
+        }
+    }
+    Ok(())
+}

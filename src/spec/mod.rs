@@ -1,0 +1,558 @@
+//! Experiment specs: a TOML file expands into a grid of fully resolved runs.
+//!
+//! The grid is `models × datasets × seeds × overrides × methods` (methods innermost, so runs
+//! that share a trained head are adjacent). Every error names the file, the line and the key,
+//! because a researcher fixing a spec at 2 a.m. should not have to guess.
+
+mod catalog;
+mod control;
+mod locate;
+mod settings;
+
+pub use catalog::{
+    CfgItem, DataFormat, DatasetSpec, MethodKind, MethodSpec, ModelSpec, Preprocess,
+};
+pub use control::{ClassWeights, ControlSettings, RelevanceSource, Signal};
+pub use settings::{
+    DataSettings, HeadSettings, InputNorm, LayerNorm, LrpSettings, Optimizer, PruningSettings,
+};
+
+use anyhow::{bail, Result};
+use catalog::{builtin_dataset, builtin_model};
+use control::check_control;
+use locate::{toml_error_key, Locator};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use toml::Spanned;
+
+/// A spec error located in its file: `path:line: key `k`: message (fix: ...)`.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}: key `{key}`: {message}")]
+pub struct SpecError {
+    pub file: String,
+    pub line: usize,
+    pub key: String,
+    pub message: String,
+}
+
+/// The TOML file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecFile {
+    experiment: ExperimentSection,
+    #[serde(default)]
+    data: DataSettings,
+    #[serde(default)]
+    pruning: PruningSettings,
+    #[serde(default)]
+    head: HeadSettings,
+    #[serde(default)]
+    lrp: LrpSettings,
+    #[serde(default)]
+    model: Vec<Spanned<ModelSpec>>,
+    #[serde(default)]
+    dataset: Vec<Spanned<DatasetSpec>>,
+    #[serde(default)]
+    method: Vec<Spanned<MethodSpec>>,
+    #[serde(default, rename = "override")]
+    overrides: Vec<Spanned<toml::Table>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExperimentSection {
+    name: Spanned<String>,
+    seeds: Spanned<Vec<u64>>,
+    models: Spanned<Vec<Spanned<String>>>,
+    datasets: Spanned<Vec<Spanned<String>>>,
+    methods: Spanned<Vec<Spanned<String>>>,
+    /// Directory for results; default `results/<name>` relative to the working directory.
+    #[serde(default)]
+    results_dir: Option<PathBuf>,
+    /// Method the report's AUC ratios divide by; default `lrp` if run, else the first method.
+    #[serde(default)]
+    baseline: Option<String>,
+}
+
+/// One fully resolved run: everything that determines its numbers.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct RunConfig {
+    pub experiment: String,
+    pub model: ModelSpec,
+    pub dataset: DatasetSpec,
+    pub method: MethodSpec,
+    pub seed: u64,
+    /// Name of the override applied (`""` for none).
+    pub variant: String,
+    pub data: DataSettings,
+    pub pruning: PruningSettings,
+    pub head: HeadSettings,
+    /// Relevance settings in force for LRP methods (the method's own, else the spec's
+    /// `[lrp]`); `None` for methods that do not use relevance.
+    pub lrp: Option<LrpSettings>,
+    /// Controller settings in force for `aa-lrp`; `None` for other methods.
+    pub control: Option<ControlSettings>,
+}
+
+impl RunConfig {
+    /// Stable id: readable prefix + hash of the canonical JSON of the whole config.
+    pub fn run_id(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let json = serde_json::to_string(self).expect("RunConfig serialises");
+        let hash = hex::encode(Sha256::digest(json.as_bytes()));
+        let variant = if self.variant.is_empty() {
+            String::new()
+        } else {
+            format!("{}-", self.variant)
+        };
+        format!(
+            "{}-{}-{}-{}s{}-{}",
+            self.model.name,
+            self.dataset.name,
+            self.method.name,
+            variant,
+            self.seed,
+            &hash[..10]
+        )
+    }
+
+    /// Key of everything the trained head depends on; runs sharing it share a head.
+    pub fn task_key(&self) -> String {
+        serde_json::to_string(&(
+            &self.model,
+            &self.dataset,
+            self.seed,
+            &self.data,
+            &self.head,
+        ))
+        .expect("serialises")
+    }
+}
+
+/// A parsed spec: the experiment name, where results go and the expanded runs.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    pub path: PathBuf,
+    pub name: String,
+    /// Method the report's ratios are relative to.
+    pub baseline: String,
+    pub results_dir: PathBuf,
+    pub runs: Vec<RunConfig>,
+}
+/// Read and expand a spec file.
+pub fn load(path: &Path) -> Result<Spec> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: cannot read spec: {e} (fix: check the path; specs live in experiments/)",
+            path.display()
+        )
+    })?;
+    parse(path, &text)
+}
+
+/// Parse spec text (the path is used for messages and to resolve relative paths).
+pub fn parse(path: &Path, text: &str) -> Result<Spec> {
+    let file = path.display().to_string();
+    let loc = Locator { file: &file, text };
+    let raw: SpecFile = toml::from_str(text).map_err(|e| {
+        let span = e.span().unwrap_or(0..0);
+        let key = toml_error_key(e.message(), text, span.start);
+        loc.err(span, &key, e.message().trim().to_string())
+    })?;
+    let base_dir = path.parent().unwrap_or(Path::new("."));
+    let exp = &raw.experiment;
+
+    if exp.seeds.get_ref().is_empty() {
+        return Err(loc.err(
+            exp.seeds.span(),
+            "experiment.seeds",
+            "the seed list is empty (fix: give at least one seed, e.g. seeds = [0])".into(),
+        ));
+    }
+    for (list, key) in [
+        (&exp.models, "experiment.models"),
+        (&exp.datasets, "experiment.datasets"),
+        (&exp.methods, "experiment.methods"),
+    ] {
+        if list.get_ref().is_empty() {
+            return Err(loc.err(
+                list.span(),
+                key,
+                "the list is empty (fix: name at least one)".into(),
+            ));
+        }
+    }
+    validate_settings(&loc, &raw)?;
+
+    let mut models = Vec::new();
+    for m in exp.models.get_ref() {
+        let spec = raw
+            .model
+            .iter()
+            .find(|t| t.get_ref().name == *m.get_ref())
+            .map(|t| t.get_ref().clone())
+            .or_else(|| builtin_model(m.get_ref()));
+        let Some(mut spec) = spec else {
+            return Err(loc.err(
+                m.span(),
+                "experiment.models",
+                format!(
+                    "unknown model `{}` (fix: use a built-in model (vgg16) or define it in a [[model]] table)",
+                    m.get_ref()
+                ),
+            ));
+        };
+        spec.weights = resolve_local(base_dir, &spec.weights);
+        check_weights(&loc, &raw, m, &spec)?;
+        models.push(spec);
+    }
+    let mut datasets = Vec::new();
+    for d in exp.datasets.get_ref() {
+        let spec = raw
+            .dataset
+            .iter()
+            .find(|t| t.get_ref().name == *d.get_ref())
+            .map(|t| t.get_ref().clone())
+            .or_else(|| builtin_dataset(d.get_ref()));
+        let Some(mut spec) = spec else {
+            return Err(loc.err(
+                d.span(),
+                "experiment.datasets",
+                format!(
+                    "unknown dataset `{}` (fix: use fashion-mnist or mnist-5k, or define it in a [[dataset]] table)",
+                    d.get_ref()
+                ),
+            ));
+        };
+        spec.source = resolve_local(base_dir, &spec.source);
+        datasets.push(spec);
+    }
+    let mut methods = Vec::new();
+    for m in exp.methods.get_ref() {
+        let name = m.get_ref();
+        let spec = raw
+            .method
+            .iter()
+            .find(|t| t.get_ref().name == *name)
+            .map(|t| t.get_ref().clone())
+            .or_else(|| {
+                MethodKind::parse(name).map(|kind| MethodSpec {
+                    name: name.clone(),
+                    kind,
+                    lrp: None,
+                    control: None,
+                })
+            });
+        let Some(spec) = spec else {
+            let known: Vec<_> = MethodKind::ALL.iter().map(|(n, _)| *n).collect();
+            return Err(loc.err(
+                m.span(),
+                "experiment.methods",
+                format!(
+                    "unknown method `{name}` (fix: use one of {} or define it in a [[method]] table)",
+                    known.join(", ")
+                ),
+            ));
+        };
+        methods.push(spec);
+    }
+
+    let variants = resolve_overrides(&loc, &raw)?;
+    let name = exp.name.get_ref().clone();
+    let mut runs = Vec::new();
+    for model in &models {
+        for dataset in &datasets {
+            for &seed in exp.seeds.get_ref() {
+                for (variant, data, pruning, head, lrp) in &variants {
+                    for method in &methods {
+                        runs.push(RunConfig {
+                            lrp: method
+                                .kind
+                                .uses_relevance()
+                                .then(|| method.lrp.clone().unwrap_or_else(|| lrp.clone())),
+                            control: (method.kind == MethodKind::AaLrp)
+                                .then(|| method.control.clone().unwrap_or_default()),
+                            experiment: name.clone(),
+                            model: model.clone(),
+                            dataset: dataset.clone(),
+                            method: method.clone(),
+                            seed,
+                            variant: variant.clone(),
+                            data: data.clone(),
+                            pruning: pruning.clone(),
+                            head: head.clone(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+    let results_dir = exp
+        .results_dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("results").join(&name));
+    let baseline = exp.baseline.clone().unwrap_or_else(|| {
+        if methods.iter().any(|m| m.name == "lrp") {
+            "lrp".into()
+        } else {
+            methods[0].name.clone()
+        }
+    });
+    Ok(Spec {
+        path: path.to_path_buf(),
+        name,
+        baseline,
+        results_dir,
+        runs,
+    })
+}
+
+/// Relative local paths in a spec are relative to the spec file, like an include.
+fn resolve_local(base: &Path, source: &str) -> String {
+    if source.starts_with("asset:") || Path::new(source).is_absolute() {
+        source.to_string()
+    } else {
+        base.join(source).display().to_string()
+    }
+}
+
+fn check_weights(
+    loc: &Locator,
+    raw: &SpecFile,
+    used_at: &Spanned<String>,
+    spec: &ModelSpec,
+) -> Result<()> {
+    if let Some(asset) = spec.weights.strip_prefix("asset:") {
+        if crate::assets::find(asset).is_none() {
+            bail!(loc.err(
+                used_at.span(),
+                "model.weights",
+                format!(
+                    "unknown asset `{asset}` (fix: run `lrprune fetch --list` for the asset names)"
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    if !Path::new(&spec.weights).is_file() {
+        let span = raw
+            .model
+            .iter()
+            .find(|t| t.get_ref().name == spec.name)
+            .map(|t| loc.key_in(t.span(), "weights"))
+            .unwrap_or(used_at.span());
+        bail!(loc.err(
+            span,
+            "model.weights",
+            format!(
+                "weights file `{}` does not exist (fix: give a .safetensors or .pth path relative to the spec, or `asset:vgg16-imagenet`)",
+                spec.weights
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
+    let p = &raw.pruning;
+    let span = raw.experiment.name.span();
+    let in_range = p.step > 0.0 && p.step <= 1.0 && p.max_rate > 0.0 && p.max_rate < 1.0;
+    if !in_range {
+        bail!(loc.err(
+            span,
+            "pruning.step / pruning.max_rate",
+            format!(
+                "need 0 < step ≤ 1 and 0 < max_rate < 1, got step={} max_rate={} (fix: e.g. step = 0.05, max_rate = 0.9)",
+                p.step, p.max_rate
+            ),
+        ));
+    }
+    let lrp_section = loc.text.find("[lrp]").map_or(span.clone(), |i| i..i + 5);
+    let mut lrps: Vec<(&LrpSettings, std::ops::Range<usize>)> = vec![(&raw.lrp, lrp_section)];
+    lrps.extend(
+        raw.method
+            .iter()
+            .filter_map(|m| m.get_ref().lrp.as_ref().map(|l| (l, m.span()))),
+    );
+    for (l, at) in lrps {
+        if !crate::lrp::composite::NAMES
+            .iter()
+            .any(|(n, _)| *n == l.composite)
+        {
+            let known: Vec<&str> = crate::lrp::composite::NAMES
+                .iter()
+                .map(|(n, _)| *n)
+                .collect();
+            bail!(loc.err(
+                loc.key_in(at, "composite"),
+                "lrp.composite",
+                format!(
+                    "unknown composite `{}` (fix: one of {})",
+                    l.composite,
+                    known.join(", ")
+                )
+            ));
+        }
+    }
+    for m in &raw.method {
+        if let Some(c) = &m.get_ref().control {
+            if let Err((key, why)) = check_control(c) {
+                bail!(loc.err(
+                    loc.key_in(m.span(), "control"),
+                    &format!("method.control.{key}"),
+                    why
+                ));
+            }
+        }
+    }
+    if raw.data.train_per_class == 0 || raw.data.test_per_class == 0 || raw.data.batch_size == 0 {
+        bail!(loc.err(
+            span,
+            "data",
+            "train_per_class, test_per_class and batch_size must be ≥ 1".into()
+        ));
+    }
+    Ok(())
+}
+
+type Variant = (
+    String,
+    DataSettings,
+    PruningSettings,
+    HeadSettings,
+    LrpSettings,
+);
+
+/// `[[override]]` tables patch `data`, `pruning` and `head` for a named variant of the grid.
+fn resolve_overrides(loc: &Locator, raw: &SpecFile) -> Result<Vec<Variant>> {
+    let base = (
+        String::new(),
+        raw.data.clone(),
+        raw.pruning.clone(),
+        raw.head.clone(),
+        raw.lrp.clone(),
+    );
+    if raw.overrides.is_empty() {
+        return Ok(vec![base]);
+    }
+    let mut out = Vec::new();
+    for o in &raw.overrides {
+        let table = o.get_ref();
+        let name = match table.get("name") {
+            Some(toml::Value::String(s)) => s.clone(),
+            _ => bail!(loc.err(
+                o.span(),
+                "override.name",
+                "every [[override]] needs a string `name` (fix: name = \"my-variant\")".into()
+            )),
+        };
+        let mut v = base.clone();
+        v.0 = name.clone();
+        for (key, value) in table {
+            let key_path = format!("override.{key}");
+            let bad =
+                |m: String| loc.err(o.span(), &key_path, format!("in override `{name}`: {m}"));
+            match key.as_str() {
+                "name" => {}
+                "data" => v.1 = patch(&v.1, value).map_err(bad)?,
+                "pruning" => v.2 = patch(&v.2, value).map_err(bad)?,
+                "head" => v.3 = patch(&v.3, value).map_err(bad)?,
+                "lrp" => v.4 = patch(&v.4, value).map_err(bad)?,
+                other => {
+                    return Err(bad(format!(
+                        "unknown section `{other}` (fix: overrides may patch data, pruning, head or lrp)"
+                    )))
+                }
+            }
+        }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+fn patch<T: Serialize + for<'de> Deserialize<'de>>(
+    base: &T,
+    value: &toml::Value,
+) -> std::result::Result<T, String> {
+    let mut merged = toml::Value::try_from(base).map_err(|e| e.to_string())?;
+    let (Some(dst), Some(src)) = (merged.as_table_mut(), value.as_table()) else {
+        return Err("must be a table".into());
+    };
+    for (k, v) in src {
+        dst.insert(k.clone(), v.clone());
+    }
+    merged
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+[experiment]
+name = "t"
+seeds = [1, 2]
+models = ["vgg16"]
+datasets = ["fashion-mnist", "mnist-5k"]
+methods = ["l1", "aa-slow"]
+
+[pruning]
+step = 0.1
+
+[[method]]
+name = "aa-slow"
+kind = "aa-lrp"
+control = { tolerance = 0.05 }
+
+[[override]]
+name = "raw"
+head = { input_norm = "none" }
+
+[[override]]
+name = "fine"
+pruning = { step = 0.02 }
+"#;
+
+    #[test]
+    fn grid_overrides_and_stable_ids() {
+        let s = parse(Path::new("x.toml"), SPEC).unwrap();
+        // 1 model × 2 datasets × 2 seeds × 2 overrides × 2 methods.
+        assert_eq!(s.runs.len(), 16);
+        let raw = s.runs.iter().find(|r| r.variant == "raw").unwrap();
+        assert_eq!(raw.head.input_norm, InputNorm::None);
+        assert_eq!(raw.pruning.step, 0.1);
+        let fine = s.runs.iter().find(|r| r.variant == "fine").unwrap();
+        assert_eq!(fine.pruning.step, 0.02);
+        assert_eq!(fine.head.input_norm, InputNorm::Standardize);
+        let aa = s.runs.iter().find(|r| r.method.name == "aa-slow").unwrap();
+        assert_eq!(aa.control.as_ref().unwrap().tolerance, 0.05);
+        assert!(s
+            .runs
+            .iter()
+            .filter(|r| r.method.kind == MethodKind::L1)
+            .all(|r| r.control.is_none() && r.lrp.is_none()));
+        let ids: std::collections::HashSet<String> = s.runs.iter().map(|r| r.run_id()).collect();
+        assert_eq!(ids.len(), 16, "run ids must be unique");
+        let again = parse(Path::new("x.toml"), SPEC).unwrap();
+        assert_eq!(
+            again.runs[5].run_id(),
+            s.runs[5].run_id(),
+            "run ids must be stable"
+        );
+    }
+
+    #[test]
+    fn bad_override_and_composite_are_located() {
+        let bad = SPEC.replace("pruning = { step = 0.02 }", "pruning = { stp = 0.02 }");
+        let e = parse(Path::new("x.toml"), &bad).unwrap_err().to_string();
+        assert!(e.contains("override.pruning") && e.contains("stp"), "{e}");
+        let bad = SPEC.replace("[pruning]", "[lrp]\ncomposite = \"zplus\"\n\n[pruning]");
+        let e = parse(Path::new("x.toml"), &bad).unwrap_err().to_string();
+        assert!(
+            e.contains("x.toml:10:") && e.contains("unknown composite"),
+            "{e}"
+        );
+    }
+}

@@ -1,0 +1,184 @@
+//! The spec's plain sections: how images are split, the pruning grid, the head, and how
+//! relevance becomes a filter score.
+
+use serde::{Deserialize, Serialize};
+
+/// How many images per class go where. The training split trains the head and is the LRP
+/// reference and (by default) the controller's control set; the test split only draws the
+/// curves.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataSettings {
+    #[serde(default = "d_train")]
+    pub train_per_class: usize,
+    #[serde(default = "d_test")]
+    pub test_per_class: usize,
+    /// Optional subset of class indices; empty = all classes.
+    #[serde(default)]
+    pub classes: Vec<usize>,
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Images per class for a separate **control set**, drawn from the training pool
+    /// disjointly from the head's training images (0 = the controller measures A on the
+    /// training split itself). The head fits its own training images perfectly, so A on
+    /// them stays at 1 until damage is done; a held-out control set sees generalisation.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub control_per_class: usize,
+}
+fn is_zero(v: &usize) -> bool {
+    *v == 0
+}
+fn d_train() -> usize {
+    20
+}
+fn d_test() -> usize {
+    50
+}
+fn d_batch() -> usize {
+    100
+}
+impl Default for DataSettings {
+    fn default() -> Self {
+        Self {
+            train_per_class: d_train(),
+            test_per_class: d_test(),
+            classes: vec![],
+            batch_size: d_batch(),
+            control_per_class: 0,
+        }
+    }
+}
+
+/// The global iterative schedule shared by every method.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PruningSettings {
+    /// Fraction of all conv filters pruned per step.
+    #[serde(default = "d_step")]
+    pub step: f64,
+    /// Every curve ends exactly here.
+    #[serde(default = "d_max_rate")]
+    pub max_rate: f64,
+    /// Never empty a layer.
+    #[serde(default = "d_min_filters")]
+    pub min_filters_per_layer: usize,
+}
+fn d_step() -> f64 {
+    0.05
+}
+fn d_max_rate() -> f64 {
+    0.9
+}
+fn d_min_filters() -> usize {
+    1
+}
+impl Default for PruningSettings {
+    fn default() -> Self {
+        Self {
+            step: d_step(),
+            max_rate: d_max_rate(),
+            min_filters_per_layer: d_min_filters(),
+        }
+    }
+}
+
+/// What the head sees: raw GAP features or per-feature standardised ones (DESIGN §4: the head
+/// matters as much as the criterion, so this is recorded with every run).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum InputNorm {
+    None,
+    Standardize,
+}
+
+/// The classifier head trained on cached features of the fixed backbone.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeadSettings {
+    #[serde(default)]
+    pub hidden: Vec<usize>,
+    #[serde(default)]
+    pub dropout: f64,
+    #[serde(default = "d_norm")]
+    pub input_norm: InputNorm,
+    #[serde(default = "d_opt")]
+    pub optimizer: Optimizer,
+    #[serde(default = "d_lr")]
+    pub lr: f64,
+    #[serde(default = "d_epochs")]
+    pub epochs: usize,
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+fn d_norm() -> InputNorm {
+    InputNorm::Standardize
+}
+fn d_opt() -> Optimizer {
+    Optimizer::Adam
+}
+fn d_lr() -> f64 {
+    1e-2
+}
+fn d_epochs() -> usize {
+    300
+}
+impl Default for HeadSettings {
+    fn default() -> Self {
+        Self {
+            hidden: vec![],
+            dropout: 0.0,
+            input_norm: d_norm(),
+            optimizer: d_opt(),
+            lr: d_lr(),
+            epochs: d_epochs(),
+            weight_decay: 0.0,
+        }
+    }
+}
+
+/// Per-layer normalisation of filter scores before the global ranking.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum LayerNorm {
+    None,
+    /// v / Σ v over the layer (Yeom et al. 2021).
+    Sum,
+    /// v / ‖v‖₂ over the layer.
+    L2,
+}
+
+/// How relevance becomes a filter score.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LrpSettings {
+    /// A composite name (`lrprune explain --help` lists them).
+    #[serde(default = "d_composite")]
+    pub composite: String,
+    /// Rank by |relevance| instead of signed relevance.
+    #[serde(default)]
+    pub abs: bool,
+    #[serde(default = "d_layer_norm")]
+    pub normalize: LayerNorm,
+}
+fn d_composite() -> String {
+    "epsilon-plus".into()
+}
+fn d_layer_norm() -> LayerNorm {
+    LayerNorm::Sum
+}
+impl Default for LrpSettings {
+    fn default() -> Self {
+        Self {
+            composite: d_composite(),
+            abs: false,
+            normalize: d_layer_norm(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Optimizer {
+    Adam,
+    Sgd,
+}
