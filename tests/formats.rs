@@ -55,15 +55,17 @@ fn image_folder_tree_is_split_and_preprocessed() {
         ..DataSettings::default()
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
-    let task = data::split::make(
-        &sources,
-        &cfg,
-        16,
-        Preprocess::CaffeBgr,
-        &mut rng,
-        &Device::Cpu,
-    )
-    .unwrap();
+    let mut split = |cfg: &DataSettings| {
+        data::split::make(
+            &sources,
+            cfg,
+            16,
+            Preprocess::CaffeBgr,
+            &mut rng,
+            &Device::Cpu,
+        )
+    };
+    let task = split(&cfg).unwrap();
     assert_eq!(task.train.images.dims(), [4, 3, 16, 16]);
     assert_eq!(task.test.labels, [0, 0, 0, 1, 1, 1]);
     // caffe-bgr: channel 0 is blue (255 − v) minus 103.939.
@@ -86,32 +88,14 @@ fn image_folder_tree_is_split_and_preprocessed() {
         train_per_class: 4,
         ..cfg.clone()
     };
-    let e = data::split::make(
-        &sources,
-        &too_many,
-        16,
-        Preprocess::CaffeBgr,
-        &mut rng,
-        &Device::Cpu,
-    )
-    .err()
-    .unwrap();
+    let e = split(&too_many).err().unwrap();
     assert!(e.to_string().contains("test_per_class"), "{e}");
     // So is a held-out control set the tree has no images left for (2 + 3 of 5 are taken).
     let control = DataSettings {
         control_per_class: 1,
         ..cfg
     };
-    let e = data::split::make(
-        &sources,
-        &control,
-        16,
-        Preprocess::CaffeBgr,
-        &mut rng,
-        &Device::Cpu,
-    )
-    .err()
-    .unwrap();
+    let e = split(&control).err().unwrap();
     assert!(e.to_string().contains("data.control_per_class"), "{e}");
     let _ = image_folder::ImageFolder::scan(dir.path()).unwrap();
 }
