@@ -95,7 +95,7 @@ fn d_search_take() -> crate::prune::search::Take {
     crate::prune::search::Take::Best
 }
 fn d_layer_power() -> f64 {
-    1.0
+    2.0
 }
 fn d_signal() -> Signal {
     Signal::Accuracy
@@ -141,7 +141,8 @@ fn d_growth() -> f64 {
     2.0
 }
 /// The default `aa-lrp` is the best of the validation sweep within the quickstart's time
-/// budget (docs/results.md): intact-network relevance, layer-aware order, rate control.
+/// budget (docs/results.md): intact-network relevance, layer-aware order with the remaining
+/// fraction squared (`layer_power = 2`), rate control.
 impl Default for ControlSettings {
     fn default() -> Self {
         Self {
