@@ -334,6 +334,8 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
     let bar = multi.add(ProgressBar::new(0));
     bar.set_style(ProgressStyle::with_template("{msg:40} {bar:30} step {pos}/{len}").unwrap());
 
+    // A failing run names the spec too: the fix (a key in `data`, a path) goes there.
+    let run_ctx = |id: &str| format!("{}: run {id}", spec.path.display());
     let mut cached: Option<(String, Rc<Task>)> = None;
     for cfg in &todo {
         let id = cfg.run_id();
@@ -342,14 +344,13 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
         let task = match &cached {
             Some((k, t)) if *k == key => t.clone(),
             _ => {
-                let t =
-                    Rc::new(prepare_task(cfg, &opts.device).with_context(|| format!("run {id}"))?);
+                let t = Rc::new(prepare_task(cfg, &opts.device).with_context(|| run_ctx(&id))?);
                 cached = Some((key, t.clone()));
                 t
             }
         };
         let t0 = Instant::now();
-        let rows = run_one(cfg, &task, &bar).with_context(|| format!("run {id}"))?;
+        let rows = run_one(cfg, &task, &bar).with_context(|| run_ctx(&id))?;
         let ident = RunIdentity {
             run_id: id.clone(),
             experiment: cfg.experiment.clone(),

@@ -137,3 +137,26 @@ fn nan_weights_fail_with_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_control_set_larger_than_the_pool_names_the_spec_and_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::tiny_spec(dir.path(), "ctl", r#"["aa-lrp"]"#, "[0]");
+    // The fixture has 30 training images per class; 10 train the head.
+    let text = std::fs::read_to_string(&spec)
+        .unwrap()
+        .replace("batch_size = 40", "batch_size = 40\ncontrol_per_class = 25");
+    std::fs::write(&spec, text).unwrap();
+    let out = common::lrprune()
+        .args(["run", "--quiet"])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("ctl.toml") && err.contains("fix: lower data.control_per_class"),
+        "{err}"
+    );
+}
