@@ -2,7 +2,8 @@
 //! per-class view is where cascading collapse shows.
 
 use crate::data::split::Split;
-use crate::model::prefix::Start;
+use crate::model::network::batch_ranges;
+use crate::model::prefix::{self, Start};
 use crate::model::Network;
 use anyhow::{bail, Result};
 use candle_core::D;
@@ -63,17 +64,9 @@ pub fn logits(
     batch: usize,
     from: Option<Start>,
 ) -> Result<candle_core::Tensor> {
-    let n = split.labels.len();
-    let mut outs = Vec::with_capacity(n.div_ceil(batch.max(1)));
-    let mut start = 0;
-    while start < n {
-        let len = batch.max(1).min(n - start);
-        outs.push(match &from {
-            Some(f) => f.forward(net, start, len)?,
-            None => net.forward(&split.images.narrow(0, start, len)?)?,
-        });
-        start += len;
-    }
+    let outs = batch_ranges(split.labels.len(), batch)
+        .map(|(start, len)| prefix::forward(net, &split.images, from, start, len))
+        .collect::<candle_core::Result<Vec<_>>>()?;
     let logits = candle_core::Tensor::cat(&outs, 0)?;
     let flat = logits.flatten_all()?.to_vec1::<f32>()?;
     if flat.iter().any(|v| !v.is_finite()) {
@@ -82,9 +75,14 @@ pub fn logits(
     Ok(logits)
 }
 
-/// Predicted classes of `net` on `split`, in batches.
-pub fn predict(net: &Network, split: &Split, batch: usize) -> Result<Vec<u32>> {
-    Ok(logits(net, split, batch, None)?
+/// Predicted classes of `net` on `split`, in batches (from the stored prefix if `from`).
+pub fn predict(
+    net: &Network,
+    split: &Split,
+    batch: usize,
+    from: Option<Start>,
+) -> Result<Vec<u32>> {
+    Ok(logits(net, split, batch, from)?
         .argmax(D::Minus1)?
         .to_vec1::<u32>()?)
 }
@@ -101,9 +99,7 @@ pub fn evaluate_from(
     batch: usize,
     from: Option<Start>,
 ) -> Result<Metrics> {
-    let pred = logits(net, split, batch, from)?
-        .argmax(D::Minus1)?
-        .to_vec1::<u32>()?;
+    let pred = predict(net, split, batch, from)?;
     Ok(from_predictions(&pred, &split.labels, n_classes))
 }
 

@@ -4,6 +4,7 @@
 use crate::data::{self, split::TaskData};
 use crate::eval::{self, Metrics};
 use crate::lrp::LrpCriterion;
+use crate::model::network::batch_ranges;
 use crate::model::prefix::{self, PrefixCache, Start};
 use crate::model::{cost, head, vgg, weights, Layer, Network};
 use crate::prune::compact::compact;
@@ -15,7 +16,7 @@ use crate::results::{self, RunIdentity, StepRecord};
 use crate::spec::{MethodKind, RunConfig, Spec};
 use crate::{assets, rng};
 use anyhow::{bail, Context as _, Result};
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::path::Path;
 use std::rc::Rc;
@@ -95,7 +96,26 @@ pub fn prepare_task(cfg: &RunConfig, device: &Device) -> Result<Task> {
         device,
     )?;
     let bs = cfg.data.batch_size;
-    let feats = Network::batched(&data.train.images, bs, |x| net.backbone_forward(x))?;
+    // The intact backbone's layer inputs on each split, computed once: the head comes after
+    // the last conv, so they stay valid, and the head's features, the intact metrics and
+    // every later pass start from them instead of running the network again.
+    let build = |images: &Tensor| PrefixCache::build(&net, images, bs, prefix::DEFAULT_BUDGET);
+    let train_prefix = build(&data.train.images)?;
+    let test_prefix = build(&data.test.images)?;
+    let control_prefix = data
+        .control
+        .as_ref()
+        .map(|c| build(&c.images))
+        .transpose()?;
+    let intact_mask = FilterMask::all_alive(&net.filters_per_conv());
+    let intact_from = |cache| Some(Start::for_mask(cache, &intact_mask));
+    let feats = batch_ranges(data.train.labels.len(), bs)
+        .map(|(start, len)| {
+            let from = intact_from(&train_prefix);
+            prefix::forward(&net, &data.train.images, from, start, len)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    let feats = Tensor::cat(&feats, 0)?;
     if feats
         .flatten_all()?
         .to_vec1::<f32>()?
@@ -116,19 +136,10 @@ pub fn prepare_task(cfg: &RunConfig, device: &Device) -> Result<Task> {
         &mut head_rng,
     )?;
     net.layers.extend(head);
-    let head_train_acc = eval::evaluate(&net, &data.train, data.n_classes(), bs)?.top1;
-    let intact = eval::evaluate(&net, &data.test, data.n_classes(), bs)?;
-    let test_prefix = PrefixCache::build(&net, &data.test.images, bs, prefix::DEFAULT_BUDGET)?;
-    let train_prefix = PrefixCache::build(&net, &data.train.images, bs, prefix::DEFAULT_BUDGET)?;
-    let control_prefix = match &data.control {
-        Some(c) => Some(PrefixCache::build(
-            &net,
-            &c.images,
-            bs,
-            prefix::DEFAULT_BUDGET,
-        )?),
-        None => None,
-    };
+    let nc = data.n_classes();
+    let train_from = intact_from(&train_prefix);
+    let head_train_acc = eval::evaluate_from(&net, &data.train, nc, bs, train_from)?.top1;
+    let intact = eval::evaluate_from(&net, &data.test, nc, bs, intact_from(&test_prefix))?;
     Ok(Task {
         control_prefix,
         net,

@@ -5,7 +5,8 @@
 use super::composite::Composite;
 use super::propagate::{per_sample_filter_relevance, reverse};
 use crate::data::split::Split;
-use crate::model::prefix::Start;
+use crate::model::network::batch_ranges;
+use crate::model::prefix::{self, Start};
 use crate::model::Network;
 use crate::prune::criteria::{Criterion, ScoreInput};
 use crate::spec::{LayerNorm, LrpSettings};
@@ -43,21 +44,14 @@ pub fn filter_relevance(
 ) -> Result<FilterRelevance> {
     let filters = net.filters_per_conv();
     let mut acc: Vec<Tensor> = Vec::new();
-    let n = split.labels.len();
-    let mut start = 0;
-    while start < n {
-        let len = batch.min(n - start);
-        let x = split.images.narrow(0, start, len)?;
+    for (start, len) in batch_ranges(split.labels.len(), batch) {
         let labels = &split.labels[start..start + len];
-        let acts = match &from {
-            Some(f) => f.trace(net, start, len)?,
-            None => net.trace(&x)?,
-        };
-        let rel = reverse(net, acts, labels, composite, false)?;
+        let acts = prefix::trace(net, &split.images, from, start, len)?;
         // (classes, N) one-hot of the true labels, times (N, filters) → per-class sums.
-        let onehot = super::propagate::one_hot(labels, n_classes, &x)?
+        let onehot = super::propagate::one_hot(labels, n_classes, &acts[0])?
             .t()?
             .to_dtype(DType::F64)?;
+        let rel = reverse(net, acts, labels, composite, false)?;
         for (k, r) in per_sample_filter_relevance(&rel)?.into_iter().enumerate() {
             let sums = onehot.matmul(&r)?;
             if acc.len() <= k {
@@ -66,7 +60,6 @@ pub fn filter_relevance(
                 acc[k] = (&acc[k] + sums)?;
             }
         }
-        start += len;
     }
     let per_class = acc
         .iter()

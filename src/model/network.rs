@@ -70,14 +70,9 @@ impl Network {
         batch: usize,
         f: impl Fn(&Tensor) -> Result<Tensor>,
     ) -> Result<Tensor> {
-        let n = images.dim(0)?;
-        let mut outs = Vec::with_capacity(n.div_ceil(batch));
-        let mut start = 0;
-        while start < n {
-            let len = batch.min(n - start);
-            outs.push(f(&images.narrow(0, start, len)?)?);
-            start += len;
-        }
+        let outs = batch_ranges(images.dim(0)?, batch)
+            .map(|(start, len)| f(&images.narrow(0, start, len)?))
+            .collect::<Result<Vec<_>>>()?;
         Tensor::cat(&outs, 0)
     }
 
@@ -163,4 +158,12 @@ fn run_layers(layers: &[Layer], x: &Tensor, keep: bool) -> Result<Vec<Tensor>> {
         }
     }
     Ok(acts)
+}
+
+/// `(start, len)` of consecutive batches of at most `batch` (≥ 1) items out of `n`.
+pub fn batch_ranges(n: usize, batch: usize) -> impl Iterator<Item = (usize, usize)> {
+    let b = batch.max(1);
+    (0..n)
+        .step_by(b)
+        .map(move |start| (start, b.min(n - start)))
 }

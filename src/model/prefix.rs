@@ -7,6 +7,7 @@
 //! pruned conv from these stored inputs skips the most expensive layers at 32² (the 64-wide
 //! convs on full-resolution maps) for free.
 
+use super::network::batch_ranges;
 use super::Network;
 use crate::prune::FilterMask;
 use candle_core::{Result, Tensor};
@@ -29,14 +30,11 @@ impl PrefixCache {
         let conv_at = net.conv_layer_indices();
         let last_conv = conv_at.last().copied().unwrap_or(0);
         let mut per_layer: Vec<Vec<Tensor>> = vec![Vec::new(); last_conv + 1];
-        let mut start = 0;
-        while start < n {
-            let len = batch.max(1).min(n - start);
+        for (start, len) in batch_ranges(n, batch) {
             let acts = net.trace(&images.narrow(0, start, len)?)?;
             for (i, a) in acts.into_iter().take(last_conv + 1).enumerate() {
                 per_layer[i].push(a);
             }
-            start += len;
         }
         let mut inputs: Vec<Tensor> = Vec::new();
         let mut used = 0usize;
@@ -114,5 +112,34 @@ impl<'a> Start<'a> {
         let mut acts = self.cache.inputs_before(self.layer, start, len)?;
         acts.extend(net.trace_from(self.layer, &self.cache.input(self.layer, start, len)?)?);
         Ok(acts)
+    }
+}
+
+/// `net`'s trace ([`Network::trace`]) on images `start..start + len` of `images`, from the
+/// stored prefix when `from` is given (`images` is then the split the cache was built on).
+pub fn trace(
+    net: &Network,
+    images: &Tensor,
+    from: Option<Start>,
+    start: usize,
+    len: usize,
+) -> Result<Vec<Tensor>> {
+    match from {
+        Some(f) => f.trace(net, start, len),
+        None => net.trace(&images.narrow(0, start, len)?),
+    }
+}
+
+/// `net`'s output on images `start..start + len` of `images`, as [`trace`] does it.
+pub fn forward(
+    net: &Network,
+    images: &Tensor,
+    from: Option<Start>,
+    start: usize,
+    len: usize,
+) -> Result<Tensor> {
+    match from {
+        Some(f) => f.forward(net, start, len),
+        None => net.forward(&images.narrow(0, start, len)?),
     }
 }

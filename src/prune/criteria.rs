@@ -4,6 +4,7 @@
 //! LRP and Taylor criteria plug in here without touching the schedule or the runner.
 
 use crate::data::split::Split;
+use crate::model::network::batch_ranges;
 use crate::model::prefix::Start;
 use crate::model::Network;
 use anyhow::Result;
@@ -84,9 +85,7 @@ impl Criterion for Taylor {
             .map(|&n| vec![0.0; n])
             .collect();
         let n = refset.labels.len();
-        let mut start = 0;
-        while start < n {
-            let len = input.batch_size.min(n - start);
+        for (start, len) in batch_ranges(n, input.batch_size) {
             let x = refset.images.narrow(0, start, len)?;
             let labels = candle_core::Tensor::new(&refset.labels[start..start + len], x.device())?;
             let (mut h, mut taps) = (x, Vec::new());
@@ -114,7 +113,6 @@ impl Criterion for Taylor {
                     *s += v / n as f64;
                 }
             }
-            start += len;
         }
         Ok(crate::lrp::filters::postprocess(
             sums,

@@ -18,7 +18,8 @@ use super::mask::FilterMask;
 use super::select::Scores;
 use super::signal::{self, Reader};
 use crate::data::split::Split;
-use crate::model::prefix::Start;
+use crate::model::network::batch_ranges;
+use crate::model::prefix::{self, Start};
 use crate::model::Network;
 use anyhow::Result;
 use candle_core::Tensor;
@@ -45,18 +46,11 @@ struct ConvInputs {
 
 impl ConvInputs {
     fn build(net: &Network, mask: &FilterMask, control: &Split, reader: &Reader) -> Result<Self> {
-        let n = control.labels.len();
-        let batch = reader.batch.max(1);
         let conv_at = net.conv_layer_indices();
         let from = reader.prefix.map(|c| Start::for_mask(c, mask));
-        let per_batch = (0..n)
-            .step_by(batch)
-            .map(|s| {
-                let len = batch.min(n - s);
-                let acts = match &from {
-                    Some(f) => f.trace(net, s, len)?,
-                    None => net.trace(&control.images.narrow(0, s, len)?)?,
-                };
+        let per_batch = batch_ranges(control.labels.len(), reader.batch)
+            .map(|(start, len)| {
+                let acts = prefix::trace(net, &control.images, from, start, len)?;
                 Ok(conv_at.iter().map(|&i| acts[i].clone()).collect())
             })
             .collect::<Result<_>>()?;
