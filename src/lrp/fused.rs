@@ -4,8 +4,8 @@
 //! scale, add, divide), which made element-wise work a fifth of a relevance pass on CPU.
 //! On the CPU (f32, contiguous) this is one parallel loop; elsewhere the Candle ops run.
 
-use crate::model::conv::f32_slice;
-use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use crate::model::cpu_op::{self, f32_slice};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// zennit's stabiliser `z + ε·(sign(z) + [z = 0])`: never zero, same sign as z (0 → +).
@@ -16,13 +16,7 @@ pub fn stabilize(z: &Tensor, eps: f64) -> Result<Tensor> {
 
 /// `r / stabilize(z, eps)`.
 pub fn ratio(r: &Tensor, z: &Tensor, eps: f64) -> Result<Tensor> {
-    let fast = r.device().is_cpu()
-        && r.dtype() == DType::F32
-        && z.dtype() == DType::F32
-        && r.shape() == z.shape()
-        && !r.track_op()
-        && !z.track_op();
-    if !fast {
+    if !(cpu_op::applies(&[r, z]) && r.shape() == z.shape()) {
         return r / stabilize(z, eps)?;
     }
     r.contiguous()?
@@ -63,14 +57,7 @@ impl CustomOp2 for Ratio {
 /// (N, C, H, W); `r`: relevance at its output (N, C, H/k, W/k). `None` if this fast path
 /// does not apply (device, dtype, shapes).
 pub fn max_pool_wta(x: &Tensor, r: &Tensor, k: usize) -> Result<Option<Tensor>> {
-    let fast = x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && r.dtype() == DType::F32
-        && !x.track_op()
-        && !r.track_op()
-        && x.rank() == 4
-        && r.rank() == 4;
-    if !fast {
+    if !(cpu_op::applies(&[x, r]) && x.rank() == 4 && r.rank() == 4) {
         return Ok(None);
     }
     Ok(Some(

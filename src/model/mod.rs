@@ -8,6 +8,7 @@ pub mod classifier;
 pub mod conv;
 pub mod convert;
 pub mod cost;
+pub mod cpu_op;
 pub mod export;
 pub mod head;
 pub mod layer;

@@ -2,16 +2,13 @@
 //! max-pool runs on one thread, which made it a tenth of an evaluation at 32²). Other
 //! devices, dtypes and shapes go through Candle's op.
 
-use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
+use super::cpu_op;
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `max_pool2d` with window `kernel` and `stride` on NCHW `x`.
 pub fn max_pool(x: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
-    let fast = x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && x.rank() == 4
-        && kernel == stride
-        && !x.track_op();
+    let fast = cpu_op::applies(&[x]) && x.rank() == 4 && kernel == stride;
     if !fast {
         return x.max_pool2d_with_stride(kernel, stride);
     }
@@ -28,7 +25,7 @@ impl CustomOp1 for MaxPool {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = super::conv::f32_slice(s, l, "max-pool input")?;
+        let x = cpu_op::f32_slice(s, l, "max-pool input")?;
         let (n, c, h, w) = l.shape().dims4()?;
         let k = self.k;
         let (oh, ow) = (h / k, w / k);

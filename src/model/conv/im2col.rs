@@ -64,27 +64,14 @@ pub fn conv(
             }
             // SAFETY: yb is K × HoWo, weight K × kdim, col kdim × HoWo, all row-major.
             unsafe {
-                gemm::gemm(
+                super::matmul(
                     g.k,
                     plane_out,
                     kdim,
-                    yb.as_mut_ptr(),
-                    1,
-                    plane_out as isize,
-                    false,
-                    weight.as_ptr(),
-                    1,
-                    kdim as isize,
-                    col.as_ptr(),
-                    1,
-                    plane_out as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
+                    (yb.as_mut_ptr(), 1, plane_out as isize),
+                    (weight.as_ptr(), 1, kdim as isize),
+                    (col.as_ptr(), 1, plane_out as isize),
+                )
             }
             for (k, plane) in yb.chunks_mut(plane_out).enumerate() {
                 for v in plane {

@@ -12,6 +12,7 @@ pub mod lanes;
 pub mod reuse;
 pub mod winograd;
 
+use super::cpu_op::{self, f32_slice};
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use im2col::Window;
 use winograd::Geometry;
@@ -29,12 +30,7 @@ const WINOGRAD_MIN_CHANNELS: usize = 16;
 
 /// The kernel [`conv2d`] picks for these operands.
 pub fn kernel_for(x: &Tensor, w: &Tensor, stride: usize) -> Kernel {
-    let fast = x.device().is_cpu()
-        && x.dtype() == DType::F32
-        && w.dtype() == DType::F32
-        && !x.track_op()
-        && !w.track_op();
-    if !fast {
+    if !cpu_op::applies(&[x, w]) {
         return Kernel::Candle;
     }
     let d = w.dims();
@@ -55,7 +51,7 @@ pub fn conv2d(
     relu: bool,
 ) -> Result<Tensor> {
     let kernel = kernel_for(x, w, stride);
-    if kernel == Kernel::Candle || b.is_some_and(|b| b.track_op()) {
+    if kernel == Kernel::Candle || b.is_some_and(|b| !cpu_op::applies(&[b])) {
         let mut y = x.conv2d(w, padding, stride, 1, 1)?;
         if let Some(b) = b {
             y = y.broadcast_add(&b.reshape((1, b.dims()[0], 1, 1))?)?;
@@ -92,16 +88,44 @@ struct FastConv {
     weight_id: candle_core::TensorId,
 }
 
-/// The contiguous f32 data of a CPU tensor, for lrprune's CPU ops; `what` names the operand
-/// in the error.
-pub fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle_core::bail!("lrprune CPU op: {what} must be f32");
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("lrprune CPU op: {what} must be contiguous"),
-    }
+/// A matrix operand for [`matmul`]: base pointer, column stride, row stride (in elements).
+type Operand<P> = (P, isize, isize);
+
+/// `dst (m × n) = lhs (m × k) · rhs (k × n)` on the `gemm` crate, overwriting `dst`,
+/// single-threaded: both kernels run independent products in parallel themselves.
+///
+/// # Safety
+/// Every operand must cover its whole matrix with the strides given, and `dst` must not
+/// overlap the others.
+unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: Operand<*mut f32>,
+    lhs: Operand<*const f32>,
+    rhs: Operand<*const f32>,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst.0,
+        dst.1,
+        dst.2,
+        false,
+        lhs.0,
+        lhs.1,
+        lhs.2,
+        rhs.0,
+        rhs.1,
+        rhs.2,
+        0.0,
+        1.0,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
 }
 
 impl CustomOp3 for FastConv {

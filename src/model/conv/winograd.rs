@@ -402,27 +402,14 @@ impl<const M: usize, const A: usize> Plan<M, A> {
                 // SAFETY: every pointer covers its full matrix with the strides given, and each
                 // task writes only its own prod[ξ].
                 unsafe {
-                    gemm::gemm(
+                    super::matmul(
                         kp,
                         tn,
                         cp,
-                        ps.at(xi * tn * kp),
-                        kp as isize,
-                        1,
-                        false,
-                        u.as_ptr().add(xi * cp * kp),
-                        kp as isize,
-                        1,
-                        v.as_ptr().add(xi * tn * cp),
-                        cp as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
+                        (ps.at(xi * tn * kp), kp as isize, 1),
+                        (u.as_ptr().add(xi * cp * kp), kp as isize, 1),
+                        (v.as_ptr().add(xi * tn * cp), cp as isize, 1),
+                    )
                 }
             });
             let prod: &[f32] = prod;

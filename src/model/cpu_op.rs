@@ -1,0 +1,24 @@
+//! What lrprune's own CPU ops (conv, max-pool, the fused LRP steps) share: when they may
+//! run, and the raw data they run on. Everything else goes through Candle's ops, which keeps
+//! CUDA on Candle's kernels and gradients working.
+
+use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
+
+/// Whether lrprune's CPU kernels may take these operands: all on the CPU, f32, and none on
+/// an autograd tape (the Taylor criterion's probes need Candle's differentiable ops).
+pub fn applies(operands: &[&Tensor]) -> bool {
+    operands
+        .iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32 && !t.track_op())
+}
+
+/// The contiguous f32 data of a CPU tensor; `what` names the operand in the error.
+pub fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle_core::bail!("lrprune CPU op: {what} must be f32");
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("lrprune CPU op: {what} must be contiguous"),
+    }
+}
