@@ -27,11 +27,12 @@ fn check(dir: &Path, text: &str) -> (bool, String) {
     common::tiny_weights(&dir.join("tiny.safetensors"), 1);
     let path = dir.join("bad.toml");
     std::fs::write(&path, text).unwrap();
-    let out = common::lrprune()
-        .arg("inspect")
-        .arg(&path)
-        .output()
-        .unwrap();
+    lrprune_on(&["inspect"], &path)
+}
+
+/// Run `lrprune ARGS SPEC` and return (exit ok, stderr); a panic fails the test.
+fn lrprune_on(args: &[&str], spec: &Path) -> (bool, String) {
+    let out = common::lrprune().args(args).arg(spec).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(
         !err.contains("panicked"),
@@ -124,14 +125,8 @@ fn nan_weights_fail_with_a_clear_error() {
         candle_core::Tensor::from_vec(w2, shape, &candle_core::Device::Cpu).unwrap(),
     );
     candle_core::safetensors::save(&t, &path).unwrap();
-    let out = common::lrprune()
-        .args(["run", "--quiet"])
-        .arg(&spec)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(!err.contains("panicked"), "{err}");
+    let (ok, err) = lrprune_on(&["run", "--quiet"], &spec);
+    assert!(!ok);
     assert!(
         err.contains("NaN") && err.contains("tiny.safetensors"),
         "{err}"
@@ -147,14 +142,8 @@ fn a_control_set_larger_than_the_pool_names_the_spec_and_the_key() {
         .unwrap()
         .replace("batch_size = 40", "batch_size = 40\ncontrol_per_class = 25");
     std::fs::write(&spec, text).unwrap();
-    let out = common::lrprune()
-        .args(["run", "--quiet"])
-        .arg(&spec)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(!err.contains("panicked"), "{err}");
+    let (ok, err) = lrprune_on(&["run", "--quiet"], &spec);
+    assert!(!ok);
     assert!(
         err.contains("ctl.toml") && err.contains("fix: lower data.control_per_class"),
         "{err}"

@@ -5,6 +5,7 @@
 //! can be checked against it: stabiliser `z + ε·(sign(z) + [z = 0])`, z⁺ splitting inputs and
 //! weights by sign.
 
+use super::fused::ratio;
 use crate::model::conv::conv2d;
 use candle_core::{Result, Tensor};
 
@@ -86,9 +87,6 @@ pub enum Rule {
     /// zᴮ: box-constrained input in [low, high] per channel (first layer).
     ZBox,
 }
-
-use super::fused::ratio;
-pub use super::fused::stabilize;
 
 fn pos(t: &Tensor) -> Result<Tensor> {
     t.relu()
