@@ -13,7 +13,7 @@
 use super::compact::compact;
 use super::mask::FilterMask;
 use super::schedule::{is_last, rate_at, Context, Schedule, Step};
-use super::search::search;
+use super::search::{search, Offers};
 use super::select::{expand, prune_lowest, target_count, Scores};
 use super::signal::Reader;
 use crate::lrp::filters::{filter_relevance, postprocess, FilterRelevance};
@@ -68,6 +68,7 @@ impl AccuracyAware {
     /// How A is read on the control split.
     fn reader<'a>(&self, ctx: &Context<'a>) -> Reader<'a> {
         Reader {
+            control: ctx.control,
             signal: self.control.signal,
             floor: self.control.epsilon,
             n_classes: self.n_classes,
@@ -80,7 +81,7 @@ impl AccuracyAware {
     /// measured is the one a step accepts).
     fn measure(&mut self, mask: &FilterMask, ctx: &Context) -> Result<f64> {
         let net = compact(ctx.original, mask)?;
-        let (a, class_acc) = self.reader(ctx).measure(&net, mask, ctx.control)?;
+        let (a, class_acc) = self.reader(ctx).measure(&net, mask)?;
         self.last = Some((mask.clone(), a, class_acc));
         Ok(a)
     }
@@ -97,15 +98,17 @@ impl AccuracyAware {
         if !self.control.layer_search {
             return prune_lowest(mask, scores, n, min_per_layer);
         }
+        let offers = Offers {
+            fraction: self.control.search_fraction,
+            take: self.control.search_take,
+            min_per_layer,
+        };
         search(
             ctx.original,
             mask,
             scores,
             n,
-            self.control.search_fraction,
-            self.control.search_take,
-            min_per_layer,
-            ctx.control,
+            &offers,
             &self.reader(ctx),
             &mut self.search_memory,
         )
@@ -229,7 +232,7 @@ impl Schedule for AccuracyAware {
         let net = compact(ctx.original, mask)?;
         let (a_before, class_acc) = match self.last.take() {
             Some((m, a, c)) if m == *mask => (a, c),
-            _ => self.reader(ctx).measure(&net, mask, ctx.control)?,
+            _ => self.reader(ctx).measure(&net, mask)?,
         };
         let scores = self.order(mask, &net, ctx, &class_acc)?;
 

@@ -16,8 +16,7 @@
 use super::compact::compact;
 use super::mask::FilterMask;
 use super::select::Scores;
-use super::signal::{self, Reader};
-use crate::data::split::Split;
+use super::signal::Reader;
 use crate::model::network::batch_ranges;
 use crate::model::prefix::{self, Start};
 use crate::model::Network;
@@ -45,7 +44,8 @@ struct ConvInputs {
 }
 
 impl ConvInputs {
-    fn build(net: &Network, mask: &FilterMask, control: &Split, reader: &Reader) -> Result<Self> {
+    fn build(net: &Network, mask: &FilterMask, reader: &Reader) -> Result<Self> {
+        let control = reader.control;
         let conv_at = net.conv_layer_indices();
         let from = reader.prefix.map(|c| Start::for_mask(c, mask));
         let per_batch = batch_ranges(control.labels.len(), reader.batch)
@@ -97,6 +97,16 @@ pub enum Take {
     All,
 }
 
+/// How the search cuts and accepts offers (the `control.search_*` knobs).
+#[derive(Clone, Copy)]
+pub struct Offers {
+    /// Each layer offers this fraction of its original width per round.
+    pub fraction: f64,
+    pub take: Take,
+    /// No layer is cut below this many filters.
+    pub min_per_layer: usize,
+}
+
 /// One layer's measured offer on the current network.
 struct Offer {
     /// A lost per filter removed.
@@ -113,7 +123,6 @@ struct State<'a> {
     net: Network,
     a: f64,
     inputs: ConvInputs,
-    control: &'a Split,
     reader: &'a Reader<'a>,
 }
 
@@ -133,8 +142,7 @@ impl State<'_> {
         }
         let net = compact(&self.net, &rel)?;
         let logits = self.inputs.logits_from(&net, layer)?;
-        let r = self.reader;
-        let (a, _) = signal::from_logits(&logits, self.control, r.n_classes, r.signal, r.floor)?;
+        let (a, _) = self.reader.read(&logits)?;
         Ok(Offer {
             damage: (self.a - a) / filters.len() as f64,
             filters,
@@ -154,31 +162,32 @@ impl State<'_> {
 }
 
 /// Remove `n` filters from `mask` by measured layer search (see the module docs): every
-/// layer offers its `fraction` (of its original width) least relevant filters, offers are
-/// measured on the control split, and the cheapest per filter are accepted (`take`).
-/// `memory` carries each layer's last measured cost between calls (for `Take::Lazy`).
-#[allow(clippy::too_many_arguments)]
+/// layer offers its `offers.fraction` (of its original width) least relevant filters,
+/// offers are measured on `reader`'s control split, and the cheapest per filter are accepted
+/// (`offers.take`). `memory` carries each layer's last measured cost between calls (for
+/// `Take::Lazy`).
 pub fn search(
     original: &Network,
     mask: &FilterMask,
     scores: &Scores,
     n: usize,
-    fraction: f64,
-    take: Take,
-    min_per_layer: usize,
-    control: &Split,
+    offers: &Offers,
     reader: &Reader,
     memory: &mut Vec<f64>,
 ) -> Result<FilterMask> {
+    let Offers {
+        fraction,
+        take,
+        min_per_layer,
+    } = *offers;
     let net = compact(original, mask)?;
-    let (a, _) = reader.measure(&net, mask, control)?;
-    let inputs = ConvInputs::build(&net, mask, control, reader)?;
+    let (a, _) = reader.measure(&net, mask)?;
+    let inputs = ConvInputs::build(&net, mask, reader)?;
     let mut st = State {
         mask: mask.clone(),
         net,
         a,
         inputs,
-        control,
         reader,
     };
     let layers = mask.keep.len();
@@ -207,12 +216,12 @@ pub fn search(
         };
         if take == Take::All {
             // Measure every open offer once, accept them cheapest first.
-            let mut offers = Vec::new();
+            let mut measured = Vec::new();
             for &o in &open {
-                offers.push((o, st.measure(o, quota(&st, o), scores)?));
+                measured.push((o, st.measure(o, quota(&st, o), scores)?));
             }
-            offers.sort_by(|x, y| x.1.damage.total_cmp(&y.1.damage));
-            for (o, offer) in offers {
+            measured.sort_by(|x, y| x.1.damage.total_cmp(&y.1.damage));
+            for (o, offer) in measured {
                 let k = offer.filters.len().min(n - removed);
                 for f in &offer.filters[..k] {
                     st.mask.keep[o][*f] = false;
@@ -223,8 +232,8 @@ pub fn search(
                 }
             }
             st.net = compact(original, &st.mask)?;
-            st.a = reader.measure(&st.net, &st.mask, control)?.0;
-            st.inputs = ConvInputs::build(&st.net, &st.mask, control, reader)?;
+            st.a = reader.measure(&st.net, &st.mask)?.0;
+            st.inputs = ConvInputs::build(&st.net, &st.mask, reader)?;
             continue;
         }
         match fresh[l].take() {

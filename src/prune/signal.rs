@@ -72,9 +72,11 @@ pub fn from_logits(
     Ok((harmonic_mean(&present, floor), class))
 }
 
-/// How A is read: which score per class, its floor, and how to run the control split.
+/// How A is read: on which split, which score per class, its floor, and how to run it.
 #[derive(Clone, Copy)]
 pub struct Reader<'a> {
+    /// The control split (never the test split).
+    pub control: &'a Split,
     pub signal: Signal,
     pub floor: f64,
     pub n_classes: usize,
@@ -85,14 +87,20 @@ pub struct Reader<'a> {
 
 impl Reader<'_> {
     /// A and the per-class scores of `net` (pruned by `mask`) on the control split.
-    pub fn measure(
-        &self,
-        net: &Network,
-        mask: &FilterMask,
-        control: &Split,
-    ) -> Result<(f64, Vec<f64>)> {
+    pub fn measure(&self, net: &Network, mask: &FilterMask) -> Result<(f64, Vec<f64>)> {
         let from = self.prefix.map(|c| Start::for_mask(c, mask));
-        let logits = eval::logits(net, control, self.batch, from)?;
-        from_logits(&logits, control, self.n_classes, self.signal, self.floor)
+        let logits = eval::logits(net, self.control, self.batch, from)?;
+        self.read(&logits)
+    }
+
+    /// A and the per-class scores from logits on the control split.
+    pub fn read(&self, logits: &Tensor) -> Result<(f64, Vec<f64>)> {
+        from_logits(
+            logits,
+            self.control,
+            self.n_classes,
+            self.signal,
+            self.floor,
+        )
     }
 }
