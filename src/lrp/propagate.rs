@@ -33,7 +33,7 @@ pub fn max_pool_wta_ops(x: &Tensor, r: &Tensor, kernel: usize, stride: usize) ->
     let (_, _, h, w) = x.dims4()?;
     let (oh, ow) = (r.dims()[2], r.dims()[3]);
     let crop = x.narrow(2, 0, oh * stride)?.narrow(3, 0, ow * stride)?;
-    let y = crop.max_pool2d_with_stride(kernel, stride)?; // other devices only
+    let y = crop.max_pool2d_with_stride(kernel, stride)?;
     let up = |t: &Tensor| t.upsample_nearest2d(oh * stride, ow * stride);
     let winners = crop.eq(&up(&y)?)?.to_dtype(x.dtype())?;
     let count = winners

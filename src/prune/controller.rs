@@ -177,8 +177,8 @@ impl AccuracyAware {
         let mut scores = match self.control.relevance {
             RelevanceSource::Iterative => current(self)?,
             RelevanceSource::Intact | RelevanceSource::Blend => {
+                let full = FilterMask::all_alive(&ctx.original.filters_per_conv());
                 if self.intact.is_none() {
-                    let full = FilterMask::all_alive(&ctx.original.filters_per_conv());
                     self.intact = Some(filter_relevance(
                         ctx.original,
                         ctx.reference,
@@ -188,7 +188,6 @@ impl AccuracyAware {
                         ctx.from(&full),
                     )?);
                 }
-                let full = FilterMask::all_alive(&ctx.original.filters_per_conv());
                 let intact = expand(
                     &full,
                     &self.combine(self.intact.as_ref().unwrap(), class_acc),
