@@ -1,10 +1,13 @@
 //! lrprune: a reproducible harness for pruning CNN filters by relevance.
 //!
-//! The modules follow the pipeline, in the order data flows through it:
-//! `spec` (TOML experiment → run list) → `assets` (fetch + verify real weights and data)
-//! → `data` (decode, preprocess, seeded split) → `model` (fixed backbone + trained head)
-//! → `prune` (criteria, masks, compaction, schedules) → `eval` (per-class metrics)
-//! → `runner` (sweep, resume) → `results` (atomic Parquet).
+//! The modules follow the pipeline, in the order data flows through it, and none imports
+//! from a later one:
+//! `assets` (fetch + verify real weights and data) → `spec` (TOML experiment → run list)
+//! → `data` (decode, preprocess, seeded split) → `model` (the network graph, architectures,
+//! fixed backbone + trained head) → `eval` (per-class metrics) → `lrp` (relevance by an
+//! explicit reverse pass) → `prune` (pruning groups, criteria, masks, compaction, schedules,
+//! the controller) → `runner` (tasks, methods, the sweep) → `results` (atomic Parquet)
+//! → `report` (tables and plots); `bench` measures them, `rng` serves all.
 
 pub mod assets;
 pub mod bench;

@@ -39,7 +39,8 @@ enum DeviceArg {
 
 #[derive(clap::Args)]
 struct ExplainArgs {
-    /// vgg11|vgg13|vgg16|vgg19, or a custom cfg such as "64 M 128 M".
+    /// An architecture (vgg16, resnet18, alexnet, mobilenet_v2, …) or a custom VGG cfg such
+    /// as "64 M 128 M".
     #[arg(long, default_value = "vgg16")]
     model: String,
     /// The checkpoint has batch-norm layers (folded into the convs).
@@ -88,7 +89,8 @@ fn explain(a: ExplainArgs) -> Result<()> {
         },
         heatmaps: a.heatmaps,
     };
-    let df = lrprune::lrp::explain::explain(&opts, &device)?;
+    let mut df = lrprune::lrp::explain::explain(&opts, &device)?;
+    lrprune::results::write_parquet_atomic(&opts.out, &mut df)?;
     outln!("{} filters → {}", df.height(), opts.out.display());
     Ok(())
 }
@@ -119,6 +121,9 @@ enum Cmd {
     },
     /// Show the expanded run list and the model's layers, parameters and FLOPs.
     Inspect { spec: PathBuf },
+    /// One line per run: its id and a sha256 of its step rows (all columns but `wall_ms`),
+    /// to check that two sweeps (machines, versions) gave the same results.
+    Digest { results: PathBuf },
     /// Per-filter LRP relevance of a checkpoint on a batch of inputs, to Parquet.
     Explain(ExplainArgs),
     /// Export a run's task (backbone + trained head, preprocessed splits) as
@@ -240,15 +245,34 @@ fn inspect(path: &std::path::Path) -> Result<()> {
         .iter()
         .filter(|r| seen.insert(r.model.name.clone()))
     {
-        let net = runner::load_backbone(r, &candle_core::Device::Cpu)?;
+        let net = model::load::backbone(&r.model, &candle_core::Device::Cpu)?;
         outln!(
             "\nmodel `{}` ({}, input 3×{}×{}):",
             r.model.name,
-            r.model.arch,
+            r.model.arch.name(),
             r.model.input_size,
             r.model.input_size
         );
         out!("{}", model::summary::table(&net));
+        let plan = lrprune::prune::Plan::build(&net, r.pruning.groups, r.pruning.group_reduce)?;
+        outln!(
+            "pruning groups ({}, {} channels):",
+            plan.groups.len(),
+            plan.sizes().iter().sum::<usize>()
+        );
+        for g in &plan.groups {
+            let convs: Vec<&str> = g
+                .producers
+                .iter()
+                .map(|&n| net.nodes[n].name.as_str())
+                .collect();
+            outln!(
+                "  {:32} {:>5} channels  convs: {}",
+                g.name,
+                g.size,
+                convs.join(", ")
+            );
+        }
     }
     Ok(())
 }
@@ -281,6 +305,11 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Fetch { assets, list } => fetch(&assets, list),
         Cmd::Inspect { spec } => inspect(&spec),
+        Cmd::Digest { results } => lrprune::results::digests(&results).map(|rows| {
+            for (id, d) in rows {
+                outln!("{id}  {d}");
+            }
+        }),
         Cmd::Run {
             spec,
             device: d,
@@ -323,7 +352,7 @@ fn main() -> ExitCode {
             };
             let task = runner::prepare_task(cfg, &candle_core::Device::Cpu)?;
             std::fs::create_dir_all(&out)?;
-            let keys = runner::conv_keys(cfg)?;
+            let keys = model::load::vgg_conv_keys(&cfg.model)?;
             model::export::write_task(
                 cfg,
                 &task.net,

@@ -43,13 +43,19 @@ pub fn runs_path(dir: &Path, run_id: &str) -> PathBuf {
     dir.join("runs").join(format!("{run_id}.parquet"))
 }
 
+/// A list column, one list (a series) per row.
+fn list_col(name: &str, rows: Vec<Series>) -> Column {
+    Series::new(name.into(), rows).into_column()
+}
 fn list_f64(name: &str, rows: impl Iterator<Item = Vec<f64>>) -> Column {
-    let s: Vec<Series> = rows.map(|v| Series::new("".into(), v)).collect();
-    Series::new(name.into(), s).into_column()
+    list_col(name, rows.map(|v| Series::new("".into(), v)).collect())
 }
 fn list_i64(name: &str, rows: impl Iterator<Item = Vec<i64>>) -> Column {
-    let s: Vec<Series> = rows.map(|v| Series::new("".into(), v)).collect();
-    Series::new(name.into(), s).into_column()
+    list_col(name, rows.map(|v| Series::new("".into(), v)).collect())
+}
+/// A one-row list-of-strings column.
+fn list_str(name: &str, values: &[String]) -> Column {
+    list_col(name, vec![Series::new("".into(), values)])
 }
 
 pub fn steps_frame(id: &RunIdentity, rows: &[StepRecord]) -> Result<DataFrame> {
@@ -137,13 +143,24 @@ pub fn read_parquet(path: &Path) -> Result<DataFrame> {
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
 }
 
+/// What a run's metadata row says beyond its config.
+pub struct RunMeta {
+    /// Head accuracy on its own training split.
+    pub head_train_acc: f64,
+    pub n_train: usize,
+    pub n_test: usize,
+    pub class_names: Vec<String>,
+    /// Names of the pruning groups, in the order of the `layer_filters` column.
+    pub group_names: Vec<String>,
+    pub wall_s: f64,
+}
+
 /// One metadata row per run: its full resolved config (JSON), the head's training accuracy,
 /// split sizes and the constants a reader needs to interpret the step rows.
 pub fn run_frame(
     id: &RunIdentity,
     cfg: &crate::spec::RunConfig,
-    task: &crate::runner::Task,
-    wall_s: f64,
+    meta: &RunMeta,
     device: &candle_core::Device,
 ) -> Result<DataFrame> {
     let s = |name: &str, v: String| Column::new(name.into(), vec![v]);
@@ -162,15 +179,77 @@ pub fn run_frame(
                 "head_input_norm",
                 format!("{:?}", cfg.head.input_norm).to_lowercase(),
             ),
-            Column::new("head_train_acc".into(), vec![task.head_train_acc]),
-            Column::new("n_train".into(), vec![task.data.train.labels.len() as i64]),
-            Column::new("n_test".into(), vec![task.data.test.labels.len() as i64]),
-            s("class_names", task.data.class_names.join("|")),
+            Column::new("head_train_acc".into(), vec![meta.head_train_acc]),
+            Column::new("n_train".into(), vec![meta.n_train as i64]),
+            Column::new("n_test".into(), vec![meta.n_test as i64]),
+            s("class_names", meta.class_names.join("|")),
+            list_str("group_names", &meta.group_names),
             Column::new("harmonic_floor".into(), vec![crate::eval::HARMONIC_FLOOR]),
             s("device", format!("{device:?}")),
-            Column::new("wall_s".into(), vec![wall_s]),
+            Column::new("wall_s".into(), vec![meta.wall_s]),
             s("lrprune_version", env!("CARGO_PKG_VERSION").to_string()),
         ],
     )?;
     Ok(df)
+}
+
+/// A digest of a step file's contents: sha256 over every column but `wall_ms` (the only one
+/// that may differ between two runs of the same spec and seed on the CPU), columns in name
+/// order, floats by their exact bits. Two result folders agree run for run exactly when
+/// their digests do (`lrprune digest`).
+pub fn step_digest(path: &Path) -> Result<String> {
+    use sha2::{Digest, Sha256};
+    let df = read_parquet(path)?;
+    let mut names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|s| s.to_string())
+        .filter(|n| n != "wall_ms")
+        .collect();
+    names.sort();
+    let mut h = Sha256::new();
+    for name in &names {
+        h.update(name.as_bytes());
+        h.update(b"\n");
+        for v in df.column(name)?.as_materialized_series().iter() {
+            h.update(canonical(&v).as_bytes());
+            h.update(b"\n");
+        }
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn canonical(v: &AnyValue) -> String {
+    match v {
+        AnyValue::Float64(f) => format!("{:016x}", f.to_bits()),
+        AnyValue::Float32(f) => format!("{:08x}", f.to_bits()),
+        AnyValue::List(s) => s
+            .iter()
+            .map(|x| canonical(&x))
+            .collect::<Vec<_>>()
+            .join(","),
+        other => format!("{other:?}"),
+    }
+}
+
+/// `run_id digest` for every step file under `dir/steps`, sorted by run id.
+pub fn digests(dir: &Path) -> Result<Vec<(String, String)>> {
+    let steps = dir.join("steps");
+    let mut out = Vec::new();
+    for entry in
+        std::fs::read_dir(&steps).with_context(|| format!("reading {}", steps.display()))?
+    {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("parquet") {
+            continue;
+        }
+        let id = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("")
+            .to_string();
+        out.push((id, step_digest(&path)?));
+    }
+    out.sort();
+    Ok(out)
 }

@@ -3,8 +3,8 @@
 
 mod common;
 use candle_core::{Device, Tensor};
-use lrprune::model::{cost, Layer, Linear, Network};
-use lrprune::prune::{compact::compact, mask, FilterMask};
+use lrprune::model::{cost, Linear, Network, Op};
+use lrprune::prune::{compact::compact, mask, FilterMask, Plan};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -12,43 +12,45 @@ fn tiny_net(head_flatten: bool) -> Network {
     let dir = tempfile::tempdir().unwrap();
     let w = dir.path().join("w.safetensors");
     common::tiny_weights(&w, 3);
-    let tensors = lrprune::model::weights::load(&w, &Device::Cpu).unwrap();
-    let cfg = vec![Some(8), None, Some(16), None, Some(16), None];
-    let mut layers =
-        lrprune::model::vgg::build_features(&cfg, false, 3, &tensors, &Device::Cpu).unwrap();
+    let mut net = common::tiny_backbone(&w, 16);
+    let mut layers = Vec::new();
     // 16×16 input → 2×2×16 maps after three pools.
     let mut rng = ChaCha8Rng::seed_from_u64(9);
     let features = if head_flatten {
-        layers.push(Layer::Flatten);
+        layers.push(Op::Flatten);
         64
     } else {
         // GAP then a standardised head input, as the runner builds it.
-        layers.push(Layer::GlobalAvgPool);
+        layers.push(Op::GlobalAvgPool);
         let mean: Vec<f32> = (0..16).map(|_| rng.random_range(0.5..2.0f32)).collect();
         let inv: Vec<f32> = (0..16).map(|_| rng.random_range(0.5..3.0f32)).collect();
-        layers.push(Layer::Standardize {
+        layers.push(Op::Standardize {
             mean: Tensor::new(mean.as_slice(), &Device::Cpu).unwrap(),
             inv_std: Tensor::new(inv.as_slice(), &Device::Cpu).unwrap(),
         });
         16
     };
-    let head_start = layers.len();
     let mut lin = |i: usize, o: usize| {
         let w: Vec<f32> = (0..i * o).map(|_| rng.random_range(-0.5..0.5f32)).collect();
         let b: Vec<f32> = (0..o).map(|_| rng.random_range(-0.5..0.5f32)).collect();
-        Layer::Linear(Linear {
+        Op::Linear(Linear {
             weight: Tensor::from_vec(w, (o, i), &Device::Cpu).unwrap(),
             bias: Tensor::from_vec(b, o, &Device::Cpu).unwrap(),
         })
     };
     layers.push(lin(features, 12));
-    layers.push(Layer::Relu);
+    layers.push(Op::Relu);
     layers.push(lin(12, 5));
-    Network {
-        layers,
-        head_start,
-        input_shape: (3, 16, 16),
+    // The head is the three linear-layer ops at the end.
+    net.head_start = net.nodes.len() + layers.len() - 3;
+    for op in layers {
+        net.push_chain(op);
     }
+    net
+}
+
+fn plan(net: &Network) -> Plan {
+    Plan::build(net, Default::default(), Default::default()).unwrap()
 }
 
 #[test]
@@ -57,8 +59,14 @@ fn masked_and_compacted_networks_agree_on_random_masks() {
     let x = Tensor::randn(0f32, 1.0, (6, 3, 16, 16), &Device::Cpu).unwrap();
     for head_flatten in [false, true] {
         let net = tiny_net(head_flatten);
+        let plan = plan(&net);
+        assert_eq!(
+            plan.sizes(),
+            net.filters_per_conv(),
+            "a VGG: one group per conv"
+        );
         for trial in 0..10 {
-            let mut m = FilterMask::all_alive(&net.filters_per_conv());
+            let mut m = FilterMask::all_alive(&plan.sizes());
             for row in &mut m.keep {
                 for k in row.iter_mut() {
                     *k = rng.random::<f64>() > 0.4;
@@ -66,8 +74,8 @@ fn masked_and_compacted_networks_agree_on_random_masks() {
                 let n = row.len();
                 row[trial % n] = true; // keep every layer non-empty
             }
-            let masked = mask::apply(&net, &m).unwrap();
-            let small = compact(&net, &m).unwrap();
+            let masked = mask::apply(&net, &plan, &m).unwrap();
+            let small = compact(&net, &plan, &m).unwrap();
             assert_eq!(small.filters_per_conv(), m.per_layer());
             let a = masked.forward(&x).unwrap();
             let b = small.forward(&x).unwrap();
@@ -99,21 +107,22 @@ fn masking_only_weights_is_not_removal() {
     // Zeroing a filter's weight but not its (positive) bias leaves ReLU(bias) alive, so the
     // output differs from removing the filter; zeroing both equals removal.
     let mut net = tiny_net(false);
-    if let Layer::Conv(c) = &mut net.layers[0] {
+    let plan = plan(&net);
+    if let Op::Conv(c) = &mut net.nodes[0].op {
         let mut b = c.bias.to_vec1::<f32>().unwrap();
         b[0] = 0.5;
         c.bias = Tensor::new(b.as_slice(), &Device::Cpu).unwrap();
     }
-    let mut m = FilterMask::all_alive(&net.filters_per_conv());
+    let mut m = FilterMask::all_alive(&plan.sizes());
     m.keep[0][0] = false;
     let x = Tensor::randn(0f32, 1.0, (2, 3, 16, 16), &Device::Cpu).unwrap();
     let mut weight_only = net.clone();
-    if let Layer::Conv(c) = &mut weight_only.layers[0] {
+    if let Op::Conv(c) = &mut weight_only.nodes[0].op {
         let zero = Tensor::zeros((1, 3, 3, 3), candle_core::DType::F32, &Device::Cpu).unwrap();
         c.weight = Tensor::cat(&[zero, c.weight.narrow(0, 1, 7).unwrap()], 0).unwrap();
     }
-    let removed = compact(&net, &m).unwrap().forward(&x).unwrap();
-    let both = mask::apply(&net, &m).unwrap().forward(&x).unwrap();
+    let removed = compact(&net, &plan, &m).unwrap().forward(&x).unwrap();
+    let both = mask::apply(&net, &plan, &m).unwrap().forward(&x).unwrap();
     let leaky = weight_only.forward(&x).unwrap();
     assert!(common::max_abs_diff(&removed, &both) < 1e-5);
     assert!(
@@ -126,8 +135,9 @@ fn masking_only_weights_is_not_removal() {
 fn starting_from_the_intact_prefix_changes_nothing() {
     use lrprune::data::split::Split;
     use lrprune::lrp::{composite, filters::filter_relevance};
-    use lrprune::model::prefix::{PrefixCache, Start};
+    use lrprune::model::prefix::PrefixCache;
     let net = tiny_net(false);
+    let plan = plan(&net);
     let split = Split {
         images: Tensor::randn(0f32, 1.0, (7, 3, 16, 16), &Device::Cpu)
             .unwrap()
@@ -145,19 +155,19 @@ fn starting_from_the_intact_prefix_changes_nothing() {
     let cache = PrefixCache::build(&net, &split.images, 3, usize::MAX).unwrap();
     let tight = PrefixCache::build(&net, &split.images, 3, 7 * 8 * 16 * 16 * 4).unwrap();
     assert!(tight.depth() < cache.depth(), "the budget limits the depth");
-    let mut masks = vec![FilterMask::all_alive(&net.filters_per_conv())];
+    let mut masks = vec![FilterMask::all_alive(&plan.sizes())];
     for first in 0..3 {
-        let mut m = FilterMask::all_alive(&net.filters_per_conv());
+        let mut m = FilterMask::all_alive(&plan.sizes());
         m.keep[first][1] = false;
         m.keep[2][3] = false;
         masks.push(m);
     }
     for m in &masks {
-        let small = compact(&net, m).unwrap();
+        let small = compact(&net, &plan, m).unwrap();
         let plain = lrprune::eval::logits(&small, &split, 3, None).unwrap();
         let plain_rel = filter_relevance(&small, &split, &comp, 5, 3, None).unwrap();
         for c in [&cache, &tight] {
-            let from = Start::for_mask(c, m);
+            let from = plan.start(c, m);
             let fast = lrprune::eval::logits(&small, &split, 3, Some(from)).unwrap();
             assert!(common::max_abs_diff(&plain, &fast) < 1e-5);
             let rel = filter_relevance(&small, &split, &comp, 5, 3, Some(from)).unwrap();
@@ -172,7 +182,7 @@ fn starting_from_the_intact_prefix_changes_nothing() {
         }
     }
     // Unpruned: the start is the deepest stored layer; pruning conv k starts at conv k.
-    let conv_at = net.conv_layer_indices();
-    assert_eq!(cache.start(&masks[0]), cache.depth() - 1);
-    assert_eq!(cache.start(&masks[2]), conv_at[1]);
+    let conv_at = net.conv_nodes();
+    assert_eq!(plan.start(&cache, &masks[0]).layer, cache.depth() - 1);
+    assert_eq!(plan.start(&cache, &masks[2]).layer, conv_at[1]);
 }

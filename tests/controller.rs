@@ -44,7 +44,7 @@ fn method_config(
 fn decisions(cfg: &RunConfig, task: &Task) -> Vec<Step> {
     let ctx = runner::context(task, cfg.data.batch_size);
     let mut schedule = runner::schedule_for(cfg, task.data.n_classes(), &Device::Cpu).unwrap();
-    let mut mask = FilterMask::all_alive(&task.net.filters_per_conv());
+    let mut mask = FilterMask::all_alive(&task.plan.sizes());
     let mut out = Vec::new();
     while let Some(step) = schedule.next(&mask, &ctx).unwrap() {
         mask = step.mask.clone();

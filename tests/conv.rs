@@ -1,10 +1,13 @@
 //! lrprune's CPU conv kernels (Winograd F(4,3)/F(2,3), im2col + GEMM) against
 //! `candle_nn::Conv2d`, on the shapes VGG and its compacted variants produce: odd channel
-//! counts, maps of 1×1 to 33×33, padding 0/1, stride 2, fused ReLU, and every SIMD level.
+//! counts, maps of 1×1 to 33×33, padding 0/1, stride 2, fused ReLU; the depthwise kernel
+//! and pooling against Candle's ops. (Every SIMD level: `tests/simd_levels.rs`, in its own
+//! process because it caps a global.)
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
-use lrprune::model::conv::{self, lanes, Kernel};
+use lrprune::model::conv::{self, Kernel};
+use lrprune::model::layer::{Pad2d, Window};
 
 mod common;
 
@@ -109,8 +112,13 @@ fn kernel_choice_covers_both_paths_and_leaves_autograd_to_candle() {
     // A tensor on the autograd tape (Taylor's probes) must use Candle's differentiable op.
     let v = candle_core::Var::zeros((1, 64, 8, 8), DType::F32, &dev).unwrap();
     assert_eq!(conv::kernel_for(v.as_tensor(), &w, 1), Kernel::Candle);
-    let y = conv::conv2d(v.as_tensor(), &w, None, 1, 1, true).unwrap();
-    assert!(y.sum_all().unwrap().backward().is_ok());
+    // Its gradient is the transposed convolution: ∂⟨conv(x), s⟩/∂x = convᵀ(s).
+    let wr = Tensor::randn(0f32, 0.2, (64, 64, 3, 3), &dev).unwrap();
+    let s = Tensor::randn(0f32, 1.0, (1, 64, 8, 8), &dev).unwrap();
+    let y = conv::conv2d(v.as_tensor(), &wr, None, 1, 1, false).unwrap();
+    let grads = (y * &s).unwrap().sum_all().unwrap().backward().unwrap();
+    let want = s.conv_transpose2d(&wr, 1, 0, 1, 1).unwrap();
+    assert!(rel_err(grads.get(v.as_tensor()).unwrap(), &want) <= 1e-4);
     // f64 is not a fast-path dtype.
     let x64 = x.to_dtype(DType::F64).unwrap();
     assert_eq!(
@@ -120,32 +128,65 @@ fn kernel_choice_covers_both_paths_and_leaves_autograd_to_candle() {
 }
 
 #[test]
-fn every_simd_level_gives_the_same_result() {
-    let case = Case {
-        batch: 2,
-        cin: 48,
-        cout: 40,
-        h: 12,
-        w: 10,
-        pad: 1,
-        stride: 1,
-    };
-    let mut errs = Vec::new();
-    for cap in [Some(lanes::Level::Baseline), Some(lanes::Level::Avx2), None] {
-        lanes::cap_level(cap);
-        errs.push((lanes::level(), check(&case, true).1));
-    }
-    lanes::cap_level(None);
-    for (level, err) in errs {
-        assert!(err <= 1e-4, "{level:?}: rel err {err:e}");
-    }
-}
-
-#[test]
 fn max_pool_matches_candle() {
     let x = Tensor::randn(0f32, 1.0, (3, 5, 9, 7), &Device::Cpu).unwrap();
-    let ours = lrprune::model::pool::max_pool(&x, 2, 2).unwrap();
+    let win = |kernel, stride, padding| Window {
+        kernel,
+        stride,
+        padding,
+    };
+    let ours = lrprune::model::pool::max_pool(&x, win(2, 2, 0)).unwrap();
     let theirs = x.max_pool2d_with_stride(2, 2).unwrap();
     assert_eq!(ours.dims(), theirs.dims());
     assert_eq!(rel_err(&ours, &theirs), 0.0);
+    // Overlapping and padded (AlexNet's 3/2, ResNet's stem 3/2 pad 1), by hand on a 1×1×3×3
+    // map of negative values, so a zero-padded border would win every window.
+    let m = Tensor::new(
+        &[[[[-1f32, -2., -3.], [-4., -5., -6.], [-7., -8., -9.]]]],
+        &Device::Cpu,
+    )
+    .unwrap();
+    let p = lrprune::model::pool::max_pool(&m, win(3, 2, 1)).unwrap();
+    assert_eq!(
+        p.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        [-1., -2., -4., -5.]
+    );
+    let o = lrprune::model::pool::max_pool(&m, win(2, 1, 0)).unwrap();
+    assert_eq!(
+        o.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        [-1., -2., -4., -5.]
+    );
+}
+
+#[test]
+fn depthwise_kernel_and_its_transpose_match_candle() {
+    let dev = Device::Cpu;
+    for (stride, pad, relu) in [(1, 1, false), (2, 1, true), (2, 0, false), (1, 2, true)] {
+        let x = Tensor::randn(0f32, 1.0, (2, 12, 9, 8), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.5, (12, 1, 3, 3), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, 12, &dev).unwrap();
+        let got = conv::conv2d_full(&x, &w, Some(&b), Pad2d::same(pad), stride, 12, relu).unwrap();
+        let mut want = x
+            .conv2d(&w, pad, stride, 1, 12)
+            .unwrap()
+            .broadcast_add(&b.reshape((1, 12, 1, 1)).unwrap())
+            .unwrap();
+        if relu {
+            want = want.relu().unwrap();
+        }
+        assert!(rel_err(&got, &want) <= 1e-5, "stride {stride} pad {pad}");
+    }
+    // Asymmetric (TF-"SAME") padding equals padding the input first.
+    let x = Tensor::randn(0f32, 1.0, (1, 4, 7, 7), &dev).unwrap();
+    let w = Tensor::randn(0f32, 0.5, (6, 4, 3, 3), &dev).unwrap();
+    let pad = Pad2d {
+        h: (0, 1),
+        w: (1, 0),
+    };
+    let got = conv::conv2d_full(&x, &w, None, pad, 2, 1, false).unwrap();
+    let want = conv::pad_zeros(&x, pad)
+        .unwrap()
+        .conv2d(&w, 0, 2, 1, 1)
+        .unwrap();
+    assert!(rel_err(&got, &want) <= 1e-5);
 }

@@ -1,34 +1,19 @@
 //! VGG16's conv parameter and MAC counts against the published figures.
 
-use candle_core::{DType, Device, Tensor};
-use lrprune::model::{cost, vgg, Network};
-use std::collections::HashMap;
+use lrprune::model::arch::{self, vgg, Source, Tail};
+use lrprune::model::{cost, Network};
+use lrprune::spec::Arch;
 
 fn vgg16(size: usize) -> Network {
-    let cfg = vgg::config("vgg16").unwrap();
-    let mut t = HashMap::new();
-    let mut in_c = 3;
-    for (k, out_c) in vgg::conv_keys(&cfg, false)
-        .into_iter()
-        .zip(cfg.iter().flatten())
-    {
-        t.insert(
-            format!("features.{k}.weight"),
-            Tensor::zeros((*out_c, in_c, 3, 3), DType::F32, &Device::Cpu).unwrap(),
-        );
-        t.insert(
-            format!("features.{k}.bias"),
-            Tensor::zeros(*out_c, DType::F32, &Device::Cpu).unwrap(),
-        );
-        in_c = *out_c;
-    }
-    let layers = vgg::build_features(&cfg, false, 3, &t, &Device::Cpu).unwrap();
-    let head_start = layers.len();
-    Network {
-        layers,
-        head_start,
-        input_shape: (3, size, size),
-    }
+    arch::build(
+        Arch::Vgg16,
+        &[],
+        false,
+        Source::Shapes,
+        (3, size, size),
+        Tail::Features,
+    )
+    .unwrap()
 }
 
 #[test]
@@ -49,4 +34,9 @@ fn torchvision_keys_with_batch_norm() {
         vec![0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28]
     );
     assert_eq!(vgg::conv_keys(&cfg, true)[..4], [0, 3, 7, 10]);
+    // The one-time Keras conversion names the same 13 convs.
+    assert_eq!(
+        lrprune::assets::keras_vgg16::VGG16_FEATURE_INDICES.to_vec(),
+        vgg::conv_keys(&cfg, false)
+    );
 }

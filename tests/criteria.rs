@@ -3,7 +3,7 @@
 mod common;
 use candle_core::{Device, Tensor};
 use lrprune::data::split::Split;
-use lrprune::model::{Layer, Network};
+use lrprune::model::{Network, Op};
 use lrprune::prune::criteria::{Criterion, ScoreInput, Taylor};
 
 fn loss(net: &Network, x: &Tensor, y: &Tensor) -> f64 {
@@ -33,6 +33,7 @@ fn taylor_scores_match_finite_differences() {
     let scores = Taylor
         .score(&ScoreInput {
             net: &task.net,
+            plan: &task.plan,
             reference: &one,
             batch_size: 1,
             from: None,
@@ -40,13 +41,13 @@ fn taylor_scores_match_finite_differences() {
         .unwrap();
 
     let layer = 1; // second conv: 16 filters on an 8×8 map
-    let conv_idx = task.net.conv_layer_indices()[layer];
+    let conv_idx = task.net.conv_nodes()[layer];
     let base = loss(&task.net, &one.images, &y);
     let delta = 1e-3;
     let fd: Vec<f64> = (0..16)
         .map(|f| {
             let mut net = task.net.clone();
-            if let Layer::Conv(c) = &mut net.layers[conv_idx] {
+            if let Op::Conv(c) = &mut net.nodes[conv_idx].op {
                 let mut s = vec![1f32; 16];
                 s[f] = 1.0 + delta as f32;
                 let s = Tensor::new(s.as_slice(), &Device::Cpu).unwrap();

@@ -3,7 +3,7 @@
 mod common;
 
 use candle_core::Device;
-use lrprune::data::{self, image_folder};
+use lrprune::data::{self, image_folder, ImageSource};
 use lrprune::spec::{DataFormat, DataSettings, DatasetSpec, Preprocess};
 use rand::SeedableRng;
 use std::path::Path;
@@ -97,5 +97,10 @@ fn image_folder_tree_is_split_and_preprocessed() {
     };
     let e = split(&control).err().unwrap();
     assert!(e.to_string().contains("data.control_per_class"), "{e}");
-    let _ = image_folder::ImageFolder::scan(dir.path()).unwrap();
+    // The tree as scanned: both classes, in name order, with every image found.
+    let scanned = image_folder::ImageFolder::scan(dir.path()).unwrap();
+    assert_eq!(scanned.class_names(), ["cat", "dog"]);
+    // Five images per class (the notes file is not one), sorted by file name.
+    assert_eq!(scanned.labels(), [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
+    assert_eq!(scanned.image(5).unwrap().data[0], 200);
 }

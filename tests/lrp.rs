@@ -6,7 +6,8 @@ use candle_core::{Device, Tensor};
 use lrprune::lrp::composite::{self, Composite};
 use lrprune::lrp::propagate::{max_pool_wta, per_sample_filter_relevance, propagate};
 use lrprune::lrp::rules::{self, LinearOp, Rule};
-use lrprune::model::{Layer, Linear, Network};
+use lrprune::model::layer::Window;
+use lrprune::model::{Linear, Network, Op};
 
 fn t2(v: &[f32], r: usize, c: usize) -> Tensor {
     Tensor::from_vec(v.to_vec(), (r, c), &Device::Cpu).unwrap()
@@ -35,21 +36,21 @@ fn toy_layer(rule: Rule) -> Vec<f32> {
 fn epsilon_rule_two_layer_toy_by_hand() {
     // x = [1, 2]; z1 = W1 x + b1 = [−0.5, 3]; h = [0, 3]; z2 = [1 2]·h = 6; R(out) = 1.
     // Layer 2: R_h = h ⊙ (W2ᵀ (1/6)) = [0, 1]. Layer 1: s = [0, 1/3], R_x = x ⊙ W1ᵀ s = [2/3, 2/3].
-    let net = Network {
-        layers: vec![
-            Layer::Linear(Linear {
+    let net = Network::chain(
+        vec![
+            Op::Linear(Linear {
                 weight: t2(&[1., -1., 2., 1.], 2, 2),
                 bias: t1(&[0.5, -1.]),
             }),
-            Layer::Relu,
-            Layer::Linear(Linear {
+            Op::Relu,
+            Op::Linear(Linear {
                 weight: t2(&[1., 2.], 1, 2),
                 bias: t1(&[0.]),
             }),
         ],
-        head_start: 0,
-        input_shape: (2, 1, 1),
-    };
+        0,
+        (2, 1, 1),
+    );
     let comp = Composite {
         first_conv: EPS,
         conv: EPS,
@@ -83,6 +84,14 @@ fn alpha2_beta1_by_hand() {
     close(&toy_layer(ab), &[7. / 3., 0.], 1e-5);
 }
 
+fn win(kernel: usize, stride: usize, padding: usize) -> Window {
+    Window {
+        kernel,
+        stride,
+        padding,
+    }
+}
+
 #[test]
 fn max_pool_routes_relevance_to_the_winner() {
     let x = Tensor::from_vec(
@@ -92,7 +101,7 @@ fn max_pool_routes_relevance_to_the_winner() {
     )
     .unwrap();
     let r = Tensor::from_vec(vec![0.7f32, 0.3], (1, 1, 1, 2), &Device::Cpu).unwrap();
-    let out = max_pool_wta(&x, &r, 2, 2)
+    let out = max_pool_wta(&x, &r, win(2, 2, 0))
         .unwrap()
         .flatten_all()
         .unwrap()
@@ -112,7 +121,7 @@ fn fused_cpu_ops_equal_their_candle_op_versions() {
         .relu()
         .unwrap();
     let r = Tensor::randn(0f32, 1.0, (3, 5, 3, 4), &Device::Cpu).unwrap();
-    let fast = fused::max_pool_wta(&x, &r, 2)
+    let fast = fused::max_pool_wta(&x, &r, win(2, 2, 0))
         .unwrap()
         .expect("CPU f32 path");
     let ops = max_pool_wta_ops(&x, &r, 2, 2).unwrap();
@@ -133,23 +142,6 @@ fn fused_cpu_ops_equal_their_candle_op_versions() {
     }
     assert_eq!(av[0], 1e6); // z = 0 → +ε
     assert!((av[2] - 1.5).abs() < 1e-6);
-}
-
-fn ranks(v: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..v.len()).collect();
-    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
-    let mut r = vec![0.0; v.len()];
-    for (rank, i) in idx.into_iter().enumerate() {
-        r[i] = rank as f64;
-    }
-    r
-}
-
-fn spearman(a: &[f64], b: &[f64]) -> f64 {
-    let (ra, rb) = (ranks(a), ranks(b));
-    let n = a.len() as f64;
-    let d2: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - y).powi(2)).sum();
-    1.0 - 6.0 * d2 / (n * (n * n - 1.0))
 }
 
 #[test]
@@ -188,7 +180,7 @@ fn per_filter_relevance_matches_zennit_epsilon_plus() {
         all_ours.extend(o);
         all_ref.extend(r);
     }
-    let rho = spearman(&all_ours, &all_ref);
+    let rho = common::spearman(&all_ours, &all_ref);
     assert!(rho >= 0.999, "Spearman ρ = {rho}");
 }
 

@@ -2,7 +2,8 @@
 //! `conv2d` and PyTorch's `F.conv2d` on the same shapes.
 
 use super::time;
-use crate::model::{conv, vgg};
+use crate::model::arch::vgg;
+use crate::model::conv;
 use anyhow::Result;
 use candle_core::{Device, Tensor};
 use std::cell::Cell;

@@ -2,6 +2,7 @@
 //! can pick one and the choice is recorded with the results.
 
 use super::rules::Rule;
+use crate::model::Op;
 use crate::spec::Preprocess;
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
@@ -15,23 +16,22 @@ pub struct Composite {
     pub bounds: Option<(Tensor, Tensor)>,
 }
 
-/// The composites lrprune knows, with what they do.
-pub const NAMES: &[(&str, &str)] = &[
-    (
-        "epsilon-plus",
-        "convs z⁺ with b⁺ (zennit EpsilonPlus), dense ε = 1e-6 — the default",
-    ),
-    (
-        "epsilon-plus-nobias",
-        "convs z⁺ ignoring biases (DESIGN §5; conserves relevance exactly), dense ε",
-    ),
-    ("epsilon-plus-flat", "as epsilon-plus, first conv flat"),
-    (
-        "epsilon-plus-zb",
-        "as epsilon-plus, first conv zᴮ with the preprocessing's pixel bounds",
-    ),
-    ("epsilon-alpha2-beta1", "convs α2β1, dense ε"),
-];
+impl Composite {
+    /// The rule for an affine node (`first`: the network's first conv); `None` for the
+    /// other ops, whose rules are fixed (pass, winner-take-all, zennit's `Norm` for average
+    /// pools and `Add`: docs/method.md).
+    pub fn rule_for(&self, op: &Op, first: bool) -> Option<Rule> {
+        match op {
+            Op::Conv(_) if first => Some(self.first_conv),
+            Op::Conv(_) => Some(self.conv),
+            Op::Linear(_) => Some(self.linear),
+            _ => None,
+        }
+    }
+}
+
+/// The composites lrprune knows, with what they do (listed in `spec`, which checks names).
+pub use crate::spec::COMPOSITES as NAMES;
 
 const EPS: Rule = Rule::Epsilon { epsilon: 1e-6 };
 const ZPLUS: Rule = Rule::ZPlus { bias: true };

@@ -3,16 +3,17 @@
 
 use super::composite;
 use super::propagate::{per_sample_filter_relevance, propagate};
+use crate::model::arch::{self, vgg, Source, Tail};
 use crate::model::network::Shape;
-use crate::model::{classifier, vgg, weights, Layer, Network};
-use crate::spec::{CfgItem, Preprocess};
+use crate::model::{classifier, weights, Network, Op};
+use crate::spec::{Arch, CfgItem, Preprocess};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use polars::prelude::*;
 use std::path::{Path, PathBuf};
 
 pub struct ExplainOptions {
-    /// `vgg11|13|16|19` or a custom cfg like `8 8 M 16 M`.
+    /// An architecture name (`vgg16`, `resnet18`, …) or a custom cfg like `8 8 M 16 M`.
     pub model: String,
     pub batch_norm: bool,
     pub weights: PathBuf,
@@ -23,11 +24,12 @@ pub struct ExplainOptions {
     pub heatmaps: Option<PathBuf>,
 }
 
-fn layer_cfg(model: &str) -> Result<Vec<Option<usize>>> {
-    if let Some(cfg) = vgg::config(model) {
-        return Ok(cfg);
+/// `--model`: an architecture name, else a custom VGG cfg like `8 8 M 16 M`.
+fn model_arch(model: &str) -> (Arch, Vec<CfgItem>) {
+    if let Some(arch) = Arch::parse(model) {
+        return (arch, Vec::new());
     }
-    let items: Vec<CfgItem> = model
+    let items = model
         .split([' ', ','])
         .filter(|t| !t.is_empty())
         .map(|t| {
@@ -36,46 +38,52 @@ fn layer_cfg(model: &str) -> Result<Vec<Option<usize>>> {
                 .unwrap_or(CfgItem::Pool(t.to_string()))
         })
         .collect();
-    vgg::custom_config(&items).with_context(|| {
-        format!("--model `{model}`: not vgg11/13/16/19 nor a cfg like \"64 M 128 M\"")
-    })
+    (Arch::Custom, items)
 }
 
-/// Backbone + checkpoint head: global average pooling when the head's input matches the
-/// channel count, Flatten when it matches the whole feature map.
+/// The network `explain` reads. A VGG-style checkpoint carries its head as
+/// `classifier.N` (what `lrprune export` writes, or torchvision's VGG classifier), joined
+/// to the features by global average pooling or flattening, whichever the head's input
+/// width fits; any other architecture is read with torchvision's own classifier.
 pub fn checkpoint_network(
     opts: &ExplainOptions,
     input: (usize, usize, usize),
     device: &Device,
 ) -> Result<Network> {
+    let (arch, cfg) = model_arch(&opts.model);
     let tensors = weights::load(&opts.weights, device)?;
-    let mut layers = vgg::build_features(
-        &layer_cfg(&opts.model)?,
-        opts.batch_norm,
-        input.0,
-        &tensors,
-        device,
-    )?;
-    let head = classifier::from_checkpoint(&tensors, device)?;
-    let probe = Network {
-        layers: layers.clone(),
-        head_start: layers.len(),
-        input_shape: input,
+    let src = || Source::Checkpoint {
+        tensors: &tensors,
+        path: opts.weights.display().to_string(),
+        device: device.clone(),
     };
-    let Some(Shape::Map { c, h, w }) = probe.shapes().last().copied() else {
+    if arch != Arch::Custom && vgg::named(arch).is_none() {
+        return arch::build(arch, &cfg, opts.batch_norm, src(), input, Tail::Classifier);
+    }
+    if arch == Arch::Custom {
+        vgg::custom_config(&cfg).with_context(|| {
+            format!(
+                "--model `{}`: not an architecture nor a cfg like \"64 M 128 M\"",
+                opts.model
+            )
+        })?;
+    }
+    let mut net = arch::build(arch, &cfg, opts.batch_norm, src(), input, Tail::Features)?;
+    let head = classifier::from_checkpoint(&tensors, device)?;
+    let Some(Shape::Map { c, h, w }) = net.shapes().last().copied() else {
         bail!("backbone ends in a flat shape")
     };
     let first_in = match &head[0] {
-        Layer::Linear(l) => l.weight.dims()[1],
-        _ => unreachable!(),
+        Op::Linear(l) => l.weight.dims()[1],
+        _ => bail!("the checkpoint's head does not start with a linear layer"),
     };
-    let head_start = layers.len();
+    net.head_start = net.nodes.len();
     // GAP first: it is what lrprune's own heads use, and on 1×1 maps Flatten would give the
     // same forward pass but route relevance differently (GAP gives a dead feature none).
     if first_in == c {
-        layers.push(Layer::GlobalAvgPool);
+        net.push_chain(Op::GlobalAvgPool);
     } else if first_in == c * h * w {
-        layers.push(Layer::Flatten);
+        net.push_chain(Op::Flatten);
     } else {
         bail!("classifier.0 expects {first_in} inputs but the features give {c}×{h}×{w} (fix: use inputs of the size the head was trained for)");
     }
@@ -84,17 +92,15 @@ pub fn checkpoint_network(
         tensors.get("standardize.inv_std"),
     ) {
         // Written by `lrprune export`: the head's input standardisation.
-        layers.push(Layer::Standardize {
+        net.push_chain(Op::Standardize {
             mean: mean.to_dtype(DType::F32)?.to_device(device)?,
             inv_std: inv_std.to_dtype(DType::F32)?.to_device(device)?,
         });
     }
-    layers.extend(head);
-    Ok(Network {
-        layers,
-        head_start,
-        input_shape: input,
-    })
+    for op in head {
+        net.push_chain(op);
+    }
+    Ok(net)
 }
 
 pub fn explain(opts: &ExplainOptions, device: &Device) -> Result<DataFrame> {
@@ -116,10 +122,11 @@ pub fn explain(opts: &ExplainOptions, device: &Device) -> Result<DataFrame> {
     let net = checkpoint_network(opts, (c, h, w), device)?;
     let comp = composite::by_name(&opts.composite, opts.preprocess, device)?;
     let rel = propagate(&net, &images, &labels, &comp)?;
-    let conv_names: Vec<String> = {
-        let keys = vgg::conv_keys(&layer_cfg(&opts.model)?, opts.batch_norm);
-        keys.iter().map(|k| format!("features.{k}")).collect()
-    };
+    let conv_names: Vec<String> = net
+        .conv_nodes()
+        .into_iter()
+        .map(|i| net.nodes[i].name.clone())
+        .collect();
     let (mut layer, mut name, mut filter, mut value) = (vec![], vec![], vec![], vec![]);
     for (k, r) in per_sample_filter_relevance(&rel)?.into_iter().enumerate() {
         let sums = r.sum(0)?.to_vec1::<f64>()?;
@@ -130,7 +137,7 @@ pub fn explain(opts: &ExplainOptions, device: &Device) -> Result<DataFrame> {
             value.push(v);
         }
     }
-    let mut df = DataFrame::new(
+    let df = DataFrame::new(
         layer.len(),
         vec![
             Column::new("layer".into(), layer),
@@ -139,7 +146,6 @@ pub fn explain(opts: &ExplainOptions, device: &Device) -> Result<DataFrame> {
             Column::new("relevance".into(), value),
         ],
     )?;
-    crate::results::write_parquet_atomic(&opts.out, &mut df)?;
     if let Some(dir) = &opts.heatmaps {
         write_heatmaps(rel.input.as_ref().context("input relevance")?, dir)?;
     }

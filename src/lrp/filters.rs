@@ -1,6 +1,6 @@
 //! Per-filter relevance: each conv output's relevance summed over space and reference images,
-//! kept per true class (the accuracy-aware controller weighs classes), and the LRP pruning
-//! criterion built on it.
+//! kept per true class (the accuracy-aware controller weighs classes). The pruning
+//! criterion built on it (groups, normalisation) lives in `prune::relevance`.
 
 use super::composite::Composite;
 use super::propagate::{per_sample_filter_relevance, reverse};
@@ -8,12 +8,11 @@ use crate::data::split::Split;
 use crate::model::network::batch_ranges;
 use crate::model::prefix::{self, Start};
 use crate::model::Network;
-use crate::prune::criteria::{Criterion, ScoreInput};
-use crate::spec::{LayerNorm, LrpSettings};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
 
-/// `per_class[conv][class][filter]`: relevance summed over the class's reference images.
+/// `per_class[k][class][filter]`: relevance summed over the class's reference images, per
+/// conv (or, once grouped by the pruning plan, per group).
 #[derive(Debug, Clone)]
 pub struct FilterRelevance {
     pub per_class: Vec<Vec<Vec<f64>>>,
@@ -72,50 +71,4 @@ pub fn filter_relevance(
         }
     }
     Ok(FilterRelevance { per_class })
-}
-
-/// Optional |·| then per-layer normalisation (Yeom: v / Σ v) of `[conv][filter]` scores.
-pub fn postprocess(scores: Vec<Vec<f64>>, abs: bool, norm: LayerNorm) -> Vec<Vec<f64>> {
-    scores
-        .into_iter()
-        .map(|layer| {
-            let layer: Vec<f64> = if abs {
-                layer.iter().map(|v| v.abs()).collect()
-            } else {
-                layer
-            };
-            let d = match norm {
-                LayerNorm::None => 1.0,
-                LayerNorm::Sum => layer.iter().sum::<f64>(),
-                LayerNorm::L2 => layer.iter().map(|v| v * v).sum::<f64>().sqrt(),
-            };
-            let d = if d.abs() < 1e-30 { 1.0 } else { d.abs() };
-            layer.into_iter().map(|v| v / d).collect()
-        })
-        .collect()
-}
-
-/// LRP filter ranking on the reference split.
-pub struct LrpCriterion {
-    pub composite: Composite,
-    pub settings: LrpSettings,
-    pub n_classes: usize,
-}
-
-impl Criterion for LrpCriterion {
-    fn score(&mut self, input: &ScoreInput) -> Result<Vec<Vec<f64>>> {
-        let rel = filter_relevance(
-            input.net,
-            input.reference,
-            &self.composite,
-            self.n_classes,
-            input.batch_size,
-            input.from,
-        )?;
-        Ok(postprocess(
-            rel.total(),
-            self.settings.abs,
-            self.settings.normalize,
-        ))
-    }
 }

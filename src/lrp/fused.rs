@@ -5,6 +5,7 @@
 //! On the CPU (f32, contiguous) this is one parallel loop; elsewhere the Candle ops run.
 
 use crate::model::cpu_op::{self, f32_slice};
+use crate::model::layer::Window;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -51,23 +52,23 @@ impl CustomOp2 for Ratio {
     }
 }
 
-/// Winner-take-all relevance through a max-pool with window = stride, on the CPU in one
-/// pass: each window's relevance goes to the position(s) holding its maximum, split evenly
-/// on exact ties; positions outside every window get none. `x`: the pool's input
-/// (N, C, H, W); `r`: relevance at its output (N, C, H/k, W/k). `None` if this fast path
-/// does not apply (device, dtype, shapes).
-pub fn max_pool_wta(x: &Tensor, r: &Tensor, k: usize) -> Result<Option<Tensor>> {
+/// Winner-take-all relevance through a max-pool on the CPU in one pass: each window's
+/// relevance goes to the position(s) holding its maximum, split evenly on exact ties
+/// (padded positions never win); overlapping windows add up, and positions outside every
+/// window get none. `x`: the pool's input (N, C, H, W); `r`: relevance at its output.
+/// `None` if this fast path does not apply (device, dtype, shapes).
+pub fn max_pool_wta(x: &Tensor, r: &Tensor, win: Window) -> Result<Option<Tensor>> {
     if !(cpu_op::applies(&[x, r]) && x.rank() == 4 && r.rank() == 4) {
         return Ok(None);
     }
     Ok(Some(
         x.contiguous()?
-            .apply_op2_no_bwd(&r.contiguous()?, &Wta { k })?,
+            .apply_op2_no_bwd(&r.contiguous()?, &Wta { win })?,
     ))
 }
 
 struct Wta {
-    k: usize,
+    win: Window,
 }
 
 impl CustomOp2 for Wta {
@@ -85,14 +86,25 @@ impl CustomOp2 for Wta {
         let (x, r) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "relevance")?);
         let (n, c, h, w) = l1.shape().dims4()?;
         let (n2, c2, oh, ow) = l2.shape().dims4()?;
-        let k = self.k;
-        if n != n2 || c != c2 || oh * k > h || ow * k > w {
+        let Window {
+            kernel: k,
+            stride,
+            padding: p,
+        } = self.win;
+        if n != n2 || c != c2 || oh != self.win.out_size(h) || ow != self.win.out_size(w) {
             candle_core::bail!(
                 "max-pool WTA: input {:?} vs relevance {:?}",
                 l1.shape(),
                 l2.shape()
             );
         }
+        // The valid input rows (or columns) of window `i`: padded positions never win.
+        let span = |i: usize, n: usize| {
+            let start = (i * stride).saturating_sub(p);
+            let end = (i * stride + k).saturating_sub(p).min(n);
+            start..end
+        };
+        let overlap = stride < k;
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(h * w)
             .zip(x.par_chunks(h * w))
@@ -100,12 +112,11 @@ impl CustomOp2 for Wta {
             .for_each(|((o, xp), rp)| {
                 for i in 0..oh {
                     for j in 0..ow {
-                        let at = |a: usize, b: usize| (i * k + a) * w + j * k + b;
+                        let (rows, cols) = (span(i, h), span(j, w));
                         let mut best = f32::NEG_INFINITY;
                         let mut ties = 0usize;
-                        for a in 0..k {
-                            for b in 0..k {
-                                let v = xp[at(a, b)];
+                        for a in rows.clone() {
+                            for &v in &xp[a * w + cols.start..a * w + cols.end] {
                                 if v > best {
                                     best = v;
                                     ties = 1;
@@ -115,10 +126,16 @@ impl CustomOp2 for Wta {
                             }
                         }
                         let share = rp[i * ow + j] / ties.max(1) as f32;
-                        for a in 0..k {
-                            for b in 0..k {
-                                if xp[at(a, b)] == best {
-                                    o[at(a, b)] = share;
+                        for a in rows {
+                            for b in cols.clone() {
+                                if xp[a * w + b] == best {
+                                    // Assign where windows cannot overlap, so a −0.0 share
+                                    // stays −0.0 (scores keep their exact ties).
+                                    if overlap {
+                                        o[a * w + b] += share;
+                                    } else {
+                                        o[a * w + b] = share;
+                                    }
                                 }
                             }
                         }

@@ -10,4 +10,4 @@ pub mod propagate;
 pub mod rules;
 
 pub use composite::Composite;
-pub use filters::{FilterRelevance, LrpCriterion};
+pub use filters::FilterRelevance;

@@ -1,9 +1,10 @@
 //! The explicit reverse pass: Candle has no backward hooks, so LRP is a walk back over the
-//! layers using each layer's stored input.
+//! graph's nodes using each node's stored inputs.
 
 use super::composite::Composite;
 use super::rules::{self, ConvOp, LinearOp};
-use crate::model::{Layer, Network};
+use crate::model::layer::Window;
+use crate::model::{Network, Op};
 use candle_core::{DType, Result, Tensor, D};
 
 /// Relevance of one batch.
@@ -16,16 +17,25 @@ pub struct Relevance {
     pub output_total: Tensor,
 }
 
-/// Winner-take-all through a max-pool with window = stride: all relevance of an output goes
-/// to the input position(s) holding the maximum (split evenly on exact ties).
-pub fn max_pool_wta(x: &Tensor, r: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
-    if kernel != stride {
-        candle_core::bail!("LRP max-pool supports kernel == stride only, got {kernel}/{stride}");
+/// Winner-take-all through a max-pool: all relevance of an output goes to the input
+/// position(s) holding the maximum of its window (split evenly on exact ties; overlapping
+/// windows add up).
+pub fn max_pool_wta(x: &Tensor, r: &Tensor, win: Window) -> Result<Tensor> {
+    if let Some(fast) = super::fused::max_pool_wta(x, r, win)? {
+        return Ok(fast);
     }
-    match super::fused::max_pool_wta(x, r, kernel)? {
-        Some(fast) => Ok(fast),
-        None => max_pool_wta_ops(x, r, kernel, stride),
+    if win.kernel == win.stride && win.padding == 0 {
+        return max_pool_wta_ops(x, r, win.kernel, win.stride);
     }
+    // Overlapping or padded windows on another device: the CPU pass, and back.
+    let cpu = candle_core::Device::Cpu;
+    let (xc, rc) = (
+        x.to_device(&cpu)?.to_dtype(DType::F32)?,
+        r.to_device(&cpu)?.to_dtype(DType::F32)?,
+    );
+    let out = super::fused::max_pool_wta(&xc, &rc, win)?
+        .ok_or_else(|| candle_core::Error::Msg("max-pool WTA: no CPU path".into()))?;
+    out.to_dtype(x.dtype())?.to_device(x.device())
 }
 
 /// [`max_pool_wta`] from Candle ops, for every device (the CPU takes a fused pass).
@@ -67,7 +77,8 @@ pub fn propagate(
 
 /// The reverse pass; without `to_input` it stops at the first conv's output, which is all
 /// that filter scores need (the first layer's rule cannot change them).
-/// `acts` is the network's trace on the batch ([`Network::trace`]).
+/// `acts` is the network's trace on the batch ([`Network::trace`]). Relevance reaching a
+/// value from several readers (a tensor that fans out) is summed.
 pub fn reverse(
     net: &Network,
     acts: Vec<Tensor>,
@@ -75,64 +86,109 @@ pub fn reverse(
     composite: &Composite,
     to_input: bool,
 ) -> Result<Relevance> {
-    let out = acts.last().unwrap();
-    let mut r = one_hot(targets, out.dims()[1], out)?;
-    let output_total = r.sum(1)?;
-    let conv_idx = net.conv_layer_indices();
-    let first_conv = conv_idx.first().copied();
-    let mut conv_outputs = vec![None; conv_idx.len()];
-    for (i, layer) in net.layers.iter().enumerate().rev() {
-        let a = &acts[i];
-        r = match layer {
-            Layer::Conv(c) => {
-                let k = conv_idx.iter().position(|&j| j == i).unwrap();
+    let n = net.nodes.len();
+    let out = &acts[n];
+    let start = one_hot(targets, out.dims()[1], out)?;
+    let output_total = start.sum(1)?;
+    let conv_nodes = net.conv_nodes();
+    let mut conv_outputs = vec![None; conv_nodes.len()];
+    let mut rel: Vec<Option<Tensor>> = vec![None; n + 1];
+    rel[n] = Some(start);
+    for (i, node) in net.nodes.iter().enumerate().rev() {
+        let Some(r) = rel[i + 1].take() else {
+            continue; // nothing downstream reads this node
+        };
+        let a = &acts[node.inputs[0]];
+        let r_in = match &node.op {
+            Op::Conv(c) => {
+                let k = conv_nodes.iter().position(|&j| j == i).expect("a conv");
                 conv_outputs[k] = Some(r.clone());
                 if k == 0 && !to_input {
                     break;
                 }
-                let rule = if Some(i) == first_conv {
-                    composite.first_conv
-                } else {
-                    composite.conv
-                };
-                let op = ConvOp {
-                    padding: c.padding,
-                    stride: c.stride,
-                };
-                rules::apply(
-                    rule,
-                    &op,
-                    a,
-                    &c.weight,
-                    &c.bias,
-                    &r,
-                    composite.bounds.as_ref(),
-                )?
+                let rule = composite
+                    .rule_for(&node.op, k == 0)
+                    .expect("convs have a rule");
+                let bounds = composite.bounds.as_ref();
+                let op = ConvOp::of(c);
+                rules::apply(rule, &op, a, &c.weight, &c.bias, &r, bounds)?
             }
-            Layer::Linear(l) => {
-                rules::apply(composite.linear, &LinearOp, a, &l.weight, &l.bias, &r, None)?
+            Op::Linear(l) => {
+                let rule = composite
+                    .rule_for(&node.op, false)
+                    .expect("linear has a rule");
+                rules::apply(rule, &LinearOp, a, &l.weight, &l.bias, &r, None)?
             }
             // Element-wise, one input per output: relevance passes (as through ReLU).
-            Layer::Relu | Layer::Dropout | Layer::Standardize { .. } => r,
-            Layer::MaxPool { kernel, stride } => max_pool_wta(a, &r, *kernel, *stride)?,
-            Layer::Flatten => r.reshape(a.shape())?,
-            Layer::GlobalAvgPool => {
+            Op::Relu | Op::Relu6 | Op::Dropout | Op::Standardize { .. } => r,
+            Op::MaxPool(win) => max_pool_wta(a, &r, *win)?,
+            Op::Flatten => r.reshape(a.shape())?,
+            Op::GlobalAvgPool => {
                 // Average pooling as an affine layer with weights 1/HW (zennit's Norm rule).
                 let (_, _, h, w) = a.dims4()?;
                 let z = a.mean(D::Minus1)?.mean(D::Minus1)?;
                 let s = super::fused::ratio(&r, &z, 1e-6)?.affine(1.0 / (h * w) as f64, 0.0)?;
                 a.broadcast_mul(&s.unsqueeze(2)?.unsqueeze(3)?)?
             }
+            Op::AdaptiveAvgPool { .. } => adaptive_avg_norm(a, &r)?,
+            Op::Add => {
+                // zennit's Norm rule on the sum: each term gets its share x_j / Σ x.
+                let z = net.nodes[i]
+                    .op
+                    .forward(&node.inputs.iter().map(|&v| &acts[v]).collect::<Vec<_>>())?;
+                let s = super::fused::ratio(&r, &z, 1e-6)?;
+                for &v in &node.inputs {
+                    accumulate(&mut rel[v], (&acts[v] * &s)?)?;
+                }
+                continue;
+            }
         };
+        accumulate(&mut rel[node.inputs[0]], r_in)?;
     }
     Ok(Relevance {
         conv_outputs: conv_outputs
             .into_iter()
-            .map(|t| t.expect("every conv visited"))
-            .collect(),
-        input: to_input.then_some(r),
+            .map(|t| t.ok_or_else(|| candle_core::Error::Msg("a conv got no relevance".into())))
+            .collect::<Result<_>>()?,
+        input: if to_input { rel[0].take() } else { None },
         output_total,
     })
+}
+
+/// Add `r` to the relevance gathered at a value (the first contribution is kept as is).
+fn accumulate(slot: &mut Option<Tensor>, r: Tensor) -> Result<()> {
+    *slot = Some(match slot.take() {
+        Some(prev) => (prev + r)?,
+        None => r,
+    });
+    Ok(())
+}
+
+/// zennit's Norm rule through `nn.AdaptiveAvgPool2d`: each bin's relevance goes to its
+/// input positions in proportion to their values; overlapping bins add up.
+fn adaptive_avg_norm(a: &Tensor, r: &Tensor) -> Result<Tensor> {
+    use crate::model::pool::adaptive_bin;
+    let (_, _, h, w) = a.dims4()?;
+    let (oh, ow) = (r.dims()[2], r.dims()[3]);
+    let mut out = a.zeros_like()?;
+    for i in 0..oh {
+        let (h0, h1) = adaptive_bin(i, h, oh);
+        for j in 0..ow {
+            let (w0, w1) = adaptive_bin(j, w, ow);
+            let cell = a.narrow(2, h0, h1 - h0)?.narrow(3, w0, w1 - w0)?;
+            let z = cell.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;
+            let rb = r.narrow(2, i, 1)?.narrow(3, j, 1)?;
+            let area = ((h1 - h0) * (w1 - w0)) as f64;
+            let s = super::fused::ratio(&rb.contiguous()?, &z.contiguous()?, 1e-6)?
+                .affine(1.0 / area, 0.0)?;
+            let share = cell.broadcast_mul(&s)?;
+            let placed = share
+                .pad_with_zeros(2, h0, h - h1)?
+                .pad_with_zeros(3, w0, w - w1)?;
+            out = (out + placed)?;
+        }
+    }
+    Ok(out)
 }
 
 /// Per-filter relevance of one batch: each conv's output relevance summed over space,

@@ -6,7 +6,10 @@
 //! weights by sign.
 
 use super::fused::ratio;
-use crate::model::conv::conv2d;
+use crate::model::conv::depthwise::{Depthwise, DepthwiseTranspose};
+use crate::model::conv::{conv2d, conv2d_full};
+use crate::model::cpu_op;
+use crate::model::layer::{Conv, Pad2d};
 use candle_core::{Result, Tensor};
 
 /// An affine operator `x ↦ A(x; W) + b` with its transpose, enough to express every rule.
@@ -22,21 +25,58 @@ pub trait Affine {
     }
 }
 
+/// A conv as an affine operator: any padding, grouped or depthwise.
 pub struct ConvOp {
-    pub padding: usize,
+    pub padding: Pad2d,
     pub stride: usize,
+    pub groups: usize,
+}
+
+impl ConvOp {
+    pub fn of(c: &Conv) -> Self {
+        Self {
+            padding: c.padding,
+            stride: c.stride,
+            groups: c.groups,
+        }
+    }
 }
 
 impl Affine for ConvOp {
     fn forward(&self, x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        conv2d(x, w, None, self.padding, self.stride, false)
+        conv2d_full(x, w, None, self.padding, self.stride, self.groups, false)
     }
     fn forward_bias(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
-        conv2d(x, w, Some(b), self.padding, self.stride, false)
+        conv2d_full(x, w, Some(b), self.padding, self.stride, self.groups, false)
     }
     fn transpose(&self, s: &Tensor, w: &Tensor, input: &Tensor) -> Result<Tensor> {
-        let (kh, kw, h_in) = (w.dims()[2], w.dims()[3], input.dims()[2]);
-        if self.stride == 1 && kh == kw && self.padding < kh {
+        let (_, _, h, wd) = input.dims4()?;
+        let Some(p) = self.padding.symmetric() else {
+            // Asymmetric padding: transpose onto the padded input, then crop the padding.
+            let (t, l) = (self.padding.h.0, self.padding.w.0);
+            let padded = (h + t + self.padding.h.1, wd + l + self.padding.w.1);
+            let full = transpose_sym(s, w, 0, self.stride, self.groups, padded)?;
+            return full.narrow(2, t, h)?.narrow(3, l, wd);
+        };
+        transpose_sym(s, w, p, self.stride, self.groups, (h, wd))
+    }
+    fn add_bias(&self, z: &Tensor, b: &Tensor) -> Result<Tensor> {
+        z.broadcast_add(&b.reshape((1, b.dims()[0], 1, 1))?)
+    }
+}
+
+/// The transpose of a conv with symmetric padding `p` onto an input of size `in_hw`.
+fn transpose_sym(
+    s: &Tensor,
+    w: &Tensor,
+    p: usize,
+    stride: usize,
+    groups: usize,
+    in_hw: (usize, usize),
+) -> Result<Tensor> {
+    let (kh, kw) = (w.dims()[2], w.dims()[3]);
+    if groups == 1 {
+        if stride == 1 && kh == kw && p < kh {
             // Stride 1: the transpose is a plain convolution with the spatially flipped,
             // in/out-swapped kernel, which runs on the fast conv kernels (Candle's direct
             // conv_transpose2d is much slower on CPU).
@@ -48,14 +88,47 @@ impl Affine for ConvOp {
             };
             let flipped = w.index_select(&rev(kh)?, 2)?.index_select(&rev(kw)?, 3)?;
             let k = flipped.transpose(0, 1)?.contiguous()?;
-            return conv2d(s, &k, None, kh - 1 - self.padding, 1, false);
+            return conv2d(s, &k, None, kh - 1 - p, 1, false);
         }
-        let natural = (s.dims()[2] - 1) * self.stride + kh - 2 * self.padding;
-        s.conv_transpose2d(w, self.padding, h_in - natural, self.stride, 1)
+        let natural = (s.dims()[2] - 1) * stride + kh - 2 * p;
+        if natural <= in_hw.0 && in_hw.0 - natural < stride && kh == kw && in_hw.0 == in_hw.1 {
+            return s.conv_transpose2d(w, p, in_hw.0 - natural, stride, 1);
+        }
     }
-    fn add_bias(&self, z: &Tensor, b: &Tensor) -> Result<Tensor> {
-        z.broadcast_add(&b.reshape((1, b.dims()[0], 1, 1))?)
+    let depthwise = w.dims()[1] == 1 && groups == w.dims()[0];
+    if depthwise && cpu_op::applies(&[s, w]) {
+        let op = DepthwiseTranspose {
+            geometry: Depthwise {
+                stride,
+                padding: p,
+                relu: false,
+            },
+            in_hw,
+        };
+        return s.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &op);
     }
+    transpose_by_gradient(s, w, p, stride, groups, in_hw)
+}
+
+/// Any conv's transpose as the gradient of `⟨conv(x), s⟩` with respect to `x`: what the
+/// other devices use for grouped convs and non-square shapes.
+fn transpose_by_gradient(
+    s: &Tensor,
+    w: &Tensor,
+    p: usize,
+    stride: usize,
+    groups: usize,
+    (h, wd): (usize, usize),
+) -> Result<Tensor> {
+    let n = s.dims()[0];
+    let c = w.dims()[1] * groups;
+    let x = candle_core::Var::zeros((n, c, h, wd), s.dtype(), s.device())?;
+    let y = x.as_tensor().conv2d(&w.detach(), p, stride, 1, groups)?;
+    let grads = (y * s.detach())?.sum_all()?.backward()?;
+    grads
+        .get(x.as_tensor())
+        .cloned()
+        .ok_or_else(|| candle_core::Error::Msg("no gradient for the conv transpose".into()))
 }
 
 pub struct LinearOp;

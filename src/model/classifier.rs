@@ -1,13 +1,13 @@
 //! A torchvision-style classifier head read from a checkpoint (`classifier.N.weight/bias`).
 
-use super::layer::{Layer, Linear};
+use super::layer::{Linear, Op};
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
 
 /// The `classifier.N` linear layers in index order, ReLU between them (dropout is identity
 /// in eval mode and carries no tensors, so it needs no layer here).
-pub fn from_checkpoint(tensors: &HashMap<String, Tensor>, device: &Device) -> Result<Vec<Layer>> {
+pub fn from_checkpoint(tensors: &HashMap<String, Tensor>, device: &Device) -> Result<Vec<Op>> {
     let mut idx: Vec<usize> = tensors
         .keys()
         .filter_map(|k| {
@@ -31,9 +31,9 @@ pub fn from_checkpoint(tensors: &HashMap<String, Tensor>, device: &Device) -> Re
             Ok(t.to_dtype(DType::F32)?.to_device(device)?)
         };
         if j > 0 {
-            layers.push(Layer::Relu);
+            layers.push(Op::Relu);
         }
-        layers.push(Layer::Linear(Linear {
+        layers.push(Op::Linear(Linear {
             weight: get("weight")?,
             bias: get("bias")?,
         }));

@@ -1,9 +1,11 @@
 //! Parameter and FLOP counts of the effective (compacted) network.
 //!
-//! FLOPs follow DESIGN §6: per image, one multiply-add counts as 2. Pools, ReLU and biases
-//! are not counted in MACs (the usual convention, and what makes VGG16's 15.35 GMACs).
+//! FLOPs per image count one multiply-add as 2. Pools, ReLU, adds and biases are not
+//! counted in MACs (the usual convention, and what makes VGG16's 15.35 GMACs); a grouped
+//! conv costs `in / groups` MACs per output. Parameters are counted as the original model
+//! counts them: a conv's folded batch-norm adds its γ and β (torchvision's figures).
 
-use super::layer::Layer;
+use super::layer::{Conv, Linear, Op};
 use super::network::{Network, Shape};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,27 +23,39 @@ impl Cost {
     }
 }
 
+/// Parameters and MACs of conv node `conv` with output map `h`×`w`: (params, MACs).
+pub fn conv_cost(conv: &Conv, h: usize, w: usize) -> (u64, u64) {
+    let (kh, kw) = conv.kernel();
+    let per_pos = ((conv.in_channels() / conv.groups) * kh * kw * conv.out_channels()) as u64;
+    let params = per_pos + (conv.out_channels() * conv.extra_params) as u64;
+    (params, per_pos * (h * w) as u64)
+}
+
+/// Parameters and MACs of a linear layer.
+pub fn linear_cost(lin: &Linear) -> (u64, u64) {
+    let d = lin.weight.dims();
+    ((d[0] * d[1] + d[0]) as u64, (d[0] * d[1]) as u64)
+}
+
 pub fn cost(net: &Network) -> Cost {
     let shapes = net.shapes();
     let mut c = Cost::default();
-    for (i, l) in net.layers.iter().enumerate() {
-        match l {
-            Layer::Conv(conv) => {
-                let (kh, kw) = conv.kernel();
-                let per_pos = (conv.in_channels() * kh * kw * conv.out_channels()) as u64;
+    for (i, node) in net.nodes.iter().enumerate() {
+        match &node.op {
+            Op::Conv(conv) => {
                 let Shape::Map { h, w, .. } = shapes[i + 1] else {
                     continue;
                 };
-                let p = per_pos + conv.out_channels() as u64;
+                let (p, m) = conv_cost(conv, h, w);
                 c.conv_params += p;
                 c.params += p;
-                c.conv_macs += per_pos * (h * w) as u64;
-                c.macs += per_pos * (h * w) as u64;
+                c.conv_macs += m;
+                c.macs += m;
             }
-            Layer::Linear(lin) => {
-                let d = lin.weight.dims();
-                c.params += (d[0] * d[1] + d[0]) as u64;
-                c.macs += (d[0] * d[1]) as u64;
+            Op::Linear(lin) => {
+                let (p, m) = linear_cost(lin);
+                c.params += p;
+                c.macs += m;
             }
             _ => {}
         }

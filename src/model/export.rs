@@ -4,7 +4,7 @@
 //! `standardize.inv_std` (not folded into `classifier.0`: LRP through a folded layer would
 //! score the last convs differently from what the pruning criterion sees).
 
-use super::layer::Layer;
+use super::layer::Op;
 use super::network::Network;
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
@@ -20,18 +20,18 @@ pub fn write_checkpoint(net: &Network, conv_keys: &[usize], path: &Path) -> Resu
         map.insert(format!("features.{k}.bias"), conv.bias.clone());
     }
     let mut index = 0;
-    for layer in &net.layers[net.head_start..] {
-        match layer {
-            Layer::Standardize { mean, inv_std } => {
+    for node in &net.nodes[net.head_start..] {
+        match &node.op {
+            Op::Standardize { mean, inv_std } => {
                 map.insert("standardize.mean".into(), mean.clone());
                 map.insert("standardize.inv_std".into(), inv_std.clone());
             }
-            Layer::Linear(l) => {
+            Op::Linear(l) => {
                 map.insert(format!("classifier.{index}.weight"), l.weight.clone());
                 map.insert(format!("classifier.{index}.bias"), l.bias.clone());
                 index += 2; // Linear, ReLU, Linear, … as torchvision numbers them
             }
-            Layer::Relu | Layer::Dropout | Layer::Flatten | Layer::GlobalAvgPool => {}
+            Op::Relu | Op::Dropout | Op::Flatten | Op::GlobalAvgPool => {}
             other => bail!("cannot export a `{}` layer in the head", other.kind()),
         }
     }

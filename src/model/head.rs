@@ -1,12 +1,12 @@
 //! The classifier head, trained on cached features of the fixed backbone.
 //!
 //! The backbone is never trained (the paper's setting: a fixed feature extractor). Features
-//! are optionally standardised per dimension by an explicit [`Layer::Standardize`], so that
+//! are optionally standardised per dimension by an explicit [`Op::Standardize`], so that
 //! removing a filter removes its standardised feature (its column of the first linear layer)
 //! rather than feeding the head a raw zero far outside the training distribution.
 //! Every random draw (init, dropout) comes from the seed.
 
-use super::layer::{Layer, Linear};
+use super::layer::{Linear, Op};
 use crate::spec::{HeadSettings, InputNorm, Optimizer};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor, Var};
@@ -24,7 +24,7 @@ pub fn train(
     n_classes: usize,
     cfg: &HeadSettings,
     rng: &mut ChaCha8Rng,
-) -> Result<Vec<Layer>> {
+) -> Result<Vec<Op>> {
     let (n, f) = features.dims2()?;
     let dev = features.device();
     if n == 0 {
@@ -98,16 +98,16 @@ pub fn train(
 
     let mut layers = Vec::new();
     if cfg.input_norm == InputNorm::Standardize {
-        layers.push(Layer::Standardize {
+        layers.push(Op::Standardize {
             mean: mean.squeeze(0)?,
             inv_std: std.recip()?.squeeze(0)?,
         });
     }
     for (i, (w, b)) in vars.iter().enumerate() {
         if i > 0 {
-            layers.push(Layer::Relu);
+            layers.push(Op::Relu);
         }
-        layers.push(Layer::Linear(Linear {
+        layers.push(Op::Linear(Linear {
             weight: w.as_tensor().detach(),
             bias: b.as_tensor().detach(),
         }));

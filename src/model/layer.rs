@@ -1,50 +1,93 @@
-//! The layer kinds a sequential CNN needs, each with its eval-mode forward pass.
+//! The operations a graph node can hold, each with its eval-mode forward pass.
+//!
+//! Batch-norm never appears here: it is folded into the preceding conv when a model is
+//! loaded (a canonizer step, as zennit does before LRP), so pruning a filter is exactly
+//! zeroing (or removing) one output channel of one weight/bias pair.
 
 use candle_core::{Result, Tensor, D};
 
-/// A 2-D convolution with bias. Batch-norm is folded in at load time, so pruning a filter is
-/// exactly zeroing (or removing) one output channel of one tensor pair.
+/// Zero padding of a conv: (top, bottom) and (left, right). TF-"SAME" convs pad
+/// asymmetrically; torchvision's are symmetric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pad2d {
+    pub h: (usize, usize),
+    pub w: (usize, usize),
+}
+
+impl Pad2d {
+    pub fn same(p: usize) -> Self {
+        Self {
+            h: (p, p),
+            w: (p, p),
+        }
+    }
+    /// The padding when it is the same on all four sides.
+    pub fn symmetric(&self) -> Option<usize> {
+        let p = self.h.0;
+        (self.h == (p, p) && self.w == (p, p)).then_some(p)
+    }
+}
+
+/// A 2-D convolution with bias (BN folded in), optionally grouped (depthwise when
+/// `groups` equals the channel count).
 #[derive(Debug, Clone)]
 pub struct Conv {
-    /// (out, in, kh, kw)
+    /// (out, in / groups, kh, kw)
     pub weight: Tensor,
     /// (out,)
     pub bias: Tensor,
-    pub padding: usize,
+    pub padding: Pad2d,
     pub stride: usize,
+    pub groups: usize,
+    /// Parameters per output channel besides the kernel, as the original model counts
+    /// them: 1 for a conv bias, 2 more for a folded batch-norm's γ and β. Only for counting:
+    /// the folded network has one bias whatever the original had.
+    pub extra_params: usize,
 }
 
 impl Conv {
+    /// A plain conv (bias, no BN, no groups) with symmetric padding.
+    pub fn plain(weight: Tensor, bias: Tensor, padding: usize, stride: usize) -> Self {
+        Self {
+            weight,
+            bias,
+            padding: Pad2d::same(padding),
+            stride,
+            groups: 1,
+            extra_params: 1,
+        }
+    }
     pub fn out_channels(&self) -> usize {
         self.weight.dims()[0]
     }
+    /// Input channels the conv reads (all groups together).
     pub fn in_channels(&self) -> usize {
-        self.weight.dims()[1]
+        self.weight.dims()[1] * self.groups
     }
     pub fn kernel(&self) -> (usize, usize) {
         let d = self.weight.dims();
         (d[2], d[3])
     }
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        super::conv::conv2d(
-            x,
-            &self.weight,
-            Some(&self.bias),
-            self.padding,
-            self.stride,
-            false,
-        )
+    /// One output channel per input channel, each its own group.
+    pub fn is_depthwise(&self) -> bool {
+        self.groups > 1 && self.weight.dims()[1] == 1 && self.groups == self.out_channels()
     }
-
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        self.run(x, false)
+    }
     /// `relu(conv(x) + b)` in one pass (the CPU kernels fuse bias and ReLU).
     pub fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
-        super::conv::conv2d(
+        self.run(x, true)
+    }
+    fn run(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        super::conv::conv2d_full(
             x,
             &self.weight,
             Some(&self.bias),
             self.padding,
             self.stride,
-            true,
+            self.groups,
+            relu,
         )
     }
 }
@@ -64,17 +107,37 @@ impl Linear {
     }
 }
 
+/// A pooling window: square `kernel`, `stride`, symmetric `padding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub kernel: usize,
+    pub stride: usize,
+    pub padding: usize,
+}
+
+impl Window {
+    pub fn out_size(&self, n: usize) -> usize {
+        (n + 2 * self.padding).saturating_sub(self.kernel) / self.stride + 1
+    }
+}
+
 #[derive(Debug, Clone)]
-pub enum Layer {
+pub enum Op {
     Conv(Conv),
     Relu,
-    /// Max-pool with a square window.
-    MaxPool {
-        kernel: usize,
-        stride: usize,
+    /// `min(max(x, 0), 6)` (MobileNet).
+    Relu6,
+    /// Max-pool; padded positions never win.
+    MaxPool(Window),
+    /// Average over adaptive bins to a fixed (h, w) output, as `nn.AdaptiveAvgPool2d`.
+    AdaptiveAvgPool {
+        h: usize,
+        w: usize,
     },
     /// (N, C, H, W) → (N, C): the mean over space.
     GlobalAvgPool,
+    /// Element-wise sum of all inputs (a residual connection).
+    Add,
     /// (N, C, H, W) → (N, C·H·W).
     Flatten,
     Linear(Linear),
@@ -85,34 +148,57 @@ pub enum Layer {
         mean: Tensor,
         inv_std: Tensor,
     },
-    /// Identity in eval mode; kept so layer indices match torchvision's.
+    /// Identity in eval mode; kept so node names match torchvision's.
     Dropout,
 }
 
-impl Layer {
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+impl Op {
+    /// The forward pass on the node's inputs (one, except for `Add`).
+    pub fn forward(&self, xs: &[&Tensor]) -> Result<Tensor> {
+        let x = xs[0];
         match self {
-            Layer::Conv(c) => c.forward(x),
-            Layer::Relu => x.relu(),
-            Layer::MaxPool { kernel, stride } => super::pool::max_pool(x, *kernel, *stride),
-            Layer::GlobalAvgPool => x.mean(D::Minus1)?.mean(D::Minus1),
-            Layer::Flatten => x.flatten_from(1),
-            Layer::Linear(l) => l.forward(x),
-            Layer::Standardize { mean, inv_std } => x.broadcast_sub(mean)?.broadcast_mul(inv_std),
-            Layer::Dropout => Ok(x.clone()),
+            Op::Conv(c) => c.forward(x),
+            Op::Relu => x.relu(),
+            Op::Relu6 => x.clamp(0f32, 6f32),
+            Op::MaxPool(win) => super::pool::max_pool(x, *win),
+            Op::AdaptiveAvgPool { h, w } => super::pool::adaptive_avg_pool(x, *h, *w),
+            Op::GlobalAvgPool => x.mean(D::Minus1)?.mean(D::Minus1),
+            Op::Add => xs[1..].iter().try_fold(x.clone(), |acc, y| acc + *y),
+            Op::Flatten => x.flatten_from(1),
+            Op::Linear(l) => l.forward(x),
+            Op::Standardize { mean, inv_std } => x.broadcast_sub(mean)?.broadcast_mul(inv_std),
+            Op::Dropout => Ok(x.clone()),
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
-            Layer::Conv(_) => "conv",
-            Layer::Relu => "relu",
-            Layer::MaxPool { .. } => "maxpool",
-            Layer::GlobalAvgPool => "gap",
-            Layer::Flatten => "flatten",
-            Layer::Linear(_) => "linear",
-            Layer::Standardize { .. } => "standardize",
-            Layer::Dropout => "dropout",
+            Op::Conv(c) if c.is_depthwise() => "dwconv",
+            Op::Conv(_) => "conv",
+            Op::Relu => "relu",
+            Op::Relu6 => "relu6",
+            Op::MaxPool(_) => "maxpool",
+            Op::AdaptiveAvgPool { .. } => "avgpool",
+            Op::GlobalAvgPool => "gap",
+            Op::Add => "add",
+            Op::Flatten => "flatten",
+            Op::Linear(_) => "linear",
+            Op::Standardize { .. } => "standardize",
+            Op::Dropout => "dropout",
         }
+    }
+
+    /// Whether the op acts on each channel independently, so channel `c` of its output is
+    /// channel `c` of its input (what the pruning plan follows through it).
+    pub fn is_channelwise(&self) -> bool {
+        matches!(
+            self,
+            Op::Relu
+                | Op::Relu6
+                | Op::MaxPool(_)
+                | Op::AdaptiveAvgPool { .. }
+                | Op::Dropout
+                | Op::Add
+        )
     }
 }

@@ -1,18 +1,35 @@
-//! A sequential network split into a fixed backbone and a head.
+//! The network as a graph: nodes `{op, inputs}` in topological order, split into a fixed
+//! backbone and a head.
+//!
+//! Values are numbered so that a chain reads like a list of layers: value 0 is the input
+//! image and value `i + 1` is the output of node `i`. A VGG is the chain where node `i`
+//! reads value `i`; a residual block's `Add` reads two earlier values. Every pass over the
+//! network (forward, the trace LRP reads, the stored prefix, compaction, cost) walks this
+//! one structure.
 
-use super::layer::{Conv, Layer};
+use super::layer::{Conv, Op};
 use candle_core::{Device, Result, Tensor};
 
 #[derive(Debug, Clone)]
+pub struct Node {
+    /// torchvision's module name (`features.0`, `layer1.0.conv2`), or a descriptive one.
+    pub name: String,
+    pub op: Op,
+    /// Value ids read, in order (0 = the network input, `j + 1` = output of node `j`).
+    pub inputs: Vec<usize>,
+}
+
+#[derive(Debug, Clone)]
 pub struct Network {
-    pub layers: Vec<Layer>,
-    /// Index of the first head layer; `layers[..head_start]` is the fixed backbone.
+    pub nodes: Vec<Node>,
+    /// Index of the first head node; `nodes[..head_start]` is the fixed backbone, whose
+    /// output (value `head_start`) the head reads as a chain.
     pub head_start: usize,
     /// (channels, height, width) of one input image.
     pub input_shape: (usize, usize, usize),
 }
 
-/// The shape flowing between layers: a feature map or a flat vector.
+/// The shape of a value: a feature map or a flat vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {
     Map { c: usize, h: usize, w: usize },
@@ -20,6 +37,41 @@ pub enum Shape {
 }
 
 impl Network {
+    /// A chain of `ops` (node `i` reads value `i`), with default names.
+    pub fn chain(ops: Vec<Op>, head_start: usize, input_shape: (usize, usize, usize)) -> Self {
+        let mut net = Self {
+            nodes: Vec::new(),
+            head_start,
+            input_shape,
+        };
+        for op in ops {
+            net.push_chain(op);
+        }
+        net
+    }
+
+    /// Append `op` reading `inputs`; returns its output value id.
+    pub fn push(&mut self, name: impl Into<String>, op: Op, inputs: Vec<usize>) -> usize {
+        self.nodes.push(Node {
+            name: name.into(),
+            op,
+            inputs,
+        });
+        self.nodes.len()
+    }
+
+    /// Append `op` reading the current last value, named `<kind><index>`.
+    pub fn push_chain(&mut self, op: Op) -> usize {
+        let i = self.nodes.len();
+        let name = format!("{}{i}", op.kind());
+        self.push(name, op, vec![i])
+    }
+
+    /// The value id of the network's output.
+    pub fn output(&self) -> usize {
+        self.nodes.len()
+    }
+
     pub fn device(&self) -> &Device {
         self.convs()
             .next()
@@ -28,40 +80,60 @@ impl Network {
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(run_layers(&self.layers, x, false)?.pop().expect("output"))
+        self.forward_from(0, vec![Some(x.clone())])
     }
 
     /// Output of the backbone (the head's input), e.g. GAP features.
     pub fn backbone_forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(run_layers(&self.layers[..self.head_start], x, false)?
-            .pop()
-            .expect("output"))
+        let vals = self.execute(0, self.head_start, vec![Some(x.clone())], false)?;
+        take(vals, self.head_start)
     }
 
-    /// The input of every layer, plus the final output at the end (LRP's reverse pass reads
-    /// them). A conv followed by a ReLU runs fused, so the ReLU's recorded input is its
-    /// output: no rule reads a ReLU's input (relevance passes through it).
+    /// Every value of the network on `x`: the input, then each node's output (LRP's
+    /// reverse pass reads them). A conv whose only reader is a ReLU runs fused with it, so
+    /// the conv's recorded output is the ReLU's: no rule reads a ReLU's input (relevance
+    /// passes through it).
     pub fn trace(&self, x: &Tensor) -> Result<Vec<Tensor>> {
-        run_layers(&self.layers, x, true)
+        self.trace_from(0, vec![Some(x.clone())])
     }
 
-    /// [`Self::trace`] of `layers[start..]` on `x`, the input of layer `start`.
-    pub fn trace_from(&self, start: usize, x: &Tensor) -> Result<Vec<Tensor>> {
-        run_layers(&self.layers[start..], x, true)
+    /// [`Self::trace`] from node `start`, given the values before it that later nodes read
+    /// (`given[v]` for `v ≤ start`; others may be `None`).
+    pub fn trace_from(&self, start: usize, given: Vec<Option<Tensor>>) -> Result<Vec<Tensor>> {
+        self.execute(start, self.nodes.len(), given, true)?
+            .into_iter()
+            .enumerate()
+            .map(|(v, t)| t.ok_or_else(|| missing(v)))
+            .collect()
     }
 
-    /// `layers[start..]` on `x`, the input of layer `start`.
-    pub fn forward_from(&self, start: usize, x: &Tensor) -> Result<Tensor> {
-        Ok(run_layers(&self.layers[start..], x, false)?
-            .pop()
-            .expect("output"))
+    /// The output of nodes `start..` given the values before `start` they read.
+    pub fn forward_from(&self, start: usize, given: Vec<Option<Tensor>>) -> Result<Tensor> {
+        let vals = self.execute(start, self.nodes.len(), given, false)?;
+        take(vals, self.nodes.len())
+    }
+
+    /// The output on `x`, node by node without fusion, passing every node's output through
+    /// `tap(node, output)` (the Taylor criterion adds gradient probes after convs).
+    pub fn forward_tapped(
+        &self,
+        x: &Tensor,
+        mut tap: impl FnMut(usize, Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let mut vals = vec![x.clone()];
+        for (i, node) in self.nodes.iter().enumerate() {
+            let ins: Vec<&Tensor> = node.inputs.iter().map(|&v| &vals[v]).collect();
+            let y = node.op.forward(&ins)?;
+            vals.push(tap(i, y)?);
+        }
+        Ok(vals.pop().expect("output"))
     }
 
     /// Head only, on backbone outputs.
     pub fn head_forward(&self, x: &Tensor) -> Result<Tensor> {
-        self.layers[self.head_start..]
-            .iter()
-            .try_fold(x.clone(), |x, l| l.forward(&x))
+        let mut given = vec![None; self.head_start + 1];
+        given[self.head_start] = Some(x.clone());
+        self.forward_from(self.head_start, given)
     }
 
     /// Run `f` over `images` in batches of `batch` and concatenate the results on dim 0.
@@ -77,16 +149,16 @@ impl Network {
     }
 
     pub fn convs(&self) -> impl Iterator<Item = &Conv> {
-        self.layers.iter().filter_map(|l| match l {
-            Layer::Conv(c) => Some(c),
+        self.nodes.iter().filter_map(|n| match &n.op {
+            Op::Conv(c) => Some(c),
             _ => None,
         })
     }
 
-    /// Layer indices of the convolutions, in order.
-    pub fn conv_layer_indices(&self) -> Vec<usize> {
-        (0..self.layers.len())
-            .filter(|&i| matches!(self.layers[i], Layer::Conv(_)))
+    /// Node indices of the convolutions, in order.
+    pub fn conv_nodes(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| matches!(self.nodes[i].op, Op::Conv(_)))
             .collect()
     }
 
@@ -95,69 +167,126 @@ impl Network {
         self.convs().map(|c| c.out_channels()).collect()
     }
 
-    /// The input shape of every layer, plus the final output shape at the end.
-    pub fn shapes(&self) -> Vec<Shape> {
-        let (c, h, w) = self.input_shape;
-        let mut s = Shape::Map { c, h, w };
-        let mut out = vec![s];
-        for l in &self.layers {
-            s = match (l, s) {
-                (Layer::Conv(conv), Shape::Map { h, w, .. }) => {
-                    let (kh, kw) = conv.kernel();
-                    let oh = (h + 2 * conv.padding - kh) / conv.stride + 1;
-                    let ow = (w + 2 * conv.padding - kw) / conv.stride + 1;
-                    Shape::Map {
-                        c: conv.out_channels(),
-                        h: oh,
-                        w: ow,
+    /// For every value, the nodes reading it, ascending.
+    pub fn readers(&self) -> Vec<Vec<usize>> {
+        let mut r = vec![Vec::new(); self.nodes.len() + 1];
+        for (i, n) in self.nodes.iter().enumerate() {
+            for &v in &n.inputs {
+                r[v].push(i);
+            }
+        }
+        r
+    }
+
+    /// Whether node `i` (a conv) runs fused with the ReLU at node `i + 1`: that ReLU reads
+    /// only the conv's output, and nothing else reads it.
+    fn fuses(&self, i: usize, readers: &[Vec<usize>]) -> bool {
+        matches!(self.nodes[i].op, Op::Conv(_))
+            && self
+                .nodes
+                .get(i + 1)
+                .is_some_and(|n| matches!(n.op, Op::Relu) && n.inputs == [i + 1])
+            && readers[i + 1] == [i + 1]
+    }
+
+    /// Values read by nodes `start..` that come from before node `start`.
+    pub fn live_before(&self, start: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = self.nodes[start..]
+            .iter()
+            .flat_map(|n| n.inputs.iter().copied())
+            .filter(|&v| v <= start)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// Run nodes `start..end`. `given` holds (at least) the values before `start` that
+    /// these nodes read. With `keep`, every value stays; without, each is dropped after its
+    /// last reader (memory stays at the widest cut).
+    fn execute(
+        &self,
+        start: usize,
+        end: usize,
+        mut vals: Vec<Option<Tensor>>,
+        keep: bool,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let readers = self.readers();
+        vals.resize(self.nodes.len() + 1, None);
+        let mut i = start;
+        while i < end {
+            let node = &self.nodes[i];
+            let fused = i + 1 < end && self.fuses(i, &readers);
+            let ins = node
+                .inputs
+                .iter()
+                .map(|&v| vals[v].as_ref().ok_or_else(|| missing(v)))
+                .collect::<Result<Vec<_>>>()?;
+            let y = match (&node.op, fused) {
+                (Op::Conv(c), true) => c.forward_relu(ins[0])?,
+                (op, _) => op.forward(&ins)?,
+            };
+            let done = if fused { i + 1 } else { i };
+            if fused {
+                vals[i + 1] = Some(y.clone());
+            }
+            vals[done + 1] = Some(y);
+            if !keep {
+                for v in 0..=done {
+                    let last = readers[v].last().copied();
+                    if v < end && last.is_some_and(|l| l <= done) {
+                        vals[v] = None;
                     }
                 }
-                (Layer::MaxPool { kernel, stride }, Shape::Map { c, h, w }) => Shape::Map {
+            }
+            i = done + 1;
+        }
+        Ok(vals)
+    }
+
+    /// The shape of every value (the input, then each node's output).
+    pub fn shapes(&self) -> Vec<Shape> {
+        let (c, h, w) = self.input_shape;
+        let mut out = vec![Shape::Map { c, h, w }];
+        for node in &self.nodes {
+            let s = out[node.inputs[0]];
+            let next = match (&node.op, s) {
+                (Op::Conv(conv), Shape::Map { h, w, .. }) => {
+                    let (kh, kw) = conv.kernel();
+                    let p = conv.padding;
+                    Shape::Map {
+                        c: conv.out_channels(),
+                        h: (h + p.h.0 + p.h.1).saturating_sub(kh) / conv.stride + 1,
+                        w: (w + p.w.0 + p.w.1).saturating_sub(kw) / conv.stride + 1,
+                    }
+                }
+                (Op::MaxPool(win), Shape::Map { c, h, w }) => Shape::Map {
                     c,
-                    h: (h - kernel) / stride + 1,
-                    w: (w - kernel) / stride + 1,
+                    h: win.out_size(h),
+                    w: win.out_size(w),
                 },
-                (Layer::GlobalAvgPool, Shape::Map { c, .. }) => Shape::Flat(c),
-                (Layer::Flatten, Shape::Map { c, h, w }) => Shape::Flat(c * h * w),
-                (Layer::Linear(l), _) => Shape::Flat(l.weight.dims()[0]),
+                (Op::AdaptiveAvgPool { h, w }, Shape::Map { c, .. }) => {
+                    Shape::Map { c, h: *h, w: *w }
+                }
+                (Op::GlobalAvgPool, Shape::Map { c, .. }) => Shape::Flat(c),
+                (Op::Flatten, Shape::Map { c, h, w }) => Shape::Flat(c * h * w),
+                (Op::Linear(l), _) => Shape::Flat(l.weight.dims()[0]),
                 (_, s) => s,
             };
-            out.push(s);
+            out.push(next);
         }
         out
     }
 }
 
-/// Run `layers` on `x`, fusing each conv with a following ReLU. With `keep`, returns every
-/// layer's input and the output; without, only the output (intermediates are dropped as
-/// soon as they are consumed).
-fn run_layers(layers: &[Layer], x: &Tensor, keep: bool) -> Result<Vec<Tensor>> {
-    let mut acts = vec![x.clone()];
-    let mut i = 0;
-    while i < layers.len() {
-        let cur = acts.last().expect("input");
-        match (&layers[i], layers.get(i + 1)) {
-            (Layer::Conv(c), Some(Layer::Relu)) => {
-                let y = c.forward_relu(cur)?;
-                if keep {
-                    acts.push(y.clone());
-                } else {
-                    acts.clear();
-                }
-                acts.push(y);
-                i += 2;
-            }
-            (l, _) => {
-                let y = l.forward(cur)?;
-                if !keep {
-                    acts.clear();
-                }
-                acts.push(y);
-                i += 1;
-            }
-        }
-    }
-    Ok(acts)
+fn missing(v: usize) -> candle_core::Error {
+    candle_core::Error::Msg(format!(
+        "internal: value {v} of the network was not computed"
+    ))
+}
+
+fn take(mut vals: Vec<Option<Tensor>>, v: usize) -> Result<Tensor> {
+    vals.swap_remove(v).ok_or_else(|| missing(v))
 }
 
 /// `(start, len)` of consecutive batches of at most `batch` (≥ 1) items out of `n`.

@@ -1,18 +1,66 @@
-//! Max-pooling with window = stride, parallel over planes on the CPU (Candle's CPU
-//! max-pool runs on one thread, which made it a tenth of an evaluation at 32²). Other
-//! devices, dtypes and shapes go through Candle's op.
+//! Pooling. Max-pooling with window = stride runs parallel over planes on the CPU (Candle's
+//! CPU max-pool runs on one thread, which made it a tenth of an evaluation at 32²); other
+//! devices, dtypes and shapes go through Candle's op, with padding as −∞ (a padded position
+//! never wins, as in PyTorch).
 
 use super::cpu_op;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use super::layer::Window;
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
-/// `max_pool2d` with window `kernel` and `stride` on NCHW `x`.
-pub fn max_pool(x: &Tensor, kernel: usize, stride: usize) -> Result<Tensor> {
-    let fast = cpu_op::applies(&[x]) && x.rank() == 4 && kernel == stride;
-    if !fast {
-        return x.max_pool2d_with_stride(kernel, stride);
+/// `max_pool2d` with `win` on NCHW `x`.
+pub fn max_pool(x: &Tensor, win: Window) -> Result<Tensor> {
+    let Window {
+        kernel,
+        stride,
+        padding,
+    } = win;
+    if cpu_op::applies(&[x]) && x.rank() == 4 && kernel == stride && padding == 0 {
+        return x.contiguous()?.apply_op1_no_bwd(&MaxPool { k: kernel });
     }
-    x.contiguous()?.apply_op1_no_bwd(&MaxPool { k: kernel })
+    pad_neg_inf(x, padding)?.max_pool2d_with_stride(kernel, stride)
+}
+
+/// `x` with `p` rows and columns of −∞ on every side.
+pub fn pad_neg_inf(x: &Tensor, p: usize) -> Result<Tensor> {
+    if p == 0 {
+        return Ok(x.clone());
+    }
+    let (n, c, h, w) = x.dims4()?;
+    let row = Tensor::full(f32::NEG_INFINITY, (n, c, p, w), x.device())?.to_dtype(x.dtype())?;
+    let x = Tensor::cat(&[&row, x, &row], 2)?;
+    let col =
+        Tensor::full(f32::NEG_INFINITY, (n, c, h + 2 * p, p), x.device())?.to_dtype(x.dtype())?;
+    Tensor::cat(&[&col, &x, &col], 3)
+}
+
+/// The input rows `start..end` averaged into adaptive bin `i` of `out` (PyTorch's
+/// `floor(i·n/out) .. ceil((i+1)·n/out)`).
+pub fn adaptive_bin(i: usize, n: usize, out: usize) -> (usize, usize) {
+    (i * n / out, ((i + 1) * n).div_ceil(out))
+}
+
+/// `nn.AdaptiveAvgPool2d((oh, ow))` on NCHW `x`.
+pub fn adaptive_avg_pool(x: &Tensor, oh: usize, ow: usize) -> Result<Tensor> {
+    let (_, _, h, w) = x.dims4()?;
+    if (oh, ow) == (1, 1) {
+        return x.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2);
+    }
+    let mut rows = Vec::with_capacity(oh);
+    for i in 0..oh {
+        let (h0, h1) = adaptive_bin(i, h, oh);
+        let band = x.narrow(2, h0, h1 - h0)?;
+        let cells = (0..ow)
+            .map(|j| {
+                let (w0, w1) = adaptive_bin(j, w, ow);
+                band.narrow(3, w0, w1 - w0)?
+                    .mean_keepdim(D::Minus1)?
+                    .mean_keepdim(D::Minus2)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        rows.push(Tensor::cat(&cells, 3)?);
+    }
+    Tensor::cat(&rows, 2)
 }
 
 struct MaxPool {

@@ -1,7 +1,7 @@
 //! The intact network's layer inputs on one fixed split, reused by pruned networks.
 //!
-//! Pruning conv k changes nothing before it: every layer up to and including conv k sees
-//! exactly the input the intact network gave it. A sweep evaluates the same test images
+//! Pruning a conv changes nothing before it: every node up to and including the first
+//! changed conv sees exactly the inputs the intact network gave it. A sweep evaluates the same test images
 //! (and computes relevance on the same reference images) at every step, and relevance-based
 //! methods leave the first convs intact for a long time, so starting each pass at the first
 //! pruned conv from these stored inputs skips the most expensive layers at 32² (the 64-wide
@@ -9,17 +9,15 @@
 
 use super::network::batch_ranges;
 use super::Network;
-use crate::prune::FilterMask;
 use candle_core::{Result, Tensor};
 
 /// Default memory for one split's cache; layers are stored front to back until it is spent.
 pub const DEFAULT_BUDGET: usize = 1 << 30;
 
 pub struct PrefixCache {
-    /// `inputs[i]`: input of layer i of the intact network on the whole split.
+    /// `inputs[v]`: value v of the intact network on the whole split (value i = the input
+    /// of node i in a chain), for the first values, as far as the budget allows.
     inputs: Vec<Tensor>,
-    /// Layer index of every conv of the intact network.
-    conv_at: Vec<usize>,
 }
 
 impl PrefixCache {
@@ -27,8 +25,7 @@ impl PrefixCache {
     /// within `budget` bytes (at least the input images themselves).
     pub fn build(net: &Network, images: &Tensor, batch: usize, budget: usize) -> Result<Self> {
         let n = images.dim(0)?;
-        let conv_at = net.conv_layer_indices();
-        let last_conv = conv_at.last().copied().unwrap_or(0);
+        let last_conv = net.conv_nodes().last().copied().unwrap_or(0);
         let mut per_layer: Vec<Vec<Tensor>> = vec![Vec::new(); last_conv + 1];
         for (start, len) in batch_ranges(n, batch) {
             let acts = net.trace(&images.narrow(0, start, len)?)?;
@@ -41,7 +38,7 @@ impl PrefixCache {
         let mut prev_ids = Vec::new();
         for parts in per_layer {
             let ids: Vec<_> = parts.iter().map(|t| t.id()).collect();
-            // A fused conv + ReLU records one tensor as two layers' inputs: share it.
+            // A fused conv + ReLU records one tensor as two values: share it.
             if ids == prev_ids {
                 inputs.push(inputs.last().expect("previous layer").clone());
                 continue;
@@ -54,18 +51,16 @@ impl PrefixCache {
             inputs.push(Tensor::cat(&parts, 0)?);
             prev_ids = ids;
         }
-        Ok(Self { inputs, conv_at })
+        Ok(Self { inputs })
     }
 
-    /// The layer a network pruned by `mask` can start from: the first conv with a pruned
-    /// filter (its input is still the intact one), or the deepest stored layer before it.
-    pub fn start(&self, mask: &FilterMask) -> usize {
-        let first_pruned = mask
-            .keep
-            .iter()
-            .position(|layer| layer.iter().any(|alive| !alive));
-        let limit = first_pruned.map_or(usize::MAX, |k| self.conv_at[k]);
-        limit.min(self.inputs.len() - 1)
+    /// The node a network whose first changed node is `first_changed` (`None`: intact)
+    /// can start from: that node (its inputs are still the intact ones), or the deepest
+    /// stored value before it.
+    pub fn start(&self, first_changed: Option<usize>) -> usize {
+        first_changed
+            .unwrap_or(usize::MAX)
+            .min(self.inputs.len() - 1)
     }
 
     /// Input of layer `layer` for images `start..start + len` of the split.
@@ -73,10 +68,26 @@ impl PrefixCache {
         self.inputs[layer].narrow(0, start, len)
     }
 
-    /// Inputs of layers `0..layer` for images `start..start + len` (what a trace from
-    /// `layer` is missing).
-    pub fn inputs_before(&self, layer: usize, start: usize, len: usize) -> Result<Vec<Tensor>> {
-        (0..layer).map(|i| self.input(i, start, len)).collect()
+    /// Values `0..=layer` for images `start..start + len`, or only those nodes from
+    /// `layer` on read (`live`).
+    fn given(
+        &self,
+        net: &Network,
+        layer: usize,
+        live: bool,
+        start: usize,
+        len: usize,
+    ) -> Result<Vec<Option<Tensor>>> {
+        let mut given = vec![None; layer + 1];
+        let wanted: Vec<usize> = if live {
+            net.live_before(layer)
+        } else {
+            (0..=layer).collect()
+        };
+        for v in wanted {
+            given[v] = Some(self.input(v, start, len)?);
+        }
+        Ok(given)
     }
 
     /// Number of layers whose input is stored.
@@ -93,25 +104,25 @@ pub struct Start<'a> {
 }
 
 impl<'a> Start<'a> {
-    /// Start for a network pruned by `mask`.
-    pub fn for_mask(cache: &'a PrefixCache, mask: &FilterMask) -> Self {
+    /// Start for a network whose first changed node is `first_changed` (`None`: intact).
+    pub fn at(cache: &'a PrefixCache, first_changed: Option<usize>) -> Self {
         Self {
             cache,
-            layer: cache.start(mask),
+            layer: cache.start(first_changed),
         }
     }
 
     /// Output of `net` on images `start..start + len` of the split.
     pub fn forward(&self, net: &Network, start: usize, len: usize) -> Result<Tensor> {
-        net.forward_from(self.layer, &self.cache.input(self.layer, start, len)?)
+        let given = self.cache.given(net, self.layer, true, start, len)?;
+        net.forward_from(self.layer, given)
     }
 
-    /// Every layer's input and the output of `net` on images `start..start + len`, as
-    /// [`Network::trace`] gives them.
+    /// Every value of `net` on images `start..start + len`, as [`Network::trace`] gives
+    /// them.
     pub fn trace(&self, net: &Network, start: usize, len: usize) -> Result<Vec<Tensor>> {
-        let mut acts = self.cache.inputs_before(self.layer, start, len)?;
-        acts.extend(net.trace_from(self.layer, &self.cache.input(self.layer, start, len)?)?);
-        Ok(acts)
+        let given = self.cache.given(net, self.layer, false, start, len)?;
+        net.trace_from(self.layer, given)
     }
 }
 

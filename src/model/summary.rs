@@ -1,6 +1,7 @@
-//! A per-layer table of a network: shapes, filters, parameters and MACs.
+//! A per-node table of a network: shapes, filters, parameters and MACs.
 
-use super::layer::Layer;
+use super::cost::{conv_cost, linear_cost};
+use super::layer::Op;
 use super::network::{Network, Shape};
 use std::fmt::Write;
 
@@ -9,45 +10,35 @@ pub fn table(net: &Network) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:>4} {:8} {:>16} {:>8} {:>12} {:>16}",
-        "idx", "layer", "output", "filters", "params", "MACs"
+        "{:>4} {:24} {:11} {:>16} {:>8} {:>12} {:>16}",
+        "idx", "node", "op", "output", "filters", "params", "MACs"
     );
     let (mut tp, mut tm, mut tf) = (0u64, 0u64, 0usize);
-    for (i, l) in net.layers.iter().enumerate() {
+    for (i, node) in net.nodes.iter().enumerate() {
         let out = match shapes[i + 1] {
             Shape::Map { c, h, w } => format!("{c}×{h}×{w}"),
             Shape::Flat(n) => format!("{n}"),
         };
-        let (filters, params, macs) = match (l, shapes[i + 1]) {
-            (Layer::Conv(c), Shape::Map { h, w, .. }) => {
-                let (kh, kw) = c.kernel();
-                let per = (c.in_channels() * kh * kw * c.out_channels()) as u64;
-                (
-                    c.out_channels().to_string(),
-                    per + c.out_channels() as u64,
-                    per * (h * w) as u64,
-                )
+        let (filters, params, macs) = match (&node.op, shapes[i + 1]) {
+            (Op::Conv(c), Shape::Map { h, w, .. }) => {
+                let (p, m) = conv_cost(c, h, w);
+                tf += c.out_channels();
+                (c.out_channels().to_string(), p, m)
             }
-            (Layer::Linear(lin), _) => {
-                let d = lin.weight.dims();
-                (
-                    String::new(),
-                    (d[0] * d[1] + d[0]) as u64,
-                    (d[0] * d[1]) as u64,
-                )
+            (Op::Linear(lin), _) => {
+                let (p, m) = linear_cost(lin);
+                (String::new(), p, m)
             }
             _ => (String::new(), 0, 0),
         };
-        if let Layer::Conv(c) = l {
-            tf += c.out_channels();
-        }
         tp += params;
         tm += macs;
-        if params > 0 || !matches!(l, Layer::Relu) {
+        if !matches!(node.op, Op::Relu | Op::Relu6 | Op::Dropout) {
             let _ = writeln!(
                 s,
-                "{i:>4} {:8} {out:>16} {filters:>8} {params:>12} {macs:>16}",
-                l.kind()
+                "{i:>4} {:24} {:11} {out:>16} {filters:>8} {params:>12} {macs:>16}",
+                node.name,
+                node.op.kind()
             );
         }
     }

@@ -1,12 +1,13 @@
-//! Physical compaction: remove pruned filters and the input channels / head columns that read
-//! them, giving a smaller network with the same function as the zero-masked one.
+//! Physical compaction: remove pruned channels from every tensor of their group (the
+//! producing convs' filters, the reading convs' input channels, the head's columns), giving
+//! a smaller network with the same function as the zero-masked one.
 //!
 //! Every later step of a sweep runs on the compacted network, so a network at rate r costs
 //! roughly (1 − r)² of the original FLOPs instead of all of them.
 
 use super::mask::FilterMask;
-use crate::model::network::Shape;
-use crate::model::{Layer, Network};
+use super::plan::{Member, Plan};
+use crate::model::{Network, Op};
 use candle_core::{Result, Tensor};
 
 fn select(t: &Tensor, idx: &[u32], dim: usize) -> Result<Tensor> {
@@ -17,44 +18,43 @@ fn select(t: &Tensor, idx: &[u32], dim: usize) -> Result<Tensor> {
     t.index_select(&ids, dim)
 }
 
-/// Compact `net` (the unpruned network) to the filters alive in `mask`.
-pub fn compact(net: &Network, mask: &FilterMask) -> Result<Network> {
-    let shapes = net.shapes();
+/// Channel indices expanded to feature indices, `hw` features per channel.
+fn features(idx: &[u32], hw: usize) -> Vec<u32> {
+    let hw = hw as u32;
+    idx.iter().flat_map(|&c| c * hw..(c + 1) * hw).collect()
+}
+
+/// Compact `net` (the unpruned network) to the channels alive in `mask`.
+pub fn compact(net: &Network, plan: &Plan, mask: &FilterMask) -> Result<Network> {
     let mut out = net.clone();
-    // Original indices of the channels (or flat features) currently flowing; None = all.
-    let mut kept: Option<Vec<u32>> = None;
-    let mut k = 0;
-    for (i, layer) in out.layers.iter_mut().enumerate() {
-        match layer {
-            Layer::Conv(c) => {
-                if let Some(in_idx) = &kept {
-                    c.weight = select(&c.weight, in_idx, 1)?;
+    for (g, group) in plan.groups.iter().enumerate() {
+        let keep = mask.alive_indices(g);
+        if keep.len() == mask.keep[g].len() {
+            continue;
+        }
+        for m in &group.members {
+            match (*m, &mut out.nodes[m.node()].op) {
+                (Member::ConvOut(_), Op::Conv(c)) => {
+                    c.weight = select(&c.weight, &keep, 0)?;
+                    c.bias = select(&c.bias, &keep, 0)?;
+                    if c.groups > 1 {
+                        // Depthwise: one group per remaining channel.
+                        c.groups = keep.len();
+                    }
                 }
-                let keep = mask.alive_indices(k);
-                c.weight = select(&c.weight, &keep, 0)?;
-                c.bias = select(&c.bias, &keep, 0)?;
-                kept = Some(keep);
-                k += 1;
-            }
-            Layer::Flatten => {
-                if let (Some(ch), Shape::Map { h, w, .. }) = (&kept, shapes[i]) {
-                    let hw = (h * w) as u32;
-                    kept = Some(ch.iter().flat_map(|&c| c * hw..(c + 1) * hw).collect());
+                (Member::ConvIn(_), Op::Conv(c)) => c.weight = select(&c.weight, &keep, 1)?,
+                (Member::Standardize { hw, .. }, Op::Standardize { mean, inv_std }) => {
+                    let f = features(&keep, hw);
+                    *mean = select(mean, &f, 0)?;
+                    *inv_std = select(inv_std, &f, 0)?;
+                }
+                (Member::LinearIn { hw, .. }, Op::Linear(l)) => {
+                    l.weight = select(&l.weight, &features(&keep, hw), 1)?
+                }
+                (m, op) => {
+                    candle_core::bail!("plan member {m:?} does not fit a `{}` node", op.kind())
                 }
             }
-            Layer::Standardize { mean, inv_std } => {
-                if let Some(idx) = &kept {
-                    *mean = select(mean, idx, 0)?;
-                    *inv_std = select(inv_std, idx, 0)?;
-                }
-            }
-            Layer::Linear(l) => {
-                if let Some(in_idx) = &kept {
-                    l.weight = select(&l.weight, in_idx, 1)?;
-                }
-                kept = None;
-            }
-            _ => {}
         }
     }
     Ok(out)

@@ -10,14 +10,15 @@
 //!
 //! With both switches off it makes exactly the decisions of iterative `lrp`.
 
-use super::compact::compact;
 use super::mask::FilterMask;
+use super::relevance::{grouped, postprocess};
 use super::schedule::{is_last, rate_at, Context, Schedule, Step};
 use super::search::{search, Offers};
 use super::select::{expand, prune_lowest, target_count, Scores};
 use super::signal::Reader;
-use crate::lrp::filters::{filter_relevance, postprocess, FilterRelevance};
+use crate::lrp::filters::filter_relevance;
 use crate::lrp::Composite;
+use crate::lrp::FilterRelevance;
 use crate::model::Network;
 use crate::spec::{ClassWeights, ControlSettings, LrpSettings, PruningSettings, RelevanceSource};
 use anyhow::Result;
@@ -74,13 +75,14 @@ impl AccuracyAware {
             n_classes: self.n_classes,
             batch: ctx.batch_size,
             prefix: ctx.control_prefix,
+            plan: ctx.plan,
         }
     }
 
     /// A of the network at `mask`, remembered as the next step's "before" (the last mask
     /// measured is the one a step accepts).
     fn measure(&mut self, mask: &FilterMask, ctx: &Context) -> Result<f64> {
-        let net = compact(ctx.original, mask)?;
+        let net = ctx.compact(mask)?;
         let (a, class_acc) = self.reader(ctx).measure(&net, mask)?;
         self.last = Some((mask.clone(), a, class_acc));
         Ok(a)
@@ -172,21 +174,25 @@ impl AccuracyAware {
                 bs,
                 ctx.from(mask),
             )?;
-            Ok(expand(mask, &s.combine(&rel, class_acc)))
+            Ok(expand(
+                mask,
+                &s.combine(&grouped(ctx.plan, &rel), class_acc),
+            ))
         };
         let mut scores = match self.control.relevance {
             RelevanceSource::Iterative => current(self)?,
             RelevanceSource::Intact | RelevanceSource::Blend => {
-                let full = FilterMask::all_alive(&ctx.original.filters_per_conv());
+                let full = FilterMask::all_alive(&ctx.plan.sizes());
                 if self.intact.is_none() {
-                    self.intact = Some(filter_relevance(
+                    let rel = filter_relevance(
                         ctx.original,
                         ctx.reference,
                         &self.composite,
                         self.n_classes,
                         bs,
                         ctx.from(&full),
-                    )?);
+                    )?;
+                    self.intact = Some(grouped(ctx.plan, &rel));
                 }
                 let intact = expand(
                     &full,
@@ -228,7 +234,7 @@ impl Schedule for AccuracyAware {
         if self.done || (self.control.rate_control && removed >= end) {
             return Ok(None);
         }
-        let net = compact(ctx.original, mask)?;
+        let net = ctx.compact(mask)?;
         let (a_before, class_acc) = match self.last.take() {
             Some((m, a, c)) if m == *mask => (a, c),
             _ => self.reader(ctx).measure(&net, mask)?,

@@ -3,6 +3,8 @@
 //!
 //! LRP and Taylor criteria plug in here without touching the schedule or the runner.
 
+use super::plan::Plan;
+use super::relevance::postprocess;
 use crate::data::split::Split;
 use crate::model::network::batch_ranges;
 use crate::model::prefix::Start;
@@ -14,8 +16,10 @@ use rand_chacha::ChaCha8Rng;
 /// What a criterion may look at. The reference split is the small training split, never the
 /// test split (DESIGN §3: test data only draws curves).
 pub struct ScoreInput<'a> {
-    /// The current network, compacted: conv k has exactly the alive filters of layer k.
+    /// The current network, compacted: each group's convs have exactly its alive channels.
     pub net: &'a Network,
+    /// The pruning groups (of the intact network; node indices are shared).
+    pub plan: &'a Plan,
     pub reference: &'a Split,
     pub batch_size: usize,
     /// Where a pass over the reference split may start (the intact network's stored
@@ -24,7 +28,7 @@ pub struct ScoreInput<'a> {
 }
 
 pub trait Criterion {
-    /// One score per alive filter of each conv, in compacted order.
+    /// One score per alive channel of each pruning group, in compacted order.
     fn score(&mut self, input: &ScoreInput) -> Result<Vec<Vec<f64>>>;
 }
 
@@ -35,7 +39,7 @@ pub struct WeightNorm {
 
 impl Criterion for WeightNorm {
     fn score(&mut self, input: &ScoreInput) -> Result<Vec<Vec<f64>>> {
-        input
+        let per_conv = input
             .net
             .convs()
             .map(|c| {
@@ -47,7 +51,8 @@ impl Criterion for WeightNorm {
                 };
                 Ok(norm.to_dtype(candle_core::DType::F64)?.to_vec1::<f64>()?)
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        Ok(input.plan.group_scores(&per_conv))
     }
 }
 
@@ -59,8 +64,8 @@ pub struct RandomScores {
 impl Criterion for RandomScores {
     fn score(&mut self, input: &ScoreInput) -> Result<Vec<Vec<f64>>> {
         Ok(input
-            .net
-            .filters_per_conv()
+            .plan
+            .sizes_in(input.net)
             .into_iter()
             .map(|n| (0..n).map(|_| self.rng.random::<f64>()).collect())
             .collect())
@@ -75,7 +80,6 @@ pub struct Taylor;
 
 impl Criterion for Taylor {
     fn score(&mut self, input: &ScoreInput) -> Result<Vec<Vec<f64>>> {
-        use crate::model::Layer;
         use candle_core::{DType, Var};
         let net = input.net;
         let refset = input.reference;
@@ -88,16 +92,17 @@ impl Criterion for Taylor {
         for (start, len) in batch_ranges(n, input.batch_size) {
             let x = refset.images.narrow(0, start, len)?;
             let labels = candle_core::Tensor::new(&refset.labels[start..start + len], x.device())?;
-            let (mut h, mut taps) = (x, Vec::new());
-            for layer in &net.layers {
-                h = layer.forward(&h)?;
-                if let Layer::Conv(_) = layer {
-                    let probe = Var::zeros(h.shape(), h.dtype(), h.device())?;
-                    h = (h + probe.as_tensor())?;
-                    taps.push((h.detach(), probe));
+            let mut taps = Vec::new();
+            let logits = net.forward_tapped(&x, |node, y| {
+                if !matches!(net.nodes[node].op, crate::model::Op::Conv(_)) {
+                    return Ok(y);
                 }
-            }
-            let loss = candle_nn::loss::cross_entropy(&h, &labels)?;
+                let probe = Var::zeros(y.shape(), y.dtype(), y.device())?;
+                let y = (y + probe.as_tensor())?;
+                taps.push((y.detach(), probe));
+                Ok(y)
+            })?;
+            let loss = candle_nn::loss::cross_entropy(&logits, &labels)?;
             let grads = loss.backward()?;
             for (k, (a, probe)) in taps.iter().enumerate() {
                 let g = grads
@@ -114,10 +119,7 @@ impl Criterion for Taylor {
                 }
             }
         }
-        Ok(crate::lrp::filters::postprocess(
-            sums,
-            false,
-            crate::spec::LayerNorm::L2,
-        ))
+        let grouped = input.plan.group_scores(&sums);
+        Ok(postprocess(grouped, false, crate::spec::LayerNorm::L2))
     }
 }

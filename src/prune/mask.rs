@@ -1,12 +1,13 @@
-//! Which conv filters are alive, in the unpruned network's indexing.
+//! Which channels of each pruning group are alive, in the unpruned network's indexing.
 
-use crate::model::network::Shape;
-use crate::model::{Layer, Network};
+use super::plan::{Member, Plan};
+use crate::model::{Network, Op};
 use candle_core::{Result, Tensor};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FilterMask {
-    /// `keep[layer][filter]`, one row per conv in order.
+    /// `keep[group][channel]`, one row per pruning group ([`Plan`]) in order; for a VGG,
+    /// one row per conv.
     pub keep: Vec<Vec<bool>>,
 }
 
@@ -25,7 +26,7 @@ impl FilterMask {
             .map(|l| l.iter().filter(|k| **k).count())
             .sum()
     }
-    /// Fraction of all conv filters removed.
+    /// Fraction of all prunable channels (filters) removed.
     pub fn rate(&self) -> f64 {
         1.0 - self.alive() as f64 / self.total() as f64
     }
@@ -44,51 +45,49 @@ impl FilterMask {
     }
 }
 
-/// The same network with pruned filters' weights **and** biases zeroed. Zeroing only the
-/// weight would leave ReLU(bias) alive, which is not removal (DESIGN §5). Pruned features of
-/// a standardised head input get mean = inv_std = 0, which removes them from the head exactly
-/// as compaction does.
-pub fn apply(net: &Network, mask: &FilterMask) -> Result<Network> {
-    let shapes = net.shapes();
+/// The same network with pruned channels' weights **and** biases zeroed in every conv that
+/// produces them (zeroing only the weight would leave ReLU(bias) alive, which is not
+/// removal: docs/method.md). Pruned features of a standardised head input get
+/// mean = inv_std = 0, which removes them from the head exactly as compaction does.
+pub fn apply(net: &Network, plan: &Plan, mask: &FilterMask) -> Result<Network> {
     let mut out = net.clone();
-    let mut k = 0;
-    // Keep-flags of the channels / flat features currently flowing (None = all alive).
-    let mut alive: Option<Vec<bool>> = None;
-    for (i, layer) in out.layers.iter_mut().enumerate() {
-        match layer {
-            Layer::Conv(c) => {
-                let m = keep_tensor(&mask.keep[k], c.weight.device())?;
-                c.weight = c
-                    .weight
-                    .broadcast_mul(&m.reshape((c.out_channels(), 1, 1, 1))?)?;
-                c.bias = (&c.bias * &m)?;
-                alive = Some(mask.keep[k].clone());
-                k += 1;
-            }
-            Layer::Flatten => {
-                if let (Some(ch), Shape::Map { h, w, .. }) = (&alive, shapes[i]) {
-                    alive = Some(
-                        ch.iter()
-                            .flat_map(|&a| std::iter::repeat_n(a, h * w))
-                            .collect(),
-                    );
+    for (g, group) in plan.groups.iter().enumerate() {
+        let keep = &mask.keep[g];
+        if keep.iter().all(|k| *k) {
+            continue;
+        }
+        for m in &group.members {
+            match *m {
+                Member::ConvOut(n) => {
+                    let Op::Conv(c) = &mut out.nodes[n].op else {
+                        continue;
+                    };
+                    let t = keep_tensor(keep, 1, c.weight.device())?;
+                    c.weight =
+                        c.weight
+                            .broadcast_mul(&t.reshape((c.out_channels(), 1, 1, 1))?)?;
+                    c.bias = (&c.bias * &t)?;
                 }
-            }
-            Layer::Standardize { mean, inv_std } => {
-                if let Some(a) = &alive {
-                    let m = keep_tensor(a, mean.device())?;
-                    *mean = (&*mean * &m)?;
-                    *inv_std = (&*inv_std * &m)?;
+                Member::Standardize { node, hw } => {
+                    if let Op::Standardize { mean, inv_std } = &mut out.nodes[node].op {
+                        let t = keep_tensor(keep, hw, mean.device())?;
+                        *mean = (&*mean * &t)?;
+                        *inv_std = (&*inv_std * &t)?;
+                    }
                 }
+                // Readers of a zeroed channel see zeros: nothing to change.
+                Member::ConvIn(_) | Member::LinearIn { .. } => {}
             }
-            Layer::Linear(_) => alive = None,
-            _ => {}
         }
     }
     Ok(out)
 }
 
-fn keep_tensor(keep: &[bool], device: &candle_core::Device) -> Result<Tensor> {
-    let v: Vec<f32> = keep.iter().map(|&b| if b { 1.0 } else { 0.0 }).collect();
-    Tensor::from_vec(v, keep.len(), device)
+/// 1.0 / 0.0 per channel, each repeated `hw` times.
+fn keep_tensor(keep: &[bool], hw: usize, device: &candle_core::Device) -> Result<Tensor> {
+    let v: Vec<f32> = keep
+        .iter()
+        .flat_map(|&b| std::iter::repeat_n(if b { 1.0 } else { 0.0 }, hw))
+        .collect();
+    Tensor::from_vec(v, keep.len() * hw, device)
 }

@@ -1,4 +1,5 @@
-//! Pruning: which filters are alive ([`FilterMask`]), how to realise that on a network
+//! Pruning: which channels must go together ([`Plan`]), which are alive ([`FilterMask`]),
+//! how to realise that on a network
 //! (zero-masking or physical compaction), how filters are ranked ([`Criterion`]) and how the
 //! ranking turns into a sequence of masks ([`Schedule`]).
 
@@ -6,6 +7,8 @@ pub mod compact;
 pub mod controller;
 pub mod criteria;
 pub mod mask;
+pub mod plan;
+pub mod relevance;
 pub mod schedule;
 pub mod search;
 pub mod select;
@@ -13,4 +16,5 @@ pub mod signal;
 
 pub use criteria::{Criterion, ScoreInput};
 pub use mask::FilterMask;
+pub use plan::Plan;
 pub use schedule::{Schedule, Step};

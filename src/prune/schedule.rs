@@ -3,6 +3,7 @@
 use super::compact::compact;
 use super::criteria::{Criterion, ScoreInput};
 use super::mask::FilterMask;
+use super::plan::Plan;
 use super::select::{expand, prune_lowest, target_count, Scores};
 use crate::data::split::Split;
 use crate::model::prefix::{PrefixCache, Start};
@@ -24,6 +25,8 @@ pub struct Step {
 /// Context shared by every step: the unpruned network and the reference split.
 pub struct Context<'a> {
     pub original: &'a Network,
+    /// The pruning groups of `original`.
+    pub plan: &'a Plan,
     pub reference: &'a Split,
     pub batch_size: usize,
     /// The intact network's stored layer inputs on the reference split, if kept.
@@ -38,14 +41,20 @@ pub struct Context<'a> {
 impl Context<'_> {
     /// Where a pass over the reference split can start for a network pruned by `mask`.
     pub fn from(&self, mask: &FilterMask) -> Option<Start<'_>> {
-        self.reference_prefix.map(|c| Start::for_mask(c, mask))
+        self.reference_prefix.map(|c| self.plan.start(c, mask))
+    }
+
+    /// The original network compacted to `mask`.
+    pub fn compact(&self, mask: &FilterMask) -> candle_core::Result<Network> {
+        compact(self.original, self.plan, mask)
     }
 
     /// Score the network at `mask` with `criterion`, in the unpruned indexing.
     pub fn scores(&self, criterion: &mut dyn Criterion, mask: &FilterMask) -> Result<Scores> {
-        let net = compact(self.original, mask)?;
+        let net = self.compact(mask)?;
         let s = criterion.score(&ScoreInput {
             net: &net,
+            plan: self.plan,
             reference: self.reference,
             batch_size: self.batch_size,
             from: self.from(mask),

@@ -9,17 +9,19 @@
 //! tentatively, measures A on the control split, and keeps the chunk that costs the least A
 //! per filter removed. Rounds repeat until the step's quota is met.
 //!
-//! Cost: one forward per layer and round, but only from the pruned layer on: the inputs of
-//! every conv of the current network on the control split are cached, and removing filters
-//! of conv L changes nothing before it.
+//! Cost: one forward per layer and round, but only from the pruned layer on: every value of
+//! the current network on the control split is cached, and removing channels of a group
+//! changes nothing before its first conv.
 
 use super::compact::compact;
 use super::mask::FilterMask;
+use super::plan::Plan;
 use super::select::Scores;
 use super::signal::Reader;
 use crate::model::network::batch_ranges;
-use crate::model::prefix::{self, Start};
+use crate::model::prefix;
 use crate::model::Network;
+pub use crate::spec::Take;
 use anyhow::Result;
 use candle_core::Tensor;
 
@@ -37,64 +39,51 @@ fn lowest_in_layer(mask: &FilterMask, scores: &Scores, layer: usize, q: usize) -
     alive
 }
 
-/// The input of every conv of the current network on the control split, per batch.
-struct ConvInputs {
-    /// `per_batch[b][k]`: input of conv k on batch b.
+/// Every value of the current network on the control split, per batch, so that a pass can
+/// restart at any node.
+struct Traces {
+    /// `per_batch[b][v]`: value v on batch b.
     per_batch: Vec<Vec<Tensor>>,
 }
 
-impl ConvInputs {
+impl Traces {
     fn build(net: &Network, mask: &FilterMask, reader: &Reader) -> Result<Self> {
         let control = reader.control;
-        let conv_at = net.conv_layer_indices();
-        let from = reader.prefix.map(|c| Start::for_mask(c, mask));
+        let from = reader.prefix.map(|c| reader.plan.start(c, mask));
         let per_batch = batch_ranges(control.labels.len(), reader.batch)
-            .map(|(start, len)| {
-                let acts = prefix::trace(net, &control.images, from, start, len)?;
-                Ok(conv_at.iter().map(|&i| acts[i].clone()).collect())
-            })
+            .map(|(start, len)| Ok(prefix::trace(net, &control.images, from, start, len)?))
             .collect::<Result<_>>()?;
         Ok(Self { per_batch })
     }
 
-    /// After conv `k` of the network lost filters (now `net`): the inputs of convs up to
-    /// `k` are unchanged, so only the later ones are recomputed.
-    fn update_after(&mut self, net: &Network, k: usize) -> Result<()> {
-        let conv_at = net.conv_layer_indices();
+    /// The values up to `node` that nodes from `node` on read, of one batch.
+    fn live(net: &Network, acts: &[Tensor], node: usize) -> Vec<Option<Tensor>> {
+        let mut given = vec![None; node + 1];
+        for v in net.live_before(node) {
+            given[v] = Some(acts[v].clone());
+        }
+        given
+    }
+
+    /// After the network changed from `node` on (now `net`): values before it stay, the
+    /// rest are recomputed.
+    fn update_after(&mut self, net: &Network, node: usize) -> Result<()> {
         for acts in &mut self.per_batch {
-            let trace = net.trace_from(conv_at[k], &acts[k])?;
-            for j in k + 1..conv_at.len() {
-                acts[j] = trace[conv_at[j] - conv_at[k]].clone();
-            }
+            let before = acts[..=node].iter().cloned().map(Some).collect();
+            *acts = net.trace_from(node, before)?;
         }
         Ok(())
     }
 
-    /// Logits of `net` on the control split, running it from conv `k` on.
-    fn logits_from(&self, net: &Network, k: usize) -> Result<Tensor> {
-        let start = net.conv_layer_indices()[k];
+    /// Logits of `net` on the control split, running it from `node` on.
+    fn logits_from(&self, net: &Network, node: usize) -> Result<Tensor> {
         let outs = self
             .per_batch
             .iter()
-            .map(|acts| net.forward_from(start, &acts[k]))
+            .map(|acts| net.forward_from(node, Self::live(net, acts, node)))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Tensor::cat(&outs, 0)?)
     }
-}
-
-/// How offers are accepted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Take {
-    /// Greedy: measure every layer's offer, accept the cheapest, measure all again.
-    Best,
-    /// Lazy greedy: keep each layer's last measured cost (also across steps), re-measure
-    /// only the currently cheapest-looking offer, and accept it once it is still the
-    /// cheapest when measured on the current network. Exact greedy when costs only grow as
-    /// pruning proceeds; a few measurements per accepted offer instead of one per layer.
-    Lazy,
-    /// Measure every offer once, then accept them cheapest first until the quota is met.
-    All,
 }
 
 /// How the search cuts and accepts offers (the `control.search_*` knobs).
@@ -122,8 +111,9 @@ struct State<'a> {
     mask: FilterMask,
     net: Network,
     a: f64,
-    inputs: ConvInputs,
+    inputs: Traces,
     reader: &'a Reader<'a>,
+    plan: &'a Plan,
 }
 
 impl State<'_> {
@@ -131,7 +121,7 @@ impl State<'_> {
     fn measure(&self, layer: usize, q: usize, scores: &Scores) -> Result<Offer> {
         let filters = lowest_in_layer(&self.mask, scores, layer, q);
         // The same removal, in the current (compacted) network's indexing.
-        let mut rel = FilterMask::all_alive(&self.net.filters_per_conv());
+        let mut rel = FilterMask::all_alive(&self.plan.sizes_in(&self.net));
         let alive_idx = self.mask.alive_indices(layer);
         for f in &filters {
             let j = alive_idx
@@ -140,8 +130,8 @@ impl State<'_> {
                 .expect("alive");
             rel.keep[layer][j] = false;
         }
-        let net = compact(&self.net, &rel)?;
-        let logits = self.inputs.logits_from(&net, layer)?;
+        let net = compact(&self.net, self.plan, &rel)?;
+        let logits = self.inputs.logits_from(&net, self.plan.first_node(layer))?;
         let (a, _) = self.reader.read(&logits)?;
         Ok(Offer {
             damage: (self.a - a) / filters.len() as f64,
@@ -157,7 +147,8 @@ impl State<'_> {
         }
         self.net = offer.net;
         self.a = offer.a;
-        self.inputs.update_after(&self.net, layer)
+        self.inputs
+            .update_after(&self.net, self.plan.first_node(layer))
     }
 }
 
@@ -180,15 +171,17 @@ pub fn search(
         take,
         min_per_layer,
     } = *offers;
-    let net = compact(original, mask)?;
+    let plan = reader.plan;
+    let net = compact(original, plan, mask)?;
     let (a, _) = reader.measure(&net, mask)?;
-    let inputs = ConvInputs::build(&net, mask, reader)?;
+    let inputs = Traces::build(&net, mask, reader)?;
     let mut st = State {
         mask: mask.clone(),
         net,
         a,
         inputs,
         reader,
+        plan,
     };
     let layers = mask.keep.len();
     if memory.len() != layers || take == Take::Best {
@@ -231,9 +224,9 @@ pub fn search(
                     break;
                 }
             }
-            st.net = compact(original, &st.mask)?;
+            st.net = compact(original, plan, &st.mask)?;
             st.a = reader.measure(&st.net, &st.mask)?.0;
-            st.inputs = ConvInputs::build(&st.net, &st.mask, reader)?;
+            st.inputs = Traces::build(&st.net, &st.mask, reader)?;
             continue;
         }
         match fresh[l].take() {

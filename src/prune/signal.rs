@@ -6,11 +6,11 @@
 //! (per-class mean softmax probability of the true class) is a smoothed A that moves with
 //! the first small losses of margin. Which one the controller reads is `control.signal`.
 
+use super::{FilterMask, Plan};
 use crate::data::split::Split;
 use crate::eval::{self, harmonic_mean};
-use crate::model::prefix::{PrefixCache, Start};
+use crate::model::prefix::PrefixCache;
 use crate::model::Network;
-use crate::prune::FilterMask;
 use crate::spec::Signal;
 use anyhow::{bail, Result};
 use candle_core::{Tensor, D};
@@ -83,12 +83,13 @@ pub struct Reader<'a> {
     pub batch: usize,
     /// The intact network's stored prefix on the control split, if kept.
     pub prefix: Option<&'a PrefixCache>,
+    pub plan: &'a Plan,
 }
 
 impl Reader<'_> {
     /// A and the per-class scores of `net` (pruned by `mask`) on the control split.
     pub fn measure(&self, net: &Network, mask: &FilterMask) -> Result<(f64, Vec<f64>)> {
-        let from = self.prefix.map(|c| Start::for_mask(c, mask));
+        let from = self.prefix.map(|c| self.plan.start(c, mask));
         let logits = eval::logits(net, self.control, self.batch, from)?;
         self.read(&logits)
     }

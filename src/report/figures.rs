@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// One run's curves, pulled out of the step rows.
 pub struct RunCurve {
+    pub run_id: String,
     pub model: String,
     pub dataset: String,
     /// `method` or `method/variant`.
@@ -61,6 +62,7 @@ pub fn run_curves(steps: &DataFrame) -> Result<Vec<RunCurve>> {
     let s = |c: &str| -> Result<StringChunked> { Ok(per_run.column(c)?.str()?.clone()) };
     let (model, dataset, method, variant) =
         (s("model")?, s("dataset")?, s("method")?, s("variant")?);
+    let run_id = s("run_id")?;
     let seed = per_run.column("seed")?.i64()?.clone();
     let list = |c: &str, i: usize| -> Result<Series> {
         per_run
@@ -76,6 +78,7 @@ pub fn run_curves(steps: &DataFrame) -> Result<Vec<RunCurve>> {
         let first_layers = layers.first().cloned().unwrap_or_default();
         let (m, v) = (method.get(i).unwrap_or(""), variant.get(i).unwrap_or(""));
         out.push(RunCurve {
+            run_id: run_id.get(i).unwrap_or("").into(),
             model: model.get(i).unwrap_or("").into(),
             dataset: dataset.get(i).unwrap_or("").into(),
             curve: if v.is_empty() {
@@ -175,7 +178,7 @@ fn plain(label: String, xs: &[f64], ys: impl Iterator<Item = f64>, color: usize)
 /// Render all five figures for every (model, dataset) into `dir`.
 pub fn render_all(
     curves: &[RunCurve],
-    class_names: &BTreeMap<String, Vec<String>>,
+    labels: &super::Labels,
     focus: &str,
     dir: &Path,
 ) -> Result<Vec<PathBuf>> {
@@ -244,7 +247,10 @@ pub fn render_all(
             .min_by_key(|r| r.seed)
             .or_else(|| runs.iter().min_by_key(|r| (r.curve.clone(), r.seed)))
             .context("no runs to plot")?;
-        let cls = class_names.get(&format!("{}|{}", run.model, run.dataset));
+        let cls = labels
+            .classes
+            .get(&format!("{}|{}", run.model, run.dataset));
+        let groups = labels.groups.get(&run.run_id);
         let n_classes = run.class_acc.first().map_or(0, Vec::len);
         let per_class = (0..n_classes)
             .map(|k| {
@@ -270,7 +276,10 @@ pub fn render_all(
         let profile = (0..n_layers)
             .map(|l| {
                 plain(
-                    format!("conv {}", l + 1),
+                    groups
+                        .and_then(|g| g.get(l))
+                        .cloned()
+                        .unwrap_or_else(|| format!("conv {}", l + 1)),
                     &run.rates,
                     run.layer_frac.iter().map(|f| f[l]),
                     l,
@@ -280,9 +289,9 @@ pub fn render_all(
         out(
             "layer_profile",
             chart(
-                &format!("Filters left per layer, {what}"),
+                &format!("Filters left per pruning group, {what}"),
                 rate,
-                "fraction of the layer's filters left",
+                "fraction of the group's filters left",
                 (0.0, max_rate),
                 profile,
             ),

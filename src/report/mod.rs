@@ -34,9 +34,17 @@ pub struct Report {
     pub markdown: String,
 }
 
-/// `class_names` per `model|dataset`, from the runs' metadata files.
-fn class_names(results: &Path) -> BTreeMap<String, Vec<String>> {
-    let mut out = BTreeMap::new();
+/// Names for the plots' legends, from the runs' metadata files.
+#[derive(Default)]
+pub struct Labels {
+    /// Class names per `model|dataset`.
+    pub classes: BTreeMap<String, Vec<String>>,
+    /// Pruning-group names per run id, in `layer_filters` order.
+    pub groups: BTreeMap<String, Vec<String>>,
+}
+
+fn labels(results: &Path) -> Labels {
+    let mut out = Labels::default();
     let Ok(dir) = std::fs::read_dir(results.join("runs")) else {
         return out;
     };
@@ -50,7 +58,25 @@ fn class_names(results: &Path) -> BTreeMap<String, Vec<String>> {
                 .and_then(|c| c.str().ok().and_then(|s| s.get(0).map(String::from)))
         };
         if let (Some(m), Some(d), Some(n)) = (get("model"), get("dataset"), get("class_names")) {
-            out.insert(format!("{m}|{d}"), n.split('|').map(String::from).collect());
+            out.classes
+                .insert(format!("{m}|{d}"), n.split('|').map(String::from).collect());
+        }
+        // Runs written before pruning groups had names have no `group_names`.
+        let groups = df
+            .column("group_names")
+            .ok()
+            .and_then(|c| c.list().ok()?.get_as_series(0))
+            .and_then(|s| {
+                let names = s.str().ok()?;
+                Some(
+                    (0..names.len())
+                        .filter_map(|i| names.get(i))
+                        .map(String::from)
+                        .collect(),
+                )
+            });
+        if let (Some(id), Some(g)) = (get("run_id"), groups) {
+            out.groups.insert(id, g);
         }
     }
     out
@@ -88,7 +114,7 @@ pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
     }
     let curves = figures::run_curves(&steps)?;
     let focus = opts.focus.clone().unwrap_or_else(|| opts.baseline.clone());
-    let plots = figures::render_all(&curves, &class_names(results), &focus, &out)?;
+    let plots = figures::render_all(&curves, &labels(results), &focus, &out)?;
     Ok(Report {
         summary: summary_path,
         tables: written,

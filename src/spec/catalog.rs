@@ -22,13 +22,76 @@ pub enum CfgItem {
     Pool(String),
 }
 
-/// A backbone: a named VGG architecture or a custom `cfg`, plus where its weights live.
+/// The architectures lrprune builds (`src/model/arch/`), by torchvision's names.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Arch {
+    #[serde(rename = "vgg11")]
+    Vgg11,
+    #[serde(rename = "vgg13")]
+    Vgg13,
+    #[serde(rename = "vgg16")]
+    Vgg16,
+    #[serde(rename = "vgg19")]
+    Vgg19,
+    #[serde(rename = "vgg11_bn")]
+    Vgg11Bn,
+    #[serde(rename = "vgg13_bn")]
+    Vgg13Bn,
+    #[serde(rename = "vgg16_bn")]
+    Vgg16Bn,
+    #[serde(rename = "vgg19_bn")]
+    Vgg19Bn,
+    #[serde(rename = "alexnet")]
+    Alexnet,
+    #[serde(rename = "resnet18")]
+    Resnet18,
+    #[serde(rename = "resnet34")]
+    Resnet34,
+    #[serde(rename = "resnet50")]
+    Resnet50,
+    #[serde(rename = "mobilenet_v2")]
+    MobilenetV2,
+    /// A VGG-style chain from `cfg`.
+    #[serde(rename = "custom")]
+    Custom,
+}
+
+impl Arch {
+    /// Every architecture with its spec name.
+    pub const ALL: &'static [(&'static str, Arch)] = &[
+        ("vgg11", Arch::Vgg11),
+        ("vgg13", Arch::Vgg13),
+        ("vgg16", Arch::Vgg16),
+        ("vgg19", Arch::Vgg19),
+        ("vgg11_bn", Arch::Vgg11Bn),
+        ("vgg13_bn", Arch::Vgg13Bn),
+        ("vgg16_bn", Arch::Vgg16Bn),
+        ("vgg19_bn", Arch::Vgg19Bn),
+        ("alexnet", Arch::Alexnet),
+        ("resnet18", Arch::Resnet18),
+        ("resnet34", Arch::Resnet34),
+        ("resnet50", Arch::Resnet50),
+        ("mobilenet_v2", Arch::MobilenetV2),
+        ("custom", Arch::Custom),
+    ];
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, a)| *a)
+    }
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, a)| *a == self)
+            .map_or("?", |(n, _)| n)
+    }
+}
+
+/// A backbone: a named architecture or a custom `cfg`, plus where its weights live.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     pub name: String,
-    /// `vgg11`, `vgg13`, `vgg16`, `vgg19`, or `custom` (then `cfg` is required).
-    pub arch: String,
+    /// A torchvision architecture name, or `custom` (then `cfg` is required).
+    pub arch: Arch,
     #[serde(default)]
     pub cfg: Vec<CfgItem>,
     #[serde(default)]
@@ -124,12 +187,12 @@ impl MethodKind {
 
 pub(super) fn builtin_model(name: &str) -> Option<ModelSpec> {
     let arch = match name {
-        "vgg16" => "vgg16",
+        "vgg16" => Arch::Vgg16,
         _ => return None,
     };
     Some(ModelSpec {
         name: name.into(),
-        arch: arch.into(),
+        arch,
         cfg: vec![],
         batch_norm: false,
         weights: "asset:vgg16-imagenet".into(),

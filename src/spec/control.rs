@@ -86,13 +86,13 @@ pub struct ControlSettings {
     /// (Left out of the run id at its default, so ids of runs made before the knob existed
     /// stay valid.)
     #[serde(default = "d_search_take", skip_serializing_if = "is_best")]
-    pub search_take: crate::prune::search::Take,
+    pub search_take: Take,
 }
-fn is_best(t: &crate::prune::search::Take) -> bool {
-    *t == crate::prune::search::Take::Best
+fn is_best(t: &Take) -> bool {
+    *t == Take::Best
 }
-fn d_search_take() -> crate::prune::search::Take {
-    crate::prune::search::Take::Best
+fn d_search_take() -> Take {
+    Take::Best
 }
 fn d_layer_power() -> f64 {
     2.0
@@ -214,4 +214,19 @@ pub(super) fn check_control(
         }
     }
     Ok(())
+}
+
+/// How offers are accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Take {
+    /// Greedy: measure every layer's offer, accept the cheapest, measure all again.
+    Best,
+    /// Lazy greedy: keep each layer's last measured cost (also across steps), re-measure
+    /// only the currently cheapest-looking offer, and accept it once it is still the
+    /// cheapest when measured on the current network. Exact greedy when costs only grow as
+    /// pruning proceeds; a few measurements per accepted offer instead of one per layer.
+    Lazy,
+    /// Measure every offer once, then accept them cheapest first until the quota is met.
+    All,
 }

@@ -59,9 +59,19 @@ pub struct PruningSettings {
     /// Every curve ends exactly here.
     #[serde(default = "d_max_rate")]
     pub max_rate: f64,
-    /// Never empty a layer.
+    /// Never empty a pruning group (a VGG conv; a residual stream of a ResNet).
     #[serde(default = "d_min_filters")]
     pub min_filters_per_layer: usize,
+    /// Which pruning groups may lose channels. (Left out of the run id at its default, so
+    /// ids of runs made before the knob existed stay valid; likewise `group_reduce`.)
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub groups: GroupPolicy,
+    /// How a group's score combines its producing convs' scores.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub group_reduce: GroupReduce,
+}
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
 }
 fn d_step() -> f64 {
     0.05
@@ -78,6 +88,8 @@ impl Default for PruningSettings {
             step: d_step(),
             max_rate: d_max_rate(),
             min_filters_per_layer: d_min_filters(),
+            groups: GroupPolicy::default(),
+            group_reduce: GroupReduce::default(),
         }
     }
 }
@@ -182,3 +194,47 @@ pub enum Optimizer {
     Adam,
     Sgd,
 }
+
+/// Which groups may be pruned (`[pruning] groups`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupPolicy {
+    /// Every group, the residual streams included.
+    #[default]
+    All,
+    /// Only channels inside residual blocks: groups coupled through an `Add` (the residual
+    /// stream) stay intact.
+    Internal,
+}
+
+/// How a group's score combines its producing convs' scores (`[pruning] group_reduce`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupReduce {
+    /// Sum over the producing convs (relevance is additive; so are L1 norms).
+    #[default]
+    Sum,
+    /// Mean over the producing convs.
+    Mean,
+    /// The largest of the producing convs' scores (a channel counts as much as its most
+    /// important use).
+    Max,
+}
+
+/// The composites lrprune knows, with what they do.
+pub const COMPOSITES: &[(&str, &str)] = &[
+    (
+        "epsilon-plus",
+        "convs z⁺ with b⁺ (zennit EpsilonPlus), dense ε = 1e-6 — the default",
+    ),
+    (
+        "epsilon-plus-nobias",
+        "convs z⁺ ignoring biases (DESIGN §5; conserves relevance exactly), dense ε",
+    ),
+    ("epsilon-plus-flat", "as epsilon-plus, first conv flat"),
+    (
+        "epsilon-plus-zb",
+        "as epsilon-plus, first conv zᴮ with the preprocessing's pixel bounds",
+    ),
+    ("epsilon-alpha2-beta1", "convs α2β1, dense ε"),
+];

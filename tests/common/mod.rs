@@ -16,7 +16,7 @@ pub const TINY_WIDTHS: [usize; 3] = [8, 16, 16];
 pub fn tiny_weights(path: &Path, seed: u64) {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let cfg: Vec<Option<usize>> = vec![Some(8), None, Some(16), None, Some(16), None];
-    let keys = lrprune::model::vgg::conv_keys(&cfg, false);
+    let keys = lrprune::model::arch::vgg::conv_keys(&cfg, false);
     let mut map = HashMap::new();
     let mut in_c = 3;
     for (k, &out_c) in keys.iter().zip(TINY_WIDTHS.iter()) {
@@ -39,6 +39,29 @@ pub fn tiny_weights(path: &Path, seed: u64) {
         in_c = out_c;
     }
     candle_core::safetensors::save(&map, path).unwrap();
+}
+
+/// The tiny VGG-like features (`[8, M, 16, M, 16, M]`) from `tiny_weights` at `path`, for
+/// `size`×`size` RGB inputs, as the graph the harness builds.
+pub fn tiny_backbone(path: &Path, size: usize) -> lrprune::model::Network {
+    use lrprune::spec::{Arch, CfgItem};
+    let cfg = [8, 0, 16, 0, 16, 0].map(|w| {
+        if w == 0 {
+            CfgItem::Pool("M".into())
+        } else {
+            CfgItem::Conv(w)
+        }
+    });
+    lrprune::model::load::from_checkpoint(
+        Arch::Custom,
+        &cfg,
+        false,
+        path,
+        size,
+        lrprune::model::arch::Tail::Features,
+        &Device::Cpu,
+    )
+    .unwrap()
 }
 
 fn texture(class: u32, rng: &mut ChaCha8Rng) -> Vec<u8> {
@@ -174,4 +197,25 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
+}
+
+fn ranks(v: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..v.len()).collect();
+    idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut r = vec![0.0; v.len()];
+    for (rank, i) in idx.into_iter().enumerate() {
+        r[i] = rank as f64;
+    }
+    r
+}
+
+/// Spearman's rank correlation (no tie correction; 1 for fewer than two values).
+pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    let (ra, rb) = (ranks(a), ranks(b));
+    let n = a.len() as f64;
+    if n < 2.0 {
+        return 1.0;
+    }
+    let d2: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - y).powi(2)).sum();
+    1.0 - 6.0 * d2 / (n * (n * n - 1.0))
 }

@@ -7,12 +7,14 @@
 //! own `conv2d`, so the CUDA path stays on Candle's kernels and gradients keep working.
 //! `tests/conv.rs` checks both kernels against `candle_nn::Conv2d` to 1e-4.
 
+pub mod depthwise;
 pub mod im2col;
 pub mod lanes;
 pub mod reuse;
 pub mod winograd;
 
 use super::cpu_op::{self, f32_slice};
+use super::layer::Pad2d;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use im2col::Window;
 use winograd::Geometry;
@@ -58,17 +60,9 @@ pub fn conv2d(
         }
         return if relu { y.relu() } else { Ok(y) };
     }
-    let zeros;
-    let b = match b {
-        Some(b) => b,
-        None => {
-            zeros = Tensor::zeros(w.dims()[0], DType::F32, w.device())?;
-            &zeros
-        }
-    };
     x.contiguous()?.apply_op3_no_bwd(
         &w.contiguous()?,
-        &b.contiguous()?,
+        &bias_or_zeros(b, w)?,
         &FastConv {
             padding,
             stride,
@@ -77,6 +71,70 @@ pub fn conv2d(
             weight_id: w.id(),
         },
     )
+}
+
+/// The bias as the CPU kernels take it (contiguous), zeros for a conv without one.
+fn bias_or_zeros(b: Option<&Tensor>, w: &Tensor) -> Result<Tensor> {
+    match b {
+        Some(b) => b.contiguous(),
+        None => Tensor::zeros(w.dims()[0], DType::F32, w.device()),
+    }
+}
+
+/// `x` with zero rows/columns added as `pad` says.
+pub fn pad_zeros(x: &Tensor, pad: Pad2d) -> Result<Tensor> {
+    x.pad_with_zeros(2, pad.h.0, pad.h.1)?
+        .pad_with_zeros(3, pad.w.0, pad.w.1)
+}
+
+/// [`conv2d`] with any padding (asymmetric padding is applied to the input first) and
+/// grouped / depthwise convs (a direct CPU kernel for depthwise, Candle's grouped conv
+/// otherwise).
+pub fn conv2d_full(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    pad: Pad2d,
+    stride: usize,
+    groups: usize,
+    relu: bool,
+) -> Result<Tensor> {
+    let (padded, p);
+    let x = match pad.symmetric() {
+        Some(sym) => {
+            p = sym;
+            x
+        }
+        None => {
+            p = 0;
+            padded = pad_zeros(x, pad)?;
+            &padded
+        }
+    };
+    if groups == 1 {
+        return conv2d(x, w, b, p, stride, relu);
+    }
+    let depthwise = w.dims()[1] == 1 && groups == w.dims()[0] && x.dims()[1] == groups;
+    if depthwise && cpu_op::applies(&[x, w]) && b.is_none_or(|b| cpu_op::applies(&[b])) {
+        return x.contiguous()?.apply_op3_no_bwd(
+            &w.contiguous()?,
+            &bias_or_zeros(b, w)?,
+            &depthwise::Depthwise {
+                stride,
+                padding: p,
+                relu,
+            },
+        );
+    }
+    let mut y = x.conv2d(w, p, stride, 1, groups)?;
+    if let Some(b) = b {
+        y = y.broadcast_add(&b.reshape((1, b.dims()[0], 1, 1))?)?;
+    }
+    if relu {
+        y.relu()
+    } else {
+        Ok(y)
+    }
 }
 
 struct FastConv {

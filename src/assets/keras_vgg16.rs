@@ -20,11 +20,15 @@ fn read(file: &hdf5_reader::Hdf5File, path: &str) -> Result<(Vec<usize>, Vec<f32
     Ok((shape, arr.iter().copied().collect()))
 }
 
+/// torchvision's `features.N` index of each of VGG16's 13 convs (conv, ReLU, and a pool
+/// after each block); `tests/cost.rs` checks it against the VGG builder's numbering.
+pub const VGG16_FEATURE_INDICES: [usize; 13] = [0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28];
+
 pub fn keras_vgg16_to_safetensors(h5: &Path, out: &Path) -> Result<()> {
     let file = hdf5_reader::Hdf5File::open(h5)
         .map_err(|e| anyhow!("{}: cannot open HDF5: {e}", h5.display()))?;
     let blocks: [usize; 5] = [2, 2, 3, 3, 3];
-    let keys = super::vgg::conv_keys(&super::vgg::config("vgg16").expect("vgg16"), false);
+    let keys = VGG16_FEATURE_INDICES;
     let mut tensors = HashMap::new();
     let mut k = keys.iter();
     let mut total = 0usize;

@@ -1,0 +1,60 @@
+//! The method factory: which schedule and criterion a run's method kind means.
+
+use crate::prune::controller::AccuracyAware;
+use crate::prune::criteria::{Criterion, RandomScores, Taylor, WeightNorm};
+use crate::prune::relevance::LrpCriterion;
+use crate::prune::schedule::{GlobalSchedule, Schedule};
+use crate::rng;
+use crate::spec::{MethodKind, RunConfig};
+use anyhow::Result;
+use candle_core::Device;
+
+/// The schedule a method runs. Criteria only ever see the reference (training) split.
+pub fn schedule_for(
+    cfg: &RunConfig,
+    n_classes: usize,
+    device: &Device,
+) -> Result<Box<dyn Schedule>> {
+    let lrp = || -> Result<Box<dyn Criterion>> {
+        let settings = cfg.lrp.clone().unwrap_or_default();
+        let composite =
+            crate::lrp::composite::by_name(&settings.composite, cfg.model.preprocess, device)?;
+        Ok(Box::new(LrpCriterion {
+            composite,
+            settings,
+            n_classes,
+        }))
+    };
+    if cfg.method.kind == MethodKind::AaLrp {
+        let lrp = cfg.lrp.clone().unwrap_or_default();
+        let composite =
+            crate::lrp::composite::by_name(&lrp.composite, cfg.model.preprocess, device)?;
+        let control = cfg.control.clone().unwrap_or_default();
+        return Ok(Box::new(AccuracyAware::new(
+            control,
+            lrp,
+            cfg.pruning.clone(),
+            composite,
+            n_classes,
+        )));
+    }
+    let (criterion, recompute): (Box<dyn Criterion>, bool) = match cfg.method.kind {
+        MethodKind::L1 => (Box::new(WeightNorm { p: 1 }), true),
+        MethodKind::L2 => (Box::new(WeightNorm { p: 2 }), true),
+        MethodKind::Random => (
+            Box::new(RandomScores {
+                rng: rng::stream(cfg.seed, "random-criterion"),
+            }),
+            true,
+        ),
+        MethodKind::Lrp => (lrp()?, true),
+        MethodKind::LrpOneshot => (lrp()?, false),
+        MethodKind::Taylor => (Box::new(Taylor), true),
+        MethodKind::AaLrp => unreachable!("handled above"),
+    };
+    Ok(Box::new(GlobalSchedule::new(
+        criterion,
+        cfg.pruning.clone(),
+        recompute,
+    )))
+}

@@ -1,0 +1,211 @@
+//! The sweep: prepare each task (data split + trained head), run each method's schedule,
+//! evaluate every step on the held-out test split and write the run's Parquet atomically.
+//!
+//! `task` prepares a task, `methods` maps a method to its schedule; this file runs them.
+
+mod methods;
+mod task;
+
+pub use methods::schedule_for;
+pub use task::{context, prepare_task, Task};
+
+use crate::eval::{self, Metrics};
+use crate::model::{cost, Network};
+use crate::prune::FilterMask;
+use crate::results::{self, RunIdentity, RunMeta, StepRecord};
+use crate::spec::{RunConfig, Spec};
+use anyhow::{bail, Context as _, Result};
+use candle_core::Device;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Instant;
+
+fn record(
+    step: i64,
+    mask: &FilterMask,
+    net: &Network,
+    m: &Metrics,
+    s: Option<&crate::prune::Step>,
+    wall_ms: f64,
+) -> StepRecord {
+    let c = cost::cost(net);
+    StepRecord {
+        step,
+        pruning_rate: mask.rate(),
+        filters_remaining: mask.alive() as i64,
+        params: c.params as i64,
+        flops: c.flops() as i64,
+        top1: m.top1,
+        balanced_acc: m.balanced,
+        harmonic_acc: m.harmonic,
+        class_acc: m.class_acc.clone(),
+        layer_filters: mask.per_layer().into_iter().map(|v| v as i64).collect(),
+        control_acc: s.and_then(|s| s.control_acc),
+        step_size: s.map_or(0.0, |s| s.step_size),
+        backoffs: s.map_or(0, |s| s.backoffs),
+        wall_ms,
+    }
+}
+
+/// Run one configuration on a prepared task; returns every step's record (step 0 = unpruned).
+pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<StepRecord>> {
+    let n_classes = task.data.n_classes();
+    let bs = cfg.data.batch_size;
+    let mut mask = FilterMask::all_alive(&task.plan.sizes());
+    let t0 = Instant::now();
+    let m0 = task.intact.clone();
+    let mut rows = vec![record(
+        0,
+        &mask,
+        &task.net,
+        &m0,
+        None,
+        t0.elapsed().as_secs_f64() * 1e3,
+    )];
+    let ctx = context(task, bs);
+    let mut schedule = schedule_for(cfg, n_classes, task.net.device())?;
+    let n_steps = (cfg.pruning.max_rate / cfg.pruning.step - 1e-9).ceil() as u64;
+    bar.set_length(n_steps);
+    bar.set_position(0);
+    while let Some(step) = {
+        let t = Instant::now();
+        schedule.next(&mask, &ctx)?.map(|s| (s, t))
+    } {
+        let (step, t) = step;
+        mask = step.mask.clone();
+        let net = ctx.compact(&mask)?;
+        let from = task.plan.start(&task.test_prefix, &mask);
+        let m = eval::evaluate_from(&net, &task.data.test, n_classes, bs, Some(from))?;
+        rows.push(record(
+            rows.len() as i64,
+            &mask,
+            &net,
+            &m,
+            Some(&step),
+            t.elapsed().as_secs_f64() * 1e3,
+        ));
+        bar.inc(1);
+        // Rate control can take more steps than the fixed grid: keep the bar honest.
+        if bar.length().is_some_and(|len| bar.position() >= len)
+            && mask.rate() < cfg.pruning.max_rate - 1e-3
+        {
+            bar.inc_length(1);
+        }
+    }
+    Ok(rows)
+}
+
+/// Options of `lrprune run`.
+pub struct RunOptions {
+    pub device: Device,
+    pub resume: bool,
+    /// Hide progress bars (tests, CI logs).
+    pub quiet: bool,
+}
+
+pub fn is_finished(dir: &Path, run_id: &str) -> bool {
+    results::steps_path(dir, run_id).is_file() && results::runs_path(dir, run_id).is_file()
+}
+
+/// Run every run of `spec`; with `resume`, runs whose results exist are skipped.
+/// Returns the number of runs executed.
+pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
+    let dir = &spec.results_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    results::remove_stale_partials(dir)?;
+    let todo: Vec<&RunConfig> = spec
+        .runs
+        .iter()
+        .filter(|r| !(opts.resume && is_finished(dir, &r.run_id())))
+        .collect();
+    if !opts.resume {
+        let started = |id: &str| {
+            results::steps_path(dir, id).is_file() || results::runs_path(dir, id).is_file()
+        };
+        if let Some(r) = spec.runs.iter().find(|r| started(&r.run_id())) {
+            bail!(
+                "{}: results for run {} already exist (fix: pass --resume to skip finished runs, or delete the directory to start over)",
+                dir.display(),
+                r.run_id()
+            );
+        }
+    }
+    let skipped = spec.runs.len() - todo.len();
+    if skipped > 0 {
+        eprintln!(
+            "resuming: {skipped} of {} runs already finished",
+            spec.runs.len()
+        );
+    }
+    let multi = MultiProgress::new();
+    if opts.quiet {
+        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let sweep = multi.add(ProgressBar::new(todo.len() as u64));
+    sweep.set_style(
+        ProgressStyle::with_template(
+            "sweep {bar:30} {pos}/{len} runs [{elapsed_precise}<{eta_precise}]",
+        )
+        .unwrap(),
+    );
+    let bar = multi.add(ProgressBar::new(0));
+    bar.set_style(ProgressStyle::with_template("{msg:40} {bar:30} step {pos}/{len}").unwrap());
+
+    // A failing run names the spec too: the fix (a key in `data`, a path) goes there.
+    let run_ctx = |id: &str| format!("{}: run {id}", spec.path.display());
+    let mut cached: Option<(String, Rc<Task>)> = None;
+    for cfg in &todo {
+        let id = cfg.run_id();
+        bar.set_message(id.clone());
+        let key = cfg.task_key();
+        let task = match &cached {
+            Some((k, t)) if *k == key => t.clone(),
+            _ => {
+                let t = Rc::new(prepare_task(cfg, &opts.device).with_context(|| run_ctx(&id))?);
+                cached = Some((key, t.clone()));
+                t
+            }
+        };
+        let t0 = Instant::now();
+        let rows = run_one(cfg, &task, &bar).with_context(|| run_ctx(&id))?;
+        let ident = RunIdentity {
+            run_id: id.clone(),
+            experiment: cfg.experiment.clone(),
+            model: cfg.model.name.clone(),
+            dataset: cfg.dataset.name.clone(),
+            method: cfg.method.name.clone(),
+            variant: cfg.variant.clone(),
+            seed: cfg.seed as i64,
+        };
+        let mut df = results::steps_frame(&ident, &rows)?;
+        results::write_parquet_atomic(&results::steps_path(dir, &id), &mut df)?;
+        let run_meta = RunMeta {
+            head_train_acc: task.head_train_acc,
+            n_train: task.data.train.labels.len(),
+            n_test: task.data.test.labels.len(),
+            class_names: task.data.class_names.clone(),
+            group_names: task.plan.names(),
+            wall_s: t0.elapsed().as_secs_f64(),
+        };
+        let mut meta = results::run_frame(&ident, cfg, &run_meta, &opts.device)?;
+        results::write_parquet_atomic(&results::runs_path(dir, &id), &mut meta)?;
+        let (first, last) = (&rows[0], rows.last().unwrap());
+        multi.suspend(|| {
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stdout(),
+                "{id}: top1 {:.3} → {:.3} at rate {:.2} ({} steps, {:.1}s)",
+                first.top1,
+                last.top1,
+                last.pruning_rate,
+                rows.len() - 1,
+                t0.elapsed().as_secs_f64()
+            );
+        });
+        sweep.inc(1);
+    }
+    sweep.finish_and_clear();
+    bar.finish_and_clear();
+    Ok(todo.len())
+}

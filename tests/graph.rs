@@ -1,0 +1,395 @@
+//! Beyond VGG chains: AlexNet, ResNet-18/50 and MobileNet-V2 as graphs, against PyTorch
+//! logits, zennit relevance and torchvision's published parameter and MAC counts, and the
+//! pruning plan's coupled groups (masked = compacted).
+//!
+//! Fixtures: `tests/fixtures/graph/` (narrow random-weight copies of each architecture under
+//! torchvision's names, made by `scripts/graph_fixtures.py`; provenance in its PROVENANCE.md).
+
+mod common;
+use candle_core::{Device, Tensor};
+use lrprune::lrp::composite;
+use lrprune::lrp::propagate::propagate;
+use lrprune::model::arch::{self, Source, Tail};
+use lrprune::model::{cost, load, Network};
+use lrprune::prune::{compact::compact, mask, FilterMask, Plan};
+use lrprune::spec::{Arch, GroupPolicy, Preprocess};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+const ARCHS: [&str; 4] = ["alexnet", "resnet18", "resnet50", "mobilenet_v2"];
+
+fn dir(arch: &str) -> PathBuf {
+    Path::new("tests/fixtures/graph").join(arch)
+}
+
+struct Fixture {
+    net: Network,
+    images: Tensor,
+    labels: Vec<u32>,
+    expected: HashMap<String, Tensor>,
+}
+
+fn fixture(name: &str) -> Fixture {
+    let d = dir(name);
+    let inputs =
+        candle_core::safetensors::load(d.join("inputs.safetensors"), &Device::Cpu).unwrap();
+    let images = inputs["images"].clone();
+    let labels = inputs["labels"]
+        .to_dtype(candle_core::DType::I64)
+        .unwrap()
+        .to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|l| l as u32)
+        .collect();
+    let size = images.dims()[2];
+    let arch = Arch::parse(name).unwrap();
+    let net = load::from_checkpoint(
+        arch,
+        &[],
+        false,
+        &d.join("weights.pth"),
+        size,
+        Tail::Classifier,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let expected =
+        candle_core::safetensors::load(d.join("expected.safetensors"), &Device::Cpu).unwrap();
+    Fixture {
+        net,
+        images,
+        labels,
+        expected,
+    }
+}
+
+/// max |a − b| / max(1, max |b|).
+fn rel_diff(a: &Tensor, b: &Tensor) -> f32 {
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    common::max_abs_diff(a, b) / scale.max(1.0)
+}
+
+#[test]
+fn logits_equal_pytorch() {
+    for name in ARCHS {
+        let f = fixture(name);
+        let ours = f.net.forward(&f.images).unwrap();
+        let d = rel_diff(&ours, &f.expected["logits"]);
+        assert!(d <= 1e-4, "{name}: relative max |Δlogit| = {d}");
+    }
+}
+
+#[test]
+fn per_filter_relevance_matches_zennit() {
+    let comp = composite::by_name("epsilon-plus", Preprocess::Torchvision, &Device::Cpu).unwrap();
+    for name in ARCHS {
+        let f = fixture(name);
+        let rel = propagate(&f.net, &f.images, &f.labels, &comp).unwrap();
+        let convs = f.net.conv_nodes();
+        assert_eq!(rel.conv_outputs.len(), convs.len());
+        for (k, &node) in convs.iter().enumerate() {
+            let conv = &f.net.nodes[node].name;
+            let reference = f.expected[&format!("rel.{conv}")].to_vec1::<f64>().unwrap();
+            let ours: Vec<f64> = rel.conv_outputs[k]
+                .sum((0, 2, 3))
+                .unwrap()
+                .to_dtype(candle_core::DType::F64)
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            assert_eq!(ours.len(), reference.len(), "{name} {conv}");
+            let rho = common::spearman(&ours, &reference);
+            assert!(rho >= 0.999, "{name} {conv}: Spearman ρ = {rho}");
+            let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let mut errs: Vec<f64> = ours
+                .iter()
+                .zip(&reference)
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3 * scale).max(1e-12))
+                .collect();
+            errs.sort_by(f64::total_cmp);
+            let median = errs[errs.len() / 2];
+            assert!(
+                median <= 1e-3,
+                "{name} {conv}: median relative error {median}"
+            );
+        }
+    }
+}
+
+/// A random mask keeping at least one channel of every group.
+fn random_mask(plan: &Plan, rng: &mut ChaCha8Rng) -> FilterMask {
+    let mut m = FilterMask::all_alive(&plan.sizes());
+    for row in &mut m.keep {
+        for k in row.iter_mut() {
+            *k = rng.random::<f64>() > 0.4;
+        }
+        let keep = rng.random_range(0..row.len());
+        row[keep] = true;
+    }
+    m
+}
+
+#[test]
+fn masked_logits_equal_the_compacted_network() {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    for name in ARCHS {
+        let f = fixture(name);
+        for policy in [GroupPolicy::All, GroupPolicy::Internal] {
+            let plan = Plan::build(&f.net, policy, Default::default()).unwrap();
+            for _ in 0..3 {
+                let m = random_mask(&plan, &mut rng);
+                let masked = mask::apply(&f.net, &plan, &m).unwrap();
+                let small = compact(&f.net, &plan, &m).unwrap();
+                let (a, b) = (
+                    masked.forward(&f.images).unwrap(),
+                    small.forward(&f.images).unwrap(),
+                );
+                let d = rel_diff(&b, &a);
+                assert!(d <= 1e-4, "{name} {policy:?}: masked vs compacted {d}");
+                assert_eq!(plan.sizes_in(&small), m.per_layer());
+            }
+        }
+    }
+}
+
+#[test]
+fn residual_and_depthwise_channels_are_coupled() {
+    let f = fixture("resnet18");
+    let plan = Plan::build(&f.net, GroupPolicy::All, Default::default()).unwrap();
+    let names = |g: &lrprune::prune::plan::Group| -> Vec<String> {
+        g.producers
+            .iter()
+            .map(|&n| f.net.nodes[n].name.clone())
+            .collect()
+    };
+    // The stem and every block of layer1 write one residual stream.
+    let stem = plan.groups.iter().find(|g| g.producers[0] == 0).unwrap();
+    assert_eq!(names(stem), ["conv1", "layer1.0.conv2", "layer1.1.conv2"]);
+    assert!(stem.coupled);
+    // Inside a block, conv1's channels are their own group.
+    assert!(plan
+        .groups
+        .iter()
+        .any(|g| names(g) == ["layer2.0.conv1"] && !g.coupled));
+    let internal = Plan::build(&f.net, GroupPolicy::Internal, Default::default()).unwrap();
+    assert!(internal.groups.iter().all(|g| !g.coupled));
+    assert_eq!(internal.groups.len(), 8, "one conv1 per basic block");
+
+    let m = fixture("mobilenet_v2");
+    let plan = Plan::build(&m.net, GroupPolicy::All, Default::default()).unwrap();
+    // The stem conv and the first block's depthwise conv share their channels; at the
+    // fixture's width (0.25) the first block keeps its width (8 → 8), so torchvision adds
+    // its input back and its projection conv writes the same channels too.
+    let first = &plan.groups[0];
+    let producers: Vec<&str> = first
+        .producers
+        .iter()
+        .map(|&n| m.net.nodes[n].name.as_str())
+        .collect();
+    assert_eq!(
+        producers,
+        ["features.0.0", "features.1.conv.0.0", "features.1.conv.1"]
+    );
+    assert_eq!(first.name, "features.0.0 (+1 coupled)");
+    // An expansion conv and the depthwise conv after it: one group, not coupled by an add.
+    let expand = plan
+        .groups
+        .iter()
+        .find(|g| m.net.nodes[g.producers[0]].name == "features.2.conv.0.0")
+        .unwrap();
+    let producers: Vec<&str> = expand
+        .producers
+        .iter()
+        .map(|&n| m.net.nodes[n].name.as_str())
+        .collect();
+    assert_eq!(producers, ["features.2.conv.0.0", "features.2.conv.1.0"]);
+    assert!(!expand.coupled);
+}
+
+#[test]
+fn params_and_macs_equal_torchvision() {
+    let counts: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("tests/fixtures/graph/counts.json").unwrap())
+            .unwrap();
+    let cases = [
+        ("alexnet", Arch::Alexnet, Some(61_100_840u64)),
+        ("resnet18", Arch::Resnet18, Some(11_689_512)),
+        ("resnet34", Arch::Resnet34, None),
+        ("resnet50", Arch::Resnet50, Some(25_557_032)),
+        ("mobilenet_v2", Arch::MobilenetV2, Some(3_504_872)),
+        ("vgg16", Arch::Vgg16, Some(138_357_544)),
+    ];
+    for (name, arch, published) in cases {
+        let net = arch::build(
+            arch,
+            &[],
+            false,
+            Source::Shapes,
+            (3, 224, 224),
+            Tail::Classifier,
+        )
+        .unwrap();
+        let c = cost::cost(&net);
+        if let Some(p) = published {
+            assert_eq!(c.params, p, "{name}: parameters");
+        }
+        let Some(reference) = counts.get(name) else {
+            continue;
+        };
+        assert_eq!(
+            c.params,
+            reference["params"].as_u64().unwrap(),
+            "{name}: params"
+        );
+        assert_eq!(c.macs, reference["macs"].as_u64().unwrap(), "{name}: MACs");
+        assert_eq!(
+            c.conv_macs,
+            reference["conv_macs"].as_u64().unwrap(),
+            "{name}: conv MACs"
+        );
+    }
+    // The fixtures' narrow widths at their own input sizes, too.
+    for name in ARCHS {
+        let f = fixture(name);
+        let reference = &counts[format!("fixture_{name}")];
+        let c = cost::cost(&f.net);
+        assert_eq!(
+            c.params,
+            reference["params"].as_u64().unwrap(),
+            "fixture {name}: params"
+        );
+        assert_eq!(
+            c.macs,
+            reference["macs"].as_u64().unwrap(),
+            "fixture {name}: MACs"
+        );
+    }
+}
+
+/// `lrprune run` on a `[[model]]` of each architecture from its torchvision `.pth`, with the
+/// LRP methods, the controller and two baselines: every run finishes, `layer_filters` has
+/// one entry per pruning group and the runs file names the groups after their convs.
+#[test]
+fn sweeps_run_on_every_architecture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    common::tiny_idx(&d.join("data"), 12, 3);
+    let abs = |a: &str| std::fs::canonicalize(dir(a).join("weights.pth")).unwrap();
+    let models: String = ARCHS
+        .iter()
+        .map(|a| {
+            let size = if *a == "alexnet" { 64 } else { 32 };
+            format!(
+                "[[model]]\nname = \"{a}-fx\"\narch = \"{a}\"\nweights = \"{}\"\ninput_size = {size}\npreprocess = \"torchvision\"\n\n",
+                abs(a).display()
+            )
+        })
+        .collect();
+    let names: Vec<String> = ARCHS.iter().map(|a| format!("\"{a}-fx\"")).collect();
+    let spec = format!(
+        r#"[experiment]
+name = "archs"
+seeds = [0]
+models = [{}]
+datasets = ["textures"]
+methods = ["lrp", "lrp-oneshot", "aa-lrp", "l1", "random"]
+results_dir = "{}"
+
+[data]
+train_per_class = 6
+test_per_class = 6
+batch_size = 24
+
+[pruning]
+step = 0.3
+max_rate = 0.6
+
+[head]
+epochs = 30
+
+{models}[[dataset]]
+name = "textures"
+format = "idx"
+source = "data"
+"#,
+        names.join(", "),
+        d.join("results").display()
+    );
+    let path = d.join("archs.toml");
+    std::fs::write(&path, spec).unwrap();
+    common::run_ok(&["run".as_ref(), "--quiet".as_ref(), path.as_os_str()]);
+
+    let files = common::step_files(&d.join("results"));
+    assert_eq!(files.len(), 4 * 5, "one steps file per model and method");
+    for f in &files {
+        let id = f.file_stem().unwrap().to_str().unwrap();
+        let steps = lrprune::results::read_parquet(f).unwrap();
+        let runs =
+            lrprune::results::read_parquet(&lrprune::results::runs_path(&d.join("results"), id))
+                .unwrap();
+        let names = runs
+            .column("group_names")
+            .unwrap()
+            .list()
+            .unwrap()
+            .get_as_series(0)
+            .unwrap();
+        let names = names.str().unwrap();
+        let groups: Vec<String> = (0..names.len())
+            .map(|i| names.get(i).unwrap().to_string())
+            .collect();
+        let widths = steps
+            .column("layer_filters")
+            .unwrap()
+            .list()
+            .unwrap()
+            .get_as_series(0)
+            .unwrap();
+        assert_eq!(widths.len(), groups.len(), "{id}: one width per group");
+        let last_rate = steps
+            .column("pruning_rate")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .into_no_null_iter()
+            .last()
+            .unwrap();
+        assert!(
+            (last_rate - 0.6).abs() < 0.02,
+            "{id}: ends at rate {last_rate}"
+        );
+        let arch = ARCHS
+            .iter()
+            .find(|a| id.starts_with(&format!("{a}-fx")))
+            .unwrap();
+        let expect = match *arch {
+            "alexnet" => "features.0",
+            "resnet18" | "resnet50" => "conv1",
+            _ => "features.0.0",
+        };
+        assert!(
+            groups[0].starts_with(expect),
+            "{id}: first group `{}`",
+            groups[0]
+        );
+    }
+    assert!(
+        d.join("results/report/layer_profile.png").is_file()
+            || std::fs::read_dir(d.join("results/report"))
+                .unwrap()
+                .any(|e| e
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .contains("layer_profile"))
+    );
+}
