@@ -149,3 +149,9 @@ fn a_control_set_larger_than_the_pool_names_the_spec_and_the_key() {
         "{err}"
     );
 }
+
+#[test]
+fn unknown_architecture() {
+    let text = GOOD.replace("arch = \"custom\"", "arch = \"resnet101\"");
+    assert_error(&text, 10, "arch", "unknown variant `resnet101`");
+}

@@ -564,9 +564,18 @@ pruning = { step = 0.02 }
         // Golden ids, written by the code before the graph model: a change to how a run
         // config serialises (a new field without `skip_serializing_if`, a renamed enum
         // value) would silently re-key every stored result and break `--resume`.
-        assert_eq!(s.runs[0].run_id(), "vgg16-fashion-mnist-l1-raw-s1-b4bd9d0c56");
-        assert_eq!(s.runs[5].run_id(), "vgg16-fashion-mnist-aa-slow-raw-s2-767af76c88");
-        assert_eq!(s.runs[15].run_id(), "vgg16-mnist-5k-aa-slow-fine-s2-7c4a708c6c");
+        assert_eq!(
+            s.runs[0].run_id(),
+            "vgg16-fashion-mnist-l1-raw-s1-b4bd9d0c56"
+        );
+        assert_eq!(
+            s.runs[5].run_id(),
+            "vgg16-fashion-mnist-aa-slow-raw-s2-767af76c88"
+        );
+        assert_eq!(
+            s.runs[15].run_id(),
+            "vgg16-mnist-5k-aa-slow-fine-s2-7c4a708c6c"
+        );
     }
 
     #[test]
