@@ -130,11 +130,7 @@ fn kernel_choice_covers_both_paths_and_leaves_autograd_to_candle() {
 #[test]
 fn max_pool_matches_candle() {
     let x = Tensor::randn(0f32, 1.0, (3, 5, 9, 7), &Device::Cpu).unwrap();
-    let win = |kernel, stride, padding| Window {
-        kernel,
-        stride,
-        padding,
-    };
+    let win = Window::new;
     let ours = lrprune::model::pool::max_pool(&x, win(2, 2, 0)).unwrap();
     let theirs = x.max_pool2d_with_stride(2, 2).unwrap();
     assert_eq!(ours.dims(), theirs.dims());

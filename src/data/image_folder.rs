@@ -64,20 +64,24 @@ impl ImageSource for ImageFolder {
         &self.class_names
     }
     fn image(&self, i: usize) -> Result<RawImage> {
-        let p = &self.files[i];
-        let img = image::open(p)
-            .with_context(|| format!("decoding {}", p.display()))?
-            .to_rgb8();
-        let (w, h) = (img.width() as usize, img.height() as usize);
-        let hwc = img.into_raw();
-        let mut data = vec![0u8; 3 * h * w];
-        for (j, px) in hwc.chunks_exact(3).enumerate() {
-            for c in 0..3 {
-                data[c * h * w + j] = px[c];
-            }
-        }
-        Ok(RawImage { c: 3, h, w, data })
+        decode(&self.files[i])
     }
+}
+
+/// A JPEG or PNG file as an RGB image, channels first.
+pub fn decode(p: &Path) -> Result<RawImage> {
+    let img = image::open(p)
+        .with_context(|| format!("decoding {}", p.display()))?
+        .to_rgb8();
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let hwc = img.into_raw();
+    let mut data = vec![0u8; 3 * h * w];
+    for (j, px) in hwc.chunks_exact(3).enumerate() {
+        for c in 0..3 {
+            data[c * h * w + j] = px[c];
+        }
+    }
+    Ok(RawImage { c: 3, h, w, data })
 }
 
 pub fn open(root: &Path) -> Result<Sources> {

@@ -38,6 +38,21 @@ pub fn resize(src: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: usize) -
     out
 }
 
+/// The preset's (low, high) value of each input channel, for pixels in [0, 255].
+pub fn bounds(preset: Preprocess) -> [(f32, f32); 3] {
+    let px = |v: f32| {
+        let img = RawImage {
+            c: 3,
+            h: 1,
+            w: 1,
+            data: vec![v as u8; 3],
+        };
+        to_model_input(&img, 1, preset)
+    };
+    let (lo, hi) = (px(0.0), px(255.0));
+    [0, 1, 2].map(|c| (lo[c].min(hi[c]), lo[c].max(hi[c])))
+}
+
 /// One image → 3×size×size f32 in the preset's convention (grey is replicated to 3 channels).
 pub fn to_model_input(img: &RawImage, size: usize, preset: Preprocess) -> Vec<f32> {
     let f: Vec<f32> = img.data.iter().map(|&p| p as f32).collect();
@@ -62,6 +77,21 @@ pub fn to_model_input(img: &RawImage, size: usize, preset: Preprocess) -> Vec<f3
         Preprocess::Torchvision => {
             for c in 0..3 {
                 out.extend(rgb[c].iter().map(|v| (v / 255.0 - TV_MEAN[c]) / TV_STD[c]));
+            }
+        }
+        Preprocess::Rgb128 | Preprocess::Rgb127 => {
+            let mean = if preset == Preprocess::Rgb128 {
+                128.0
+            } else {
+                127.0
+            };
+            for plane in &rgb {
+                out.extend(plane.iter().map(|v| (v - mean) / 128.0));
+            }
+        }
+        Preprocess::CaffeBgrInt => {
+            for (c, mean) in [104.0f32, 117.0, 123.0].iter().enumerate() {
+                out.extend(rgb[2 - c].iter().map(|v| v - mean));
             }
         }
     }

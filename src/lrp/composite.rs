@@ -38,18 +38,8 @@ const ZPLUS: Rule = Rule::ZPlus { bias: true };
 
 /// Pixel bounds of an input after `preset`, for zᴮ: (1, 3, 1, 1) low and high.
 pub fn input_bounds(preset: Preprocess, device: &Device) -> Result<(Tensor, Tensor)> {
-    let (low, high): (Vec<f32>, Vec<f32>) = match preset {
-        Preprocess::CaffeBgr => [103.939f32, 116.779, 123.68]
-            .iter()
-            .map(|m| (-m, 255.0 - m))
-            .unzip(),
-        Preprocess::Torchvision => {
-            let (mean, std) = ([0.485f32, 0.456, 0.406], [0.229f32, 0.224, 0.225]);
-            (0..3)
-                .map(|c| (-mean[c] / std[c], (1.0 - mean[c]) / std[c]))
-                .unzip()
-        }
-    };
+    let (low, high): (Vec<f32>, Vec<f32>) =
+        crate::data::preprocess::bounds(preset).into_iter().unzip();
     Ok((
         Tensor::from_vec(low, (1, 3, 1, 1), device)?,
         Tensor::from_vec(high, (1, 3, 1, 1), device)?,

@@ -89,7 +89,7 @@ impl CustomOp2 for Wta {
         let Window {
             kernel: k,
             stride,
-            padding: p,
+            padding: (p, _),
         } = self.win;
         if n != n2 || c != c2 || oh != self.win.out_size(h) || ow != self.win.out_size(w) {
             candle_core::bail!(

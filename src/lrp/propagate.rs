@@ -24,7 +24,7 @@ pub fn max_pool_wta(x: &Tensor, r: &Tensor, win: Window) -> Result<Tensor> {
     if let Some(fast) = super::fused::max_pool_wta(x, r, win)? {
         return Ok(fast);
     }
-    if win.kernel == win.stride && win.padding == 0 {
+    if win.kernel == win.stride && win.padding == (0, 0) {
         return max_pool_wta_ops(x, r, win.kernel, win.stride);
     }
     // Overlapping or padded windows on another device: the CPU pass, and back.

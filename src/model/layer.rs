@@ -4,6 +4,7 @@
 //! loaded (a canonizer step, as zennit does before LRP), so pruning a filter is exactly
 //! zeroing (or removing) one output channel of one weight/bias pair.
 
+use super::network::Shape;
 use candle_core::{Result, Tensor, D};
 
 /// Zero padding of a conv: (top, bottom) and (left, right). TF-"SAME" convs pad
@@ -107,17 +108,26 @@ impl Linear {
     }
 }
 
-/// A pooling window: square `kernel`, `stride`, symmetric `padding`.
+/// A pooling window: square `kernel`, `stride`, and `padding` (before, after) on both
+/// spatial axes (after > before where a converted graph pads only the far edge).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
     pub kernel: usize,
     pub stride: usize,
-    pub padding: usize,
+    pub padding: (usize, usize),
 }
 
 impl Window {
+    /// A window padded alike on both sides.
+    pub fn new(kernel: usize, stride: usize, padding: usize) -> Self {
+        Self {
+            kernel,
+            stride,
+            padding: (padding, padding),
+        }
+    }
     pub fn out_size(&self, n: usize) -> usize {
-        (n + 2 * self.padding).saturating_sub(self.kernel) / self.stride + 1
+        (n + self.padding.0 + self.padding.1).saturating_sub(self.kernel) / self.stride + 1
     }
 }
 
@@ -185,6 +195,31 @@ impl Op {
             Op::Linear(_) => "linear",
             Op::Standardize { .. } => "standardize",
             Op::Dropout => "dropout",
+        }
+    }
+
+    /// The shape of the op's output for an input of shape `s` (the first input's, for `Add`).
+    pub fn out_shape(&self, s: Shape) -> Shape {
+        match (self, s) {
+            (Op::Conv(conv), Shape::Map { h, w, .. }) => {
+                let (kh, kw) = conv.kernel();
+                let p = conv.padding;
+                Shape::Map {
+                    c: conv.out_channels(),
+                    h: (h + p.h.0 + p.h.1).saturating_sub(kh) / conv.stride + 1,
+                    w: (w + p.w.0 + p.w.1).saturating_sub(kw) / conv.stride + 1,
+                }
+            }
+            (Op::MaxPool(win), Shape::Map { c, h, w }) => Shape::Map {
+                c,
+                h: win.out_size(h),
+                w: win.out_size(w),
+            },
+            (Op::AdaptiveAvgPool { h, w }, Shape::Map { c, .. }) => Shape::Map { c, h: *h, w: *w },
+            (Op::GlobalAvgPool, Shape::Map { c, .. }) => Shape::Flat(c),
+            (Op::Flatten, Shape::Map { c, h, w }) => Shape::Flat(c * h * w),
+            (Op::Linear(l), _) => Shape::Flat(l.weight.dims()[0]),
+            (_, s) => s,
         }
     }
 

@@ -249,30 +249,7 @@ impl Network {
         let (c, h, w) = self.input_shape;
         let mut out = vec![Shape::Map { c, h, w }];
         for node in &self.nodes {
-            let s = out[node.inputs[0]];
-            let next = match (&node.op, s) {
-                (Op::Conv(conv), Shape::Map { h, w, .. }) => {
-                    let (kh, kw) = conv.kernel();
-                    let p = conv.padding;
-                    Shape::Map {
-                        c: conv.out_channels(),
-                        h: (h + p.h.0 + p.h.1).saturating_sub(kh) / conv.stride + 1,
-                        w: (w + p.w.0 + p.w.1).saturating_sub(kw) / conv.stride + 1,
-                    }
-                }
-                (Op::MaxPool(win), Shape::Map { c, h, w }) => Shape::Map {
-                    c,
-                    h: win.out_size(h),
-                    w: win.out_size(w),
-                },
-                (Op::AdaptiveAvgPool { h, w }, Shape::Map { c, .. }) => {
-                    Shape::Map { c, h: *h, w: *w }
-                }
-                (Op::GlobalAvgPool, Shape::Map { c, .. }) => Shape::Flat(c),
-                (Op::Flatten, Shape::Map { c, h, w }) => Shape::Flat(c * h * w),
-                (Op::Linear(l), _) => Shape::Flat(l.weight.dims()[0]),
-                (_, s) => s,
-            };
+            let next = node.op.out_shape(out[node.inputs[0]]);
             out.push(next);
         }
         out

@@ -15,23 +15,28 @@ pub fn max_pool(x: &Tensor, win: Window) -> Result<Tensor> {
         stride,
         padding,
     } = win;
-    if cpu_op::applies(&[x]) && x.rank() == 4 && kernel == stride && padding == 0 {
+    if cpu_op::applies(&[x]) && x.rank() == 4 && kernel == stride && padding == (0, 0) {
         return x.contiguous()?.apply_op1_no_bwd(&MaxPool { k: kernel });
     }
     pad_neg_inf(x, padding)?.max_pool2d_with_stride(kernel, stride)
 }
 
-/// `x` with `p` rows and columns of −∞ on every side.
-pub fn pad_neg_inf(x: &Tensor, p: usize) -> Result<Tensor> {
-    if p == 0 {
+/// `x` with `before` rows and columns of −∞ at the top and left, `after` at the bottom and
+/// right.
+pub fn pad_neg_inf(x: &Tensor, (before, after): (usize, usize)) -> Result<Tensor> {
+    if (before, after) == (0, 0) {
         return Ok(x.clone());
     }
     let (n, c, h, w) = x.dims4()?;
-    let row = Tensor::full(f32::NEG_INFINITY, (n, c, p, w), x.device())?.to_dtype(x.dtype())?;
-    let x = Tensor::cat(&[&row, x, &row], 2)?;
-    let col =
-        Tensor::full(f32::NEG_INFINITY, (n, c, h + 2 * p, p), x.device())?.to_dtype(x.dtype())?;
-    Tensor::cat(&[&col, &x, &col], 3)
+    let fill = |shape: (usize, usize, usize, usize)| {
+        Tensor::full(f32::NEG_INFINITY, shape, x.device())?.to_dtype(x.dtype())
+    };
+    let x = Tensor::cat(&[&fill((n, c, before, w))?, x, &fill((n, c, after, w))?], 2)?;
+    let hp = h + before + after;
+    Tensor::cat(
+        &[&fill((n, c, hp, before))?, &x, &fill((n, c, hp, after))?],
+        3,
+    )
 }
 
 /// The input rows `start..end` averaged into adaptive bin `i` of `out` (PyTorch's

@@ -12,6 +12,15 @@ pub enum Preprocess {
     CaffeBgr,
     /// RGB in [0,1], minus ImageNet mean, divided by std (torchvision).
     Torchvision,
+    /// RGB, (x − 128) / 128 (TF-slim MobileNet-V1).
+    #[serde(rename = "rgb-128")]
+    Rgb128,
+    /// RGB, (x − 127) / 128 (EfficientNet-Lite).
+    #[serde(rename = "rgb-127")]
+    Rgb127,
+    /// BGR, 0–255, minus [104, 117, 123] (Caffe ResNets such as open_nsfw's).
+    #[serde(rename = "caffe-bgr-int")]
+    CaffeBgrInt,
 }
 
 /// One entry of a custom layer configuration: a conv width or `"M"` for a 2×2 max-pool.
@@ -49,8 +58,16 @@ pub enum Arch {
     Resnet34,
     #[serde(rename = "resnet50")]
     Resnet50,
+    /// ResNet-50 in the original Caffe layout (stride on the first 1×1 conv, folded BN), at
+    /// any width: open_nsfw's ResNet-50-1by2.
+    #[serde(rename = "resnet50_caffe")]
+    Resnet50Caffe,
+    #[serde(rename = "mobilenet_v1")]
+    MobilenetV1,
     #[serde(rename = "mobilenet_v2")]
     MobilenetV2,
+    #[serde(rename = "efficientnet_lite0")]
+    EfficientnetLite0,
     /// A VGG-style chain from `cfg`.
     #[serde(rename = "custom")]
     Custom,
@@ -71,7 +88,10 @@ impl Arch {
         ("resnet18", Arch::Resnet18),
         ("resnet34", Arch::Resnet34),
         ("resnet50", Arch::Resnet50),
+        ("resnet50_caffe", Arch::Resnet50Caffe),
+        ("mobilenet_v1", Arch::MobilenetV1),
         ("mobilenet_v2", Arch::MobilenetV2),
+        ("efficientnet_lite0", Arch::EfficientnetLite0),
         ("custom", Arch::Custom),
     ];
     pub fn parse(s: &str) -> Option<Self> {
@@ -185,19 +205,52 @@ impl MethodKind {
     }
 }
 
+/// The built-in models: real ImageNet weights fetched as assets (README, "Assets").
+pub const BUILTIN_MODELS: &[(&str, Arch, &str, Preprocess)] = &[
+    (
+        "vgg16",
+        Arch::Vgg16,
+        "asset:vgg16-imagenet",
+        Preprocess::CaffeBgr,
+    ),
+    (
+        "mobilenet_v1",
+        Arch::MobilenetV1,
+        "asset:mobilenet-v1-imagenet",
+        Preprocess::Rgb128,
+    ),
+    (
+        "mobilenet_v2",
+        Arch::MobilenetV2,
+        "asset:mobilenet-v2-imagenet",
+        Preprocess::Torchvision,
+    ),
+    (
+        "efficientnet_lite0",
+        Arch::EfficientnetLite0,
+        "asset:efficientnet-lite0-imagenet",
+        Preprocess::Rgb127,
+    ),
+    (
+        "resnet50_half",
+        Arch::Resnet50Caffe,
+        "asset:resnet50-half-imagenet",
+        Preprocess::CaffeBgrInt,
+    ),
+];
+
 pub(super) fn builtin_model(name: &str) -> Option<ModelSpec> {
-    let arch = match name {
-        "vgg16" => Arch::Vgg16,
-        _ => return None,
-    };
+    let &(_, arch, weights, preprocess) = BUILTIN_MODELS.iter().find(|(n, ..)| *n == name)?;
     Some(ModelSpec {
         name: name.into(),
         arch,
         cfg: vec![],
         batch_norm: false,
-        weights: "asset:vgg16-imagenet".into(),
-        input_size: 32,
-        preprocess: Preprocess::CaffeBgr,
+        weights: weights.into(),
+        // VGG16 keeps the quickstart's 32² (and its run ids); the others downsample 32×, so
+        // 64² leaves them a 2×2 last map.
+        input_size: if arch == Arch::Vgg16 { 32 } else { 64 },
+        preprocess,
     })
 }
 

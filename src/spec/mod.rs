@@ -11,6 +11,7 @@ mod settings;
 
 pub use catalog::{
     Arch, CfgItem, DataFormat, DatasetSpec, MethodKind, MethodSpec, ModelSpec, Preprocess,
+    BUILTIN_MODELS,
 };
 pub use control::{ClassWeights, ControlSettings, RelevanceSource, Signal, Take};
 pub use settings::{

@@ -30,6 +30,7 @@ pub fn build(b: &mut Builder, tail: Tail) -> Result<()> {
                 depthwise: false,
                 bias: true,
                 bn: None,
+                tf_same: false,
             },
         )?;
         x = b.relu(x, &format!("features.{}", idx + 1));
@@ -39,7 +40,7 @@ pub fn build(b: &mut Builder, tail: Tail) -> Result<()> {
     }
     if tail == Tail::Classifier {
         x = b.op(x, "avgpool", Op::AdaptiveAvgPool { h: 6, w: 6 });
-        x = b.flatten(x, "flatten", 36);
+        x = b.flatten(x, "flatten");
         x = b.op(x, "classifier.0", Op::Dropout);
         x = b.linear(x, "classifier.1", 4096)?;
         x = b.relu(x, "classifier.2");

@@ -1,7 +1,7 @@
 //! Building a graph node by node from named tensors, with batch-norm folded into convs.
 
 use crate::model::layer::{Conv, Linear, Op, Pad2d, Window};
-use crate::model::network::Network;
+use crate::model::network::{Network, Shape};
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;
@@ -32,6 +32,9 @@ pub struct ConvSpec<'n> {
     pub bias: bool,
     /// The batch-norm module folded into this conv.
     pub bn: Option<&'n str>,
+    /// TensorFlow's "SAME" padding (for the input size at hand; the extra row and column go
+    /// bottom and right) instead of `padding`.
+    pub tf_same: bool,
 }
 
 impl<'n> ConvSpec<'n> {
@@ -46,6 +49,7 @@ impl<'n> ConvSpec<'n> {
             depthwise: false,
             bias: false,
             bn: Some(bn),
+            tf_same: false,
         }
     }
 }
@@ -53,8 +57,8 @@ impl<'n> ConvSpec<'n> {
 pub struct Builder<'a> {
     net: Network,
     src: Source<'a>,
-    /// Channels of every value so far.
-    channels: Vec<usize>,
+    /// The shape of every value so far.
+    shapes: Vec<Shape>,
     /// ε of the batch-norms folded (PyTorch's default 1e-5).
     pub bn_eps: f64,
 }
@@ -68,7 +72,11 @@ impl<'a> Builder<'a> {
                 input_shape,
             },
             src,
-            channels: vec![input_shape.0],
+            shapes: vec![Shape::Map {
+                c: input_shape.0,
+                h: input_shape.1,
+                w: input_shape.2,
+            }],
             bn_eps: 1e-5,
         }
     }
@@ -85,11 +93,14 @@ impl<'a> Builder<'a> {
     }
 
     pub fn channels(&self, value: usize) -> usize {
-        self.channels[value]
+        match self.shapes[value] {
+            Shape::Map { c, .. } => c,
+            Shape::Flat(n) => n,
+        }
     }
 
-    fn push(&mut self, name: &str, op: Op, inputs: Vec<usize>, channels: usize) -> usize {
-        self.channels.push(channels);
+    fn push(&mut self, name: &str, op: Op, inputs: Vec<usize>) -> usize {
+        self.shapes.push(op.out_shape(self.shapes[inputs[0]]));
         self.net.push(name, op, inputs)
     }
 
@@ -133,7 +144,7 @@ impl<'a> Builder<'a> {
 
     /// A conv reading value `x`, with its batch-norm folded in; returns its output value.
     pub fn conv(&mut self, x: usize, s: ConvSpec) -> Result<usize> {
-        let in_c = self.channels[x];
+        let in_c = self.channels(x);
         let (groups, per_group, out_hint) = if s.depthwise {
             (in_c, 1, in_c)
         } else {
@@ -161,10 +172,17 @@ impl<'a> Builder<'a> {
         } else {
             Tensor::zeros(out, DType::F32, weight.device())?
         };
+        let padding = match (s.tf_same, self.shapes[x]) {
+            (true, Shape::Map { h, w, .. }) => Pad2d {
+                h: tf_same(h, s.kernel, s.stride),
+                w: tf_same(w, s.kernel, s.stride),
+            },
+            _ => Pad2d::same(s.padding),
+        };
         let mut conv = Conv {
             weight,
             bias,
-            padding: Pad2d::same(s.padding),
+            padding,
             stride: s.stride,
             groups,
             extra_params: usize::from(s.bias),
@@ -181,13 +199,12 @@ impl<'a> Builder<'a> {
             )?;
             conv.extra_params += 2;
         }
-        Ok(self.push(s.name, Op::Conv(conv), vec![x], out))
+        Ok(self.push(s.name, Op::Conv(conv), vec![x]))
     }
 
     /// A tensor-free op reading `x`, keeping its channel count.
     pub fn op(&mut self, x: usize, name: &str, op: Op) -> usize {
-        let c = self.channels[x];
-        self.push(name, op, vec![x], c)
+        self.push(name, op, vec![x])
     }
 
     pub fn relu(&mut self, x: usize, name: &str) -> usize {
@@ -202,26 +219,25 @@ impl<'a> Builder<'a> {
         stride: usize,
         padding: usize,
     ) -> usize {
-        let win = Window {
-            kernel,
-            stride,
-            padding,
-        };
-        self.op(x, name, Op::MaxPool(win))
+        self.op(x, name, Op::MaxPool(Window::new(kernel, stride, padding)))
     }
 
     /// The element-wise sum of `a` and `b` (a residual connection).
     pub fn add(&mut self, a: usize, b: usize, name: &str) -> Result<usize> {
-        let (ca, cb) = (self.channels[a], self.channels[b]);
-        if ca != cb {
-            bail!("{}: `{name}` adds {ca} to {cb} channels", self.path());
+        if self.shapes[a] != self.shapes[b] {
+            bail!(
+                "{}: `{name}` adds a {:?} to a {:?} value",
+                self.path(),
+                self.shapes[a],
+                self.shapes[b]
+            );
         }
-        Ok(self.push(name, Op::Add, vec![a, b], ca))
+        Ok(self.push(name, Op::Add, vec![a, b]))
     }
 
     /// A linear layer `name` reading `x` (torchvision's width `out`).
     pub fn linear(&mut self, x: usize, name: &str, out: usize) -> Result<usize> {
-        let in_f = self.channels[x];
+        let in_f = self.channels(x);
         let weight = self.tensor(&format!("{name}.weight"), &[out, in_f])?;
         let d = weight.dims().to_vec();
         if d.len() != 2 || d[1] != in_f {
@@ -231,14 +247,20 @@ impl<'a> Builder<'a> {
             );
         }
         let bias = self.tensor(&format!("{name}.bias"), &[d[0]])?;
-        Ok(self.push(name, Op::Linear(Linear { weight, bias }), vec![x], d[0]))
+        Ok(self.push(name, Op::Linear(Linear { weight, bias }), vec![x]))
     }
 
-    /// Flatten a `c`×`h`×`w` map to `c·h·w` features.
-    pub fn flatten(&mut self, x: usize, name: &str, hw: usize) -> usize {
-        let c = self.channels[x] * hw;
-        self.push(name, Op::Flatten, vec![x], c)
+    /// Flatten a map to its `c·h·w` features.
+    pub fn flatten(&mut self, x: usize, name: &str) -> usize {
+        self.push(name, Op::Flatten, vec![x])
     }
+}
+
+/// TensorFlow's "SAME" padding of one dimension `n` for a `k`-wide kernel at stride `s`:
+/// the output has ⌈n / s⌉ positions, the odd extra row or column goes after.
+pub fn tf_same(n: usize, k: usize, s: usize) -> (usize, usize) {
+    let total = ((n.div_ceil(s) - 1) * s + k).saturating_sub(n);
+    (total / 2, total - total / 2)
 }
 
 /// BN(conv(x)) = conv'(x) with W' = W·γ/σ and b' = (b − μ)·γ/σ + β, σ = sqrt(var + ε).

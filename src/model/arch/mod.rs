@@ -9,6 +9,8 @@
 
 pub mod alexnet;
 pub mod builder;
+pub mod efficientnet_lite;
+pub mod mobilenet_v1;
 pub mod mobilenet_v2;
 pub mod resnet;
 pub mod vgg;
@@ -18,6 +20,7 @@ pub use builder::{Builder, ConvSpec, Source};
 use super::network::Network;
 use crate::spec::{Arch, CfgItem};
 use anyhow::Result;
+use resnet::Flavor::{Caffe, Torchvision};
 
 /// Add the classifier torchvision puts after the features (for checking logits and
 /// counting parameters); without it, the graph ends at the last feature map.
@@ -40,10 +43,13 @@ pub fn build(
     match arch {
         Arch::Custom => vgg::build(&mut b, &vgg::custom_config(cfg)?, batch_norm, tail)?,
         Arch::Alexnet => alexnet::build(&mut b, tail)?,
-        Arch::Resnet18 => resnet::build(&mut b, resnet::Depth::R18, tail)?,
-        Arch::Resnet34 => resnet::build(&mut b, resnet::Depth::R34, tail)?,
-        Arch::Resnet50 => resnet::build(&mut b, resnet::Depth::R50, tail)?,
+        Arch::Resnet18 => resnet::build(&mut b, resnet::Depth::R18, Torchvision, tail)?,
+        Arch::Resnet34 => resnet::build(&mut b, resnet::Depth::R34, Torchvision, tail)?,
+        Arch::Resnet50 => resnet::build(&mut b, resnet::Depth::R50, Torchvision, tail)?,
+        Arch::Resnet50Caffe => resnet::build(&mut b, resnet::Depth::R50, Caffe, tail)?,
+        Arch::MobilenetV1 => mobilenet_v1::build(&mut b, tail)?,
         Arch::MobilenetV2 => mobilenet_v2::build(&mut b, tail)?,
+        Arch::EfficientnetLite0 => efficientnet_lite::build(&mut b, tail)?,
         vgg_arch => {
             let (cfg, bn) = vgg::named(vgg_arch).expect("every other arch is a VGG");
             vgg::build(&mut b, &cfg, bn || batch_norm, tail)?

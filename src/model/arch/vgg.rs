@@ -93,6 +93,7 @@ pub fn build(b: &mut Builder, cfg: &[Option<usize>], batch_norm: bool, tail: Tai
                         depthwise: false,
                         bias: true,
                         bn: batch_norm.then_some(bn.as_str()),
+                        tf_same: false,
                     },
                 )?;
                 if b.channels(x) != *width {
@@ -109,7 +110,7 @@ pub fn build(b: &mut Builder, cfg: &[Option<usize>], batch_norm: bool, tail: Tai
     }
     if tail == Tail::Classifier {
         x = b.op(x, "avgpool", Op::AdaptiveAvgPool { h: 7, w: 7 });
-        x = b.flatten(x, "flatten", 49);
+        x = b.flatten(x, "flatten");
         x = b.linear(x, "classifier.0", 4096)?;
         x = b.relu(x, "classifier.1");
         x = b.op(x, "classifier.2", Op::Dropout);

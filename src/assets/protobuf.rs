@@ -1,0 +1,160 @@
+//! The protobuf messages lrprune reads weights from, declared with only the fields it uses:
+//! TensorFlow's `GraphDef` (frozen graphs) and ONNX's `ModelProto`. Field numbers are those
+//! of `tensorflow/core/framework/*.proto` and `onnx/onnx.proto`; every other field is skipped
+//! by the decoder.
+
+use std::collections::HashMap;
+
+/// `tensorflow.GraphDef`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct GraphDef {
+    #[prost(message, repeated, tag = "1")]
+    pub node: Vec<NodeDef>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct NodeDef {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(string, tag = "2")]
+    pub op: String,
+    #[prost(string, repeated, tag = "3")]
+    pub input: Vec<String>,
+    #[prost(map = "string, message", tag = "5")]
+    pub attr: HashMap<String, AttrValue>,
+}
+
+/// `tensorflow.AttrValue` (a oneof in the .proto; at most one field is set).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AttrValue {
+    #[prost(message, optional, tag = "1")]
+    pub list: Option<AttrList>,
+    #[prost(bytes = "vec", tag = "2")]
+    pub s: Vec<u8>,
+    #[prost(int64, tag = "3")]
+    pub i: i64,
+    #[prost(float, tag = "4")]
+    pub f: f32,
+    #[prost(message, optional, tag = "8")]
+    pub tensor: Option<TfTensor>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AttrList {
+    #[prost(bytes = "vec", repeated, tag = "2")]
+    pub s: Vec<Vec<u8>>,
+    #[prost(int64, repeated, tag = "3")]
+    pub i: Vec<i64>,
+}
+
+/// `tensorflow.TensorProto`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TfTensor {
+    #[prost(int32, tag = "1")]
+    pub dtype: i32,
+    #[prost(message, optional, tag = "2")]
+    pub tensor_shape: Option<TfShape>,
+    #[prost(bytes = "vec", tag = "4")]
+    pub tensor_content: Vec<u8>,
+    #[prost(float, repeated, tag = "5")]
+    pub float_val: Vec<f32>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TfShape {
+    #[prost(message, repeated, tag = "2")]
+    pub dim: Vec<TfDim>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TfDim {
+    #[prost(int64, tag = "1")]
+    pub size: i64,
+}
+
+/// TensorFlow's `DT_FLOAT`.
+pub const TF_FLOAT: i32 = 1;
+
+/// `onnx.ModelProto`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OnnxModel {
+    #[prost(message, optional, tag = "7")]
+    pub graph: Option<OnnxGraph>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OnnxGraph {
+    #[prost(message, repeated, tag = "1")]
+    pub node: Vec<OnnxNode>,
+    #[prost(message, repeated, tag = "5")]
+    pub initializer: Vec<OnnxTensor>,
+    #[prost(message, repeated, tag = "11")]
+    pub input: Vec<OnnxValueInfo>,
+    #[prost(message, repeated, tag = "12")]
+    pub output: Vec<OnnxValueInfo>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OnnxNode {
+    #[prost(string, repeated, tag = "1")]
+    pub input: Vec<String>,
+    #[prost(string, repeated, tag = "2")]
+    pub output: Vec<String>,
+    #[prost(string, tag = "3")]
+    pub name: String,
+    #[prost(string, tag = "4")]
+    pub op_type: String,
+    #[prost(message, repeated, tag = "5")]
+    pub attribute: Vec<OnnxAttribute>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OnnxAttribute {
+    #[prost(string, tag = "1")]
+    pub name: String,
+    #[prost(float, tag = "2")]
+    pub f: f32,
+    #[prost(int64, tag = "3")]
+    pub i: i64,
+    #[prost(bytes = "vec", tag = "4")]
+    pub s: Vec<u8>,
+    #[prost(message, optional, tag = "5")]
+    pub t: Option<OnnxTensor>,
+    #[prost(int64, repeated, tag = "8")]
+    pub ints: Vec<i64>,
+}
+
+/// `onnx.TensorProto`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OnnxTensor {
+    #[prost(int64, repeated, tag = "1")]
+    pub dims: Vec<i64>,
+    #[prost(int32, tag = "2")]
+    pub data_type: i32,
+    #[prost(float, repeated, tag = "4")]
+    pub float_data: Vec<f32>,
+    #[prost(int64, repeated, tag = "7")]
+    pub int64_data: Vec<i64>,
+    #[prost(string, tag = "8")]
+    pub name: String,
+    #[prost(bytes = "vec", tag = "9")]
+    pub raw_data: Vec<u8>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OnnxValueInfo {
+    #[prost(string, tag = "1")]
+    pub name: String,
+}
+
+/// ONNX's `FLOAT` and `INT64` element types.
+pub const ONNX_FLOAT: i32 = 1;
+pub const ONNX_INT64: i32 = 7;
+
+/// Little-endian f32s from raw bytes.
+pub fn f32_le(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}

@@ -1,0 +1,233 @@
+//! The built-in non-VGG models are the real ImageNet networks: on 20 ImageNet validation
+//! images (foolbox), EfficientNet-Lite0 and MobileNet-V1 classify with their own ImageNet
+//! heads, and every model's outputs equal an independent reference run (PyTorch,
+//! TensorFlow, onnxruntime) on the same pixels. JPEG decoders differ by a level or two per
+//! pixel, so outputs are compared on the reference's own resized pixels
+//! (`inputs224.safetensors`), and lrprune's decoding is checked against it separately.
+//! References: `tests/fixtures/imagenet/` (`scripts/imagenet_fixtures.py`, PROVENANCE.md).
+
+mod common;
+use candle_core::{Device, Tensor};
+use lrprune::data::{image_folder, preprocess};
+use lrprune::model::arch::Tail;
+use lrprune::model::{load, Network};
+use lrprune::spec::{Arch, Preprocess};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The 20 images (sorted by file name) and their labels.
+fn images() -> Vec<(PathBuf, u32)> {
+    let dir = lrprune::assets::resolve("asset:imagenet-val-20").unwrap();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            let stem = p.file_stem().unwrap().to_str().unwrap().to_string();
+            let label = stem.rsplit('_').next().unwrap().parse().unwrap();
+            (p, label)
+        })
+        .collect()
+}
+
+fn batch(preset: Preprocess) -> Tensor {
+    let raw: Vec<_> = images()
+        .iter()
+        .map(|(p, _)| image_folder::decode(p).unwrap())
+        .collect();
+    preprocess::batch(&raw, 224, preset, &Device::Cpu).unwrap()
+}
+
+/// The reference pipeline's own resized pixels (u8, 20×3×224×224) in `preset`'s convention.
+fn reference_batch(preset: Preprocess) -> Tensor {
+    let px = reference("inputs224.safetensors")["images"]
+        .to_dtype(candle_core::DType::U8)
+        .unwrap();
+    let raw: Vec<_> = (0..20)
+        .map(|i| lrprune::data::RawImage {
+            c: 3,
+            h: 224,
+            w: 224,
+            data: px
+                .get(i)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<u8>()
+                .unwrap(),
+        })
+        .collect();
+    preprocess::batch(&raw, 224, preset, &Device::Cpu).unwrap()
+}
+
+fn model(name: &str, tail: Tail) -> Network {
+    let (_, arch, weights, _) = lrprune::spec::BUILTIN_MODELS
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .unwrap();
+    let path = lrprune::assets::resolve(weights).unwrap();
+    load::from_checkpoint(*arch, &[], false, &path, 224, tail, &Device::Cpu).unwrap()
+}
+
+fn reference(file: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(
+        Path::new("tests/fixtures/imagenet").join(file),
+        &Device::Cpu,
+    )
+    .unwrap()
+}
+
+fn top1(logits: &Tensor, offset: u32) -> usize {
+    let pred = logits.argmax(1).unwrap().to_vec1::<u32>().unwrap();
+    pred.iter()
+        .zip(images())
+        .filter(|(p, (_, label))| p.checked_sub(offset) == Some(*label))
+        .count()
+}
+
+/// max |a − b| / max |b|.
+fn rel(a: &Tensor, b: &Tensor) -> f32 {
+    let scale = b
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    common::max_abs_diff(a, b) / scale
+}
+
+#[test]
+fn decoded_and_resized_inputs_match_the_reference_pipeline() {
+    let check = reference("inputs_check.safetensors");
+    let x = batch(Preprocess::Rgb128); // (x − 128) / 128: undo it to compare pixels
+    let px = ((x * 128.0).unwrap() + 128.0).unwrap();
+    let means = px.mean((2, 3)).unwrap();
+    let d = common::max_abs_diff(&means, &check["channel_mean"]);
+    assert!(
+        d < 0.5,
+        "per-channel mean differs by {d} levels (JPEG decoders disagree)"
+    );
+    // Eight probed pixels per image and channel.
+    let probes = [
+        (0, 0),
+        (0, 223),
+        (223, 0),
+        (223, 223),
+        (112, 112),
+        (37, 181),
+        (150, 60),
+        (200, 199),
+    ];
+    let ours: Vec<Tensor> = probes
+        .iter()
+        .map(|&(y, x)| {
+            px.narrow(2, y, 1)
+                .unwrap()
+                .narrow(3, x, 1)
+                .unwrap()
+                .flatten_from(1)
+                .unwrap()
+        })
+        .collect();
+    let ours = Tensor::stack(&ours, 2).unwrap();
+    let d = common::max_abs_diff(&ours, &check["probe"]);
+    assert!(d <= 3.0, "probed pixels differ by {d} levels");
+}
+
+#[test]
+fn efficientnet_lite0_and_mobilenet_v1_classify_imagenet() {
+    let eff = model("efficientnet_lite0", Tail::Classifier)
+        .forward(&batch(Preprocess::Rgb127))
+        .unwrap();
+    let hits = top1(&eff, 0);
+    assert!(hits >= 15, "EfficientNet-Lite0: {hits}/20 top-1");
+    let eff_ref = model("efficientnet_lite0", Tail::Classifier)
+        .forward(&reference_batch(Preprocess::Rgb127))
+        .unwrap();
+    let r = rel(
+        &eff_ref,
+        &reference("efficientnet_lite0.safetensors")["logits"],
+    );
+    assert!(
+        r <= 1e-3,
+        "EfficientNet-Lite0: relative difference {r:e} to PyTorch"
+    );
+
+    // 1001 classes, index 0 = background.
+    let mn1 = model("mobilenet_v1", Tail::Classifier)
+        .forward(&batch(Preprocess::Rgb128))
+        .unwrap();
+    let hits = top1(&mn1, 1);
+    assert!(hits >= 15, "MobileNet-V1: {hits}/20 top-1");
+    let mn1_ref = model("mobilenet_v1", Tail::Classifier)
+        .forward(&reference_batch(Preprocess::Rgb128))
+        .unwrap();
+    let r = rel(&mn1_ref, &reference("mobilenet_v1.safetensors")["logits"]);
+    assert!(
+        r <= 1e-3,
+        "MobileNet-V1: relative difference {r:e} to TensorFlow"
+    );
+}
+
+#[test]
+fn mobilenet_v2_and_resnet50_half_equal_their_references() {
+    let mut mn2 = model("mobilenet_v2", Tail::Features);
+    let out = mn2.output();
+    mn2.push("avgpool", lrprune::model::Op::GlobalAvgPool, vec![out]);
+    let feats = mn2
+        .forward(&reference_batch(Preprocess::Torchvision))
+        .unwrap();
+    let r = rel(&feats, &reference("mobilenet_v2.safetensors")["features"]);
+    assert!(
+        r <= 1e-3,
+        "MobileNet-V2 features: relative difference {r:e} to PyTorch"
+    );
+
+    let rn = model("resnet50_half", Tail::Classifier)
+        .forward(&reference_batch(Preprocess::CaffeBgrInt))
+        .unwrap();
+    let r = rel(&rn, &reference("resnet50_half.safetensors")["logits"]);
+    assert!(
+        r <= 1e-3,
+        "ResNet-50-1by2 logits: relative difference {r:e} to onnxruntime"
+    );
+}
+
+#[test]
+fn built_in_models_have_the_original_parameter_counts() {
+    // Counted from the original files by the fixture script (PROVENANCE.md): parameters of
+    // each network as shipped, batch-norm γ/β included, the classifier where it has one.
+    let counts: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string("tests/fixtures/imagenet/counts.json").unwrap(),
+    )
+    .unwrap();
+    for name in [
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "efficientnet_lite0",
+        "resnet50_half",
+    ] {
+        let tail = if name == "mobilenet_v2" {
+            Tail::Features
+        } else {
+            Tail::Classifier
+        };
+        let c = lrprune::model::cost::cost(&model(name, tail));
+        assert_eq!(
+            c.params,
+            counts[name]["params"].as_u64().unwrap(),
+            "{name}: params"
+        );
+        assert_eq!(
+            c.macs,
+            counts[name]["macs"].as_u64().unwrap(),
+            "{name}: MACs at 224²"
+        );
+    }
+    let _ = Arch::Vgg16;
+}
