@@ -121,6 +121,8 @@ enum Cmd {
     },
     /// Show the expanded run list and the model's layers, parameters and FLOPs.
     Inspect { spec: PathBuf },
+    /// Every built-in model at 224×224: nodes, parameters, MACs, pruning groups.
+    Models,
     /// One line per run: its id and a sha256 of its step rows (all columns but `wall_ms`),
     /// to check that two sweeps (machines, versions) gave the same results.
     Digest { results: PathBuf },
@@ -246,33 +248,56 @@ fn inspect(path: &std::path::Path) -> Result<()> {
         .filter(|r| seen.insert(r.model.name.clone()))
     {
         let net = model::load::backbone(&r.model, &candle_core::Device::Cpu)?;
+        describe(&r.model, &net, r.pruning.groups, r.pruning.group_reduce)?;
+    }
+    Ok(())
+}
+
+/// A model's node table and pruning groups.
+fn describe(
+    m: &spec::ModelSpec,
+    net: &model::Network,
+    groups: spec::GroupPolicy,
+    reduce: spec::GroupReduce,
+) -> Result<()> {
+    outln!(
+        "\nmodel `{}` ({}, input 3×{}×{}):",
+        m.name,
+        m.arch.name(),
+        m.input_size,
+        m.input_size
+    );
+    out!("{}", model::summary::table(net));
+    let plan = lrprune::prune::Plan::build(net, groups, reduce)?;
+    outln!(
+        "pruning groups ({}, {} channels):",
+        plan.groups.len(),
+        plan.sizes().iter().sum::<usize>()
+    );
+    for g in &plan.groups {
+        let convs: Vec<&str> = g
+            .producers
+            .iter()
+            .map(|&n| net.nodes[n].name.as_str())
+            .collect();
         outln!(
-            "\nmodel `{}` ({}, input 3×{}×{}):",
-            r.model.name,
-            r.model.arch.name(),
-            r.model.input_size,
-            r.model.input_size
+            "  {:32} {:>5} channels  convs: {}",
+            g.name,
+            g.size,
+            convs.join(", ")
         );
-        out!("{}", model::summary::table(&net));
-        let plan = lrprune::prune::Plan::build(&net, r.pruning.groups, r.pruning.group_reduce)?;
-        outln!(
-            "pruning groups ({}, {} channels):",
-            plan.groups.len(),
-            plan.sizes().iter().sum::<usize>()
-        );
-        for g in &plan.groups {
-            let convs: Vec<&str> = g
-                .producers
-                .iter()
-                .map(|&n| net.nodes[n].name.as_str())
-                .collect();
-            outln!(
-                "  {:32} {:>5} channels  convs: {}",
-                g.name,
-                g.size,
-                convs.join(", ")
-            );
-        }
+    }
+    Ok(())
+}
+
+/// Every built-in model at 224×224: its nodes, parameters, MACs and pruning groups (the
+/// backbone as `lrprune run` prunes it, without a classifier).
+fn models() -> Result<()> {
+    for &(name, ..) in spec::BUILTIN_MODELS {
+        let mut m = spec::builtin_model(name).expect("a built-in");
+        m.input_size = 224;
+        let net = model::load::backbone(&m, &candle_core::Device::Cpu)?;
+        describe(&m, &net, Default::default(), Default::default())?;
     }
     Ok(())
 }
@@ -305,6 +330,7 @@ fn main() -> ExitCode {
     let result = match cli.cmd {
         Cmd::Fetch { assets, list } => fetch(&assets, list),
         Cmd::Inspect { spec } => inspect(&spec),
+        Cmd::Models => models(),
         Cmd::Digest { results } => lrprune::results::digests(&results).map(|rows| {
             for (id, d) in rows {
                 outln!("{id}  {d}");
@@ -352,15 +378,7 @@ fn main() -> ExitCode {
             };
             let task = runner::prepare_task(cfg, &candle_core::Device::Cpu)?;
             std::fs::create_dir_all(&out)?;
-            let keys = model::load::vgg_conv_keys(&cfg.model)?;
-            model::export::write_task(
-                cfg,
-                &task.net,
-                &task.data.train,
-                &task.data.test,
-                &keys,
-                &out,
-            )?;
+            model::export::write_task(cfg, &task.net, &task.data.train, &task.data.test, &out)?;
             outln!("exported {} to {}", cfg.run_id(), out.display());
             Ok(())
         }),

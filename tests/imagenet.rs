@@ -231,3 +231,92 @@ fn built_in_models_have_the_original_parameter_counts() {
     }
     let _ = Arch::Vgg16;
 }
+
+fn explain_rows(model: &str, weights: PathBuf, inputs: PathBuf, preset: Preprocess) -> (usize, usize, f64) {
+    let out = tempfile::tempdir().unwrap();
+    let heat = out.path().join("heat");
+    let opts = lrprune::lrp::explain::ExplainOptions {
+        model: model.into(),
+        batch_norm: false,
+        weights,
+        inputs,
+        out: out.path().join("r.parquet"),
+        composite: "epsilon-plus".into(),
+        preprocess: preset,
+        heatmaps: Some(heat.clone()),
+    };
+    let df = lrprune::lrp::explain::explain(&opts, &Device::Cpu).unwrap();
+    let rel = df.column("relevance").unwrap().f64().unwrap().clone();
+    assert!(rel.into_no_null_iter().all(f64::is_finite), "{model}: non-finite relevance");
+    let total: f64 = rel.into_no_null_iter().map(f64::abs).sum();
+    (df.height(), std::fs::read_dir(&heat).unwrap().count(), total)
+}
+
+/// `lrprune explain` on every built-in model: the three with an ImageNet (or 2-way) head on
+/// two ImageNet images through `asset:` weights, MobileNet-V2 (features only) through a
+/// task `lrprune export` wrote with a trained head.
+#[test]
+fn explain_works_on_every_built_in_model() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, preset) in [
+        ("mobilenet_v1", Preprocess::Rgb128),
+        ("efficientnet_lite0", Preprocess::Rgb127),
+        ("resnet50_half", Preprocess::CaffeBgrInt),
+    ] {
+        let x = batch(preset).narrow(0, 0, 2).unwrap();
+        let labels: Vec<u32> = images()[..2].iter().map(|(_, l)| *l).collect();
+        let labels: Vec<u32> = if name == "resnet50_half" {
+            vec![0, 0] // its 2-way head
+        } else if name == "mobilenet_v1" {
+            labels.iter().map(|l| l + 1).collect() // index 0 = background
+        } else {
+            labels
+        };
+        let inputs = dir.path().join(format!("{name}.safetensors"));
+        lrprune::model::export::write_inputs(&x, &labels, &inputs).unwrap();
+        let weights = lrprune::spec::builtin_model(name).unwrap().weights;
+        let (rows, maps, total) = explain_rows(name, weights.into(), inputs, preset);
+        let filters: usize = model(name, Tail::Classifier).filters_per_conv().iter().sum();
+        assert_eq!(rows, filters, "{name}: one row per conv filter");
+        assert_eq!(maps, 2, "{name}: one heatmap per image");
+        assert!(total > 0.0, "{name}: no relevance");
+    }
+
+    // MobileNet-V2: export a small task (trained head), then explain it.
+    let spec = dir.path().join("mn2.toml");
+    std::fs::write(
+        &spec,
+        r#"[experiment]
+name = "mn2"
+seeds = [0]
+models = ["mobilenet_v2"]
+datasets = ["fashion-mnist"]
+methods = ["lrp"]
+
+[data]
+train_per_class = 2
+test_per_class = 2
+classes = [0, 1, 2]
+
+[head]
+epochs = 20
+"#,
+    )
+    .unwrap();
+    let task = dir.path().join("task");
+    common::run_ok(&[
+        "export".as_ref(),
+        spec.as_os_str(),
+        "--out".as_ref(),
+        task.as_os_str(),
+    ]);
+    let (rows, maps, total) = explain_rows(
+        "mobilenet_v2",
+        task.join("weights.safetensors"),
+        task.join("inputs.safetensors"),
+        Preprocess::Torchvision,
+    );
+    assert_eq!(rows, 17056, "MobileNet-V2: one row per conv filter");
+    assert_eq!(maps, 6, "one heatmap per training image");
+    assert!(total > 0.0);
+}

@@ -58,7 +58,6 @@ pub fn compare(spec: &Spec, script: &Path) -> Result<Vec<Side>> {
         &task.net,
         &task.data.train,
         &task.data.test,
-        &crate::model::load::vgg_conv_keys(&cfgs[0].model)?,
         dir.path(),
     )?;
     let dir_arg = dir.path().to_string_lossy().into_owned();

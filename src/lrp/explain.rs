@@ -24,9 +24,12 @@ pub struct ExplainOptions {
     pub heatmaps: Option<PathBuf>,
 }
 
-/// `--model`: an architecture name, else a custom VGG cfg like `8 8 M 16 M`.
+/// `--model`: an architecture or built-in model name, else a custom VGG cfg like
+/// `8 8 M 16 M`.
 fn model_arch(model: &str) -> (Arch, Vec<CfgItem>) {
-    if let Some(arch) = Arch::parse(model) {
+    if let Some(arch) =
+        Arch::parse(model).or_else(|| crate::spec::builtin_model(model).map(|m| m.arch))
+    {
         return (arch, Vec::new());
     }
     let items = model
@@ -41,23 +44,28 @@ fn model_arch(model: &str) -> (Arch, Vec<CfgItem>) {
     (Arch::Custom, items)
 }
 
-/// The network `explain` reads. A VGG-style checkpoint carries its head as
-/// `classifier.N` (what `lrprune export` writes, or torchvision's VGG classifier), joined
-/// to the features by global average pooling or flattening, whichever the head's input
-/// width fits; any other architecture is read with torchvision's own classifier.
+/// The network `explain` reads. A task `lrprune export` wrote, or a VGG-style checkpoint,
+/// carries its head as `classifier.N`, joined to the features by global average pooling or
+/// flattening, whichever the head's input width fits; a torchvision checkpoint of another
+/// architecture is read with its own classifier.
 pub fn checkpoint_network(
     opts: &ExplainOptions,
     input: (usize, usize, usize),
     device: &Device,
 ) -> Result<Network> {
     let (arch, cfg) = model_arch(&opts.model);
-    let tensors = weights::load(&opts.weights, device)?;
+    // `asset:NAME` names a built-in model's fetched weights.
+    let path = crate::assets::resolve(&opts.weights.to_string_lossy())?;
+    let tensors = weights::load(&path, device)?;
     let src = || Source::Checkpoint {
         tensors: &tensors,
-        path: opts.weights.display().to_string(),
+        path: path.display().to_string(),
         device: device.clone(),
     };
-    if arch != Arch::Custom && vgg::named(arch).is_none() {
+    // A torchvision checkpoint of a non-VGG architecture brings its own classifier; a task
+    // `lrprune export` wrote brings the trained head (`standardize.*`, `classifier.N.*`).
+    let exported = tensors.contains_key("standardize.mean");
+    if arch != Arch::Custom && vgg::named(arch).is_none() && !exported {
         return arch::build(arch, &cfg, opts.batch_norm, src(), input, Tail::Classifier);
     }
     if arch == Arch::Custom {

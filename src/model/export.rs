@@ -1,6 +1,7 @@
 //! Export a prepared task as torchvision-named checkpoint + preprocessed inputs, the format
-//! `lrprune explain` (and PyTorch users) read: `features.N.*`, `classifier.N.*`, and
-//! `images` / `labels`. The head's input standardisation is written as `standardize.mean` and
+//! `lrprune explain` (and PyTorch users) read: every backbone conv under its module name
+//! (`features.N.*` for a VGG, `layer1.0.conv1.*` for a ResNet, …) with batch-norm folded
+//! into its weight and bias, the head as `classifier.N.*`, and `images` / `labels`. The head's input standardisation is written as `standardize.mean` and
 //! `standardize.inv_std` (not folded into `classifier.0`: LRP through a folded layer would
 //! score the last convs differently from what the pruning criterion sees).
 
@@ -11,13 +12,15 @@ use candle_core::{DType, Tensor};
 use std::collections::HashMap;
 use std::path::Path;
 
-/// Write `weights.safetensors` for `net`, whose backbone convs sit at torchvision indices
-/// `conv_keys` (in order).
-pub fn write_checkpoint(net: &Network, conv_keys: &[usize], path: &Path) -> Result<()> {
+/// Write `weights.safetensors` for `net`: each backbone conv under its node's (torchvision
+/// module) name.
+pub fn write_checkpoint(net: &Network, path: &Path) -> Result<()> {
     let mut map: HashMap<String, Tensor> = HashMap::new();
-    for (conv, k) in net.convs().zip(conv_keys) {
-        map.insert(format!("features.{k}.weight"), conv.weight.clone());
-        map.insert(format!("features.{k}.bias"), conv.bias.clone());
+    for node in &net.nodes[..net.head_start] {
+        if let Op::Conv(conv) = &node.op {
+            map.insert(format!("{}.weight", node.name), conv.weight.clone());
+            map.insert(format!("{}.bias", node.name), conv.bias.clone());
+        }
     }
     let mut index = 0;
     for node in &net.nodes[net.head_start..] {
@@ -54,25 +57,31 @@ pub fn write_inputs(images: &Tensor, labels: &[u32], path: &Path) -> Result<()> 
 
 /// Everything a reimplementation needs to rerun a run's task outside lrprune (e.g. the
 /// PyTorch reference in `scripts/torch_reference.py`): the checkpoint, both preprocessed
-/// splits, and the run's resolved settings with the torchvision indices of its convs.
+/// splits, and the run's resolved settings with the names of its convs (and, for a VGG,
+/// their torchvision `features` indices).
 pub fn write_task(
     cfg: &crate::spec::RunConfig,
     net: &Network,
     train: &crate::data::split::Split,
     test: &crate::data::split::Split,
-    conv_keys: &[usize],
     dir: &Path,
 ) -> Result<()> {
-    write_checkpoint(net, conv_keys, &dir.join("weights.safetensors"))?;
+    write_checkpoint(net, &dir.join("weights.safetensors"))?;
     write_inputs(
         &train.images,
         &train.labels,
         &dir.join("inputs.safetensors"),
     )?;
     write_inputs(&test.images, &test.labels, &dir.join("test.safetensors"))?;
+    let conv_names: Vec<&str> = net.nodes[..net.head_start]
+        .iter()
+        .filter(|n| matches!(n.op, Op::Conv(_)))
+        .map(|n| n.name.as_str())
+        .collect();
     let meta = serde_json::json!({
         "run_id": cfg.run_id(),
-        "conv_keys": conv_keys,
+        "conv_keys": super::load::vgg_conv_keys(&cfg.model).unwrap_or_default(),
+        "conv_names": conv_names,
         "config": cfg,
     });
     std::fs::write(dir.join("task.json"), serde_json::to_string_pretty(&meta)?)?;

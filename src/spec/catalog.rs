@@ -239,7 +239,7 @@ pub const BUILTIN_MODELS: &[(&str, Arch, &str, Preprocess)] = &[
     ),
 ];
 
-pub(super) fn builtin_model(name: &str) -> Option<ModelSpec> {
+pub fn builtin_model(name: &str) -> Option<ModelSpec> {
     let &(_, arch, weights, preprocess) = BUILTIN_MODELS.iter().find(|(n, ..)| *n == name)?;
     Some(ModelSpec {
         name: name.into(),

@@ -9,6 +9,7 @@ mod control;
 mod locate;
 mod settings;
 
+pub use catalog::builtin_model;
 pub use catalog::{
     Arch, CfgItem, DataFormat, DatasetSpec, MethodKind, MethodSpec, ModelSpec, Preprocess,
     BUILTIN_MODELS,
@@ -20,7 +21,7 @@ pub use settings::{
 };
 
 use anyhow::{bail, Result};
-use catalog::{builtin_dataset, builtin_model};
+use catalog::builtin_dataset;
 use control::check_control;
 use locate::{toml_error_key, Locator};
 use serde::{Deserialize, Serialize};

@@ -167,8 +167,18 @@ impl<'a> Builder<'a> {
                 self.path()
             );
         }
-        let bias = if s.bias {
-            self.tensor(&format!("{}.bias", s.name), &[out])?
+        // A checkpoint lrprune exported holds the conv with its batch-norm folded in: a
+        // bias where the architecture has none, and no batch-norm tensors.
+        let bias_name = format!("{}.bias", s.name);
+        let folded = match s.bn {
+            Some(bn) if !s.bias => {
+                self.has(&bias_name) == Some(true)
+                    && self.has(&format!("{bn}.running_mean")) == Some(false)
+            }
+            _ => false,
+        };
+        let bias = if s.bias || folded {
+            self.tensor(&bias_name, &[out])?
         } else {
             Tensor::zeros(out, DType::F32, weight.device())?
         };
@@ -187,7 +197,9 @@ impl<'a> Builder<'a> {
             groups,
             extra_params: usize::from(s.bias),
         };
-        if let Some(bn) = s.bn {
+        if folded {
+            conv.extra_params = 2;
+        } else if let Some(bn) = s.bn {
             let get = |k: &str| self.tensor(&format!("{bn}.{k}"), &[out]);
             conv = fold_batch_norm(
                 conv,
