@@ -102,28 +102,43 @@ pub fn steps_frame(id: &RunIdentity, rows: &[StepRecord]) -> Result<DataFrame> {
     Ok(df)
 }
 
-/// Write `df` to `path` atomically: temp file in the same directory, fsync, rename.
-pub fn write_parquet_atomic(path: &Path, df: &mut DataFrame) -> Result<()> {
-    let dir = path.parent().context("results path has no parent")?;
+/// Write `path` atomically: `write` fills a temp file (`.partial-*`, same directory, with
+/// `path`'s extension so writers that go by it still can), which is fsynced and renamed over
+/// `path`. A killed or failing writer leaves no file at `path`, only a temp file that
+/// [`remove_stale_partials`] clears.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = path.parent().context("output path has no parent")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ext = path
+        .extension()
+        .map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
     let tmp = tempfile::Builder::new()
         .prefix(".partial-")
-        .suffix(".tmp")
+        .suffix(&ext)
         .tempfile_in(dir)
         .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    ParquetWriter::new(tmp.as_file())
-        .with_compression(ParquetCompression::Uncompressed)
-        .finish(df)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
-    tmp.as_file().sync_all()?;
+    write(tmp.path()).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::File::open(tmp.path())?.sync_all()?;
     tmp.persist(path)
         .with_context(|| format!("renaming into {}", path.display()))?;
     Ok(())
 }
 
+/// Write `df` to `path` atomically ([`write_atomic`]).
+pub fn write_parquet_atomic(path: &Path, df: &mut DataFrame) -> Result<()> {
+    write_atomic(path, |tmp| {
+        let f = std::fs::File::create(tmp)?;
+        ParquetWriter::new(&f)
+            .with_compression(ParquetCompression::Uncompressed)
+            .finish(df)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(())
+    })
+}
+
 /// Remove temp files a killed writer left behind (they are never valid results).
 pub fn remove_stale_partials(dir: &Path) -> Result<()> {
-    for sub in ["steps", "runs"] {
+    for sub in ["", "steps", "runs", "report"] {
         let Ok(entries) = std::fs::read_dir(dir.join(sub)) else {
             continue;
         };
@@ -182,7 +197,7 @@ pub fn run_frame(
             Column::new("head_train_acc".into(), vec![meta.head_train_acc]),
             Column::new("n_train".into(), vec![meta.n_train as i64]),
             Column::new("n_test".into(), vec![meta.n_test as i64]),
-            s("class_names", meta.class_names.join("|")),
+            list_str("class_names", &meta.class_names),
             list_str("group_names", &meta.group_names),
             Column::new("harmonic_floor".into(), vec![crate::eval::HARMONIC_FLOOR]),
             s("device", format!("{device:?}")),

@@ -104,3 +104,76 @@ fn image_folder_tree_is_split_and_preprocessed() {
     assert_eq!(scanned.labels(), [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]);
     assert_eq!(scanned.image(5).unwrap().data[0], 200);
 }
+
+/// Class names are stored as a list, so a `|` inside one (an ImageFolder class named
+/// `cat|dog`) no longer shifts the per-class legend.
+#[test]
+fn class_names_with_a_bar_survive_the_runs_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("pets");
+    for (c, v) in [("cat|dog", 10u8), ("cow", 200u8)] {
+        for i in 0..6 {
+            write_png(&data.join(format!("{c}/{i}.png")), v);
+        }
+    }
+    common::tiny_weights(&dir.path().join("tiny.safetensors"), 3);
+    let spec = dir.path().join("bar.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            r#"[experiment]
+name = "bar"
+seeds = [0]
+models = ["tiny"]
+datasets = ["pets"]
+methods = ["l1"]
+results_dir = "{}"
+
+[data]
+train_per_class = 2
+test_per_class = 2
+
+[pruning]
+step = 0.5
+max_rate = 0.5
+
+[head]
+epochs = 5
+
+[[model]]
+name = "tiny"
+arch = "custom"
+cfg = {}
+weights = "tiny.safetensors"
+input_size = 16
+
+[[dataset]]
+name = "pets"
+format = "image-folder"
+source = "pets"
+"#,
+            dir.path().join("out").display(),
+            common::TINY_CFG
+        ),
+    )
+    .unwrap();
+    common::run_ok(&["run".as_ref(), "--quiet".as_ref(), spec.as_os_str()]);
+    let runs = std::fs::read_dir(dir.path().join("out/runs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let df = lrprune::results::read_parquet(&runs).unwrap();
+    let names = df
+        .column("class_names")
+        .unwrap()
+        .list()
+        .unwrap()
+        .get_as_series(0)
+        .unwrap();
+    let names = names.str().unwrap();
+    assert_eq!(names.len(), 2);
+    assert_eq!(names.get(0), Some("cat|dog"));
+    assert_eq!(names.get(1), Some("cow"));
+}

@@ -232,7 +232,12 @@ fn built_in_models_have_the_original_parameter_counts() {
     let _ = Arch::Vgg16;
 }
 
-fn explain_rows(model: &str, weights: PathBuf, inputs: PathBuf, preset: Preprocess) -> (usize, usize, f64) {
+fn explain_rows(
+    model: &str,
+    weights: PathBuf,
+    inputs: PathBuf,
+    preset: Preprocess,
+) -> (usize, usize, f64) {
     let out = tempfile::tempdir().unwrap();
     let heat = out.path().join("heat");
     let opts = lrprune::lrp::explain::ExplainOptions {
@@ -247,9 +252,16 @@ fn explain_rows(model: &str, weights: PathBuf, inputs: PathBuf, preset: Preproce
     };
     let df = lrprune::lrp::explain::explain(&opts, &Device::Cpu).unwrap();
     let rel = df.column("relevance").unwrap().f64().unwrap().clone();
-    assert!(rel.into_no_null_iter().all(f64::is_finite), "{model}: non-finite relevance");
+    assert!(
+        rel.into_no_null_iter().all(f64::is_finite),
+        "{model}: non-finite relevance"
+    );
     let total: f64 = rel.into_no_null_iter().map(f64::abs).sum();
-    (df.height(), std::fs::read_dir(&heat).unwrap().count(), total)
+    (
+        df.height(),
+        std::fs::read_dir(&heat).unwrap().count(),
+        total,
+    )
 }
 
 /// `lrprune explain` on every built-in model: the three with an ImageNet (or 2-way) head on
@@ -276,7 +288,10 @@ fn explain_works_on_every_built_in_model() {
         lrprune::model::export::write_inputs(&x, &labels, &inputs).unwrap();
         let weights = lrprune::spec::builtin_model(name).unwrap().weights;
         let (rows, maps, total) = explain_rows(name, weights.into(), inputs, preset);
-        let filters: usize = model(name, Tail::Classifier).filters_per_conv().iter().sum();
+        let filters: usize = model(name, Tail::Classifier)
+            .filters_per_conv()
+            .iter()
+            .sum();
         assert_eq!(rows, filters, "{name}: one row per conv filter");
         assert_eq!(maps, 2, "{name}: one heatmap per image");
         assert!(total > 0.0, "{name}: no relevance");

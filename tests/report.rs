@@ -181,3 +181,23 @@ fn empty_and_mixed_results_give_clear_errors() {
         "{e}"
     );
 }
+
+/// A steps file with fewer than two rows (killed writer, truncated copy) is refused by name
+/// instead of silently dropping the run (0 rows) or giving it a NaN AUC (1 row).
+#[test]
+fn damaged_step_files_are_refused_by_name() {
+    for rows in [0usize, 1] {
+        let dir = tempfile::tempdir().unwrap();
+        fixture(dir.path());
+        let few: Vec<StepRecord> = (0..rows as i64).map(|k| rec(k, 0.0, 0.9, 0.5)).collect();
+        write_run(dir.path(), "broken", 0, &few);
+        let Err(e) = report::report(dir.path(), &opts_with(None)) else {
+            panic!("a steps file with {rows} rows was accepted");
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("m-d-broken-s0.parquet") && e.contains("damaged"),
+            "{rows} rows: {e}"
+        );
+    }
+}

@@ -155,3 +155,169 @@ fn unknown_architecture() {
     let text = GOOD.replace("arch = \"custom\"", "arch = \"resnet101\"");
     assert_error(&text, 10, "arch", "unknown variant `resnet101`");
 }
+
+/// The 1-based line of the first occurrence of `needle` in `text`.
+fn line_of(text: &str, needle: &str) -> usize {
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` not in the spec"));
+    text[..at].matches('\n').count() + 1
+}
+
+/// Each of these was accepted before and then panicked, aborted, looped forever or
+/// allocated terabytes at run time; now each is a located error at load.
+#[test]
+fn out_of_range_settings_are_refused_at_load() {
+    let cases: [(&str, &str, &str, &str); 12] = [
+        (
+            "\n[pruning]\nmin_filters_per_layer = 0\n",
+            "min_filters_per_layer",
+            "pruning.min_filters_per_layer",
+            "≥ 1",
+        ),
+        (
+            "\n[pruning]\nstep = 1e-300\n",
+            "step",
+            "pruning.step",
+            "step ≤ 1",
+        ),
+        (
+            "\n[pruning]\nmax_rate = 1.5\n",
+            "max_rate",
+            "pruning.max_rate",
+            "max_rate < 1",
+        ),
+        (
+            "\n[data]\nbatch_size = 0\n",
+            "batch_size",
+            "data.batch_size",
+            "≥ 1",
+        ),
+        (
+            "\n[data]\ntrain_per_class = 100000000\n",
+            "train_per_class",
+            "data.train_per_class",
+            "more than",
+        ),
+        (
+            "\n[data]\nclasses = [0, 0]\n",
+            "classes",
+            "data.classes",
+            "listed twice",
+        ),
+        (
+            "\n[head]\nhidden = [0]\n",
+            "hidden",
+            "head.hidden",
+            "width 0",
+        ),
+        ("\n[head]\nlr = -1.0\n", "lr = -1", "head.lr", "lr > 0"),
+        (
+            "\n[head]\ndropout = 1.5\n",
+            "dropout",
+            "head.dropout",
+            "dropout < 1",
+        ),
+        (
+            "\n[head]\nweight_decay = nan\n",
+            "weight_decay",
+            "head.weight_decay",
+            "weight_decay ≥ 0",
+        ),
+        (
+            "\n[[override]]\nname = \"zero\"\ndata = { train_per_class = 0 }\n",
+            "data = {",
+            "override.data.train_per_class",
+            "in override `zero`",
+        ),
+        (
+            "\n[[override]]\nname = \"still\"\npruning = { step = 0 }\n",
+            "pruning = {",
+            "override.pruning.step",
+            "in override `still`",
+        ),
+    ];
+    for (extra, at, key, words) in cases {
+        let text = format!("{GOOD}{extra}");
+        assert_error(&text, line_of(&text, at), key, words);
+    }
+}
+
+#[test]
+fn model_definitions_that_cannot_run_are_refused() {
+    for (from, to, key, words) in [
+        ("cfg = [8, \"M\"]", "cfg = [0]", "model.cfg", "width 0"),
+        (
+            "cfg = [8, \"M\"]",
+            "cfg = [\"M\"]",
+            "model.cfg",
+            "at least one conv",
+        ),
+        (
+            "cfg = [8, \"M\"]",
+            "cfg = [8, \"M\"]\ninput_size = 0",
+            "model.input_size",
+            "input_size",
+        ),
+        (
+            "cfg = [8, \"M\"]",
+            "cfg = [8, \"M\"]\ninput_size = 100000",
+            "model.input_size",
+            "≤ 1024",
+        ),
+        (
+            "arch = \"custom\"",
+            "arch = \"vgg16\"\ninput_size = 16",
+            "model.input_size",
+            "vgg16 needs 32",
+        ),
+    ] {
+        let text = GOOD.replace(from, to);
+        let at = to.lines().last().unwrap();
+        assert_error(&text, line_of(&text, at), key, words);
+    }
+}
+
+#[test]
+fn names_that_would_escape_the_results_folder_or_collide_are_refused() {
+    let escape = GOOD.replace("methods = [\"l1\"]", "methods = [\"x/../../../escaped\"]")
+        + "\n[[method]]\nname = \"x/../../../escaped\"\nkind = \"l1\"\n";
+    assert_error(
+        &escape,
+        line_of(&escape, "name = \"x/"),
+        "method.name",
+        "not a usable name",
+    );
+    let long = "m".repeat(300);
+    let text = GOOD
+        .replace("name = \"tiny\"", &format!("name = \"{long}\""))
+        .replace("[\"tiny\"]", &format!("[\"{long}\"]"));
+    assert_error(
+        &text,
+        line_of(&text, &format!("name = \"{long}")),
+        "model.name",
+        "not a usable name",
+    );
+    let dup = GOOD.replace("methods = [\"l1\"]", "methods = [\"l1\", \"l1\"]");
+    assert_error(&dup, 6, "experiment.methods", "listed twice");
+    let seeds = GOOD.replace("seeds = [0]", "seeds = [0, 0]");
+    assert_error(&seeds, 3, "experiment.seeds", "listed twice");
+    let twice = format!("{GOOD}\n[[override]]\nname = \"a\"\n\n[[override]]\nname = \"a\"\n");
+    let second = twice.rfind("name = \"a\"").unwrap();
+    assert_error(
+        &twice,
+        twice[..second].matches('\n').count() + 1,
+        "override.name",
+        "two overrides",
+    );
+    let baseline = GOOD.replace(
+        "methods = [\"l1\"]",
+        "methods = [\"l1\"]\nbaseline = \"lrp\"",
+    );
+    assert_error(
+        &baseline,
+        7,
+        "experiment.baseline",
+        "not one of the spec's methods",
+    );
+}

@@ -9,6 +9,7 @@ pub mod tables;
 
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
+use polars::prelude::DataFrame;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -43,6 +44,18 @@ pub struct Labels {
     pub groups: BTreeMap<String, Vec<String>>,
 }
 
+/// The first row of list-of-strings column `name`, if the frame has one.
+fn str_list(df: &DataFrame, name: &str) -> Option<Vec<String>> {
+    let s = df.column(name).ok()?.list().ok()?.get_as_series(0)?;
+    let names = s.str().ok()?;
+    Some(
+        (0..names.len())
+            .filter_map(|i| names.get(i))
+            .map(String::from)
+            .collect(),
+    )
+}
+
 fn labels(results: &Path) -> Labels {
     let mut out = Labels::default();
     let Ok(dir) = std::fs::read_dir(results.join("runs")) else {
@@ -57,25 +70,14 @@ fn labels(results: &Path) -> Labels {
                 .ok()
                 .and_then(|c| c.str().ok().and_then(|s| s.get(0).map(String::from)))
         };
-        if let (Some(m), Some(d), Some(n)) = (get("model"), get("dataset"), get("class_names")) {
-            out.classes
-                .insert(format!("{m}|{d}"), n.split('|').map(String::from).collect());
+        // A list column; runs written before it was one joined the names with `|`.
+        let classes = str_list(&df, "class_names")
+            .or_else(|| get("class_names").map(|n| n.split('|').map(String::from).collect()));
+        if let (Some(m), Some(d), Some(n)) = (get("model"), get("dataset"), classes) {
+            out.classes.insert(format!("{m}|{d}"), n);
         }
         // Runs written before pruning groups had names have no `group_names`.
-        let groups = df
-            .column("group_names")
-            .ok()
-            .and_then(|c| c.list().ok()?.get_as_series(0))
-            .and_then(|s| {
-                let names = s.str().ok()?;
-                Some(
-                    (0..names.len())
-                        .filter_map(|i| names.get(i))
-                        .map(String::from)
-                        .collect(),
-                )
-            });
-        if let (Some(id), Some(g)) = (get("run_id"), groups) {
+        if let (Some(id), Some(g)) = (get("run_id"), str_list(&df, "group_names")) {
             out.groups.insert(id, g);
         }
     }
@@ -124,8 +126,5 @@ pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    crate::results::write_atomic(path, |tmp| Ok(std::fs::write(tmp, bytes)?))
 }

@@ -131,7 +131,12 @@ pub fn render(chart: &Chart, stem: &Path) -> Result<[PathBuf; 2]> {
     register_font()?;
     let png = stem.with_extension("png");
     let svg = stem.with_extension("svg");
-    draw(BitMapBackend::new(&png, SIZE).into_drawing_area(), chart)?;
-    draw(SVGBackend::new(&svg, SIZE).into_drawing_area(), chart)?;
+    // Through a temp file and a rename: a killed report leaves no half-drawn figure.
+    crate::results::write_atomic(&png, |tmp| {
+        draw(BitMapBackend::new(tmp, SIZE).into_drawing_area(), chart)
+    })?;
+    crate::results::write_atomic(&svg, |tmp| {
+        draw(SVGBackend::new(tmp, SIZE).into_drawing_area(), chart)
+    })?;
     Ok([png, svg])
 }

@@ -69,6 +69,17 @@ pub fn load_steps(
             .schema()
             .map_err(|e| anyhow::anyhow!("{}: not a readable Parquet file: {e}", f.display()))?;
         let schema = Schema::from_arrow_schema(&schema);
+        // A run has step 0 and at least one pruned step: fewer rows are a damaged file,
+        // which would silently drop the run (0 rows) or give it a NaN AUC (1 row).
+        let rows = ParquetReader::new(std::fs::File::open(f)?)
+            .num_rows()
+            .map_err(|e| anyhow::anyhow!("{}: not a readable Parquet file: {e}", f.display()))?;
+        if rows < 2 && schema.contains("pruning_rate") {
+            bail!(
+                "{}: a steps file with {rows} row(s) is damaged (a run has step 0 and at least one pruned step) (fix: delete it and rerun the spec with --resume)",
+                f.display()
+            );
+        }
         match &first {
             None => first = Some((f.clone(), schema)),
             Some((f0, s0)) if *s0 != schema => {

@@ -96,6 +96,19 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
     Ok(rows)
 }
 
+/// `f`, with a panic (a bug: everything a spec can say is checked at load) turned into an
+/// error, so the message still names the spec and the run.
+fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+        let what = p
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        bail!("internal error (please report it): {what}")
+    })
+}
+
 /// Options of `lrprune run`.
 pub struct RunOptions {
     pub device: Device,
@@ -162,13 +175,15 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
         let task = match &cached {
             Some((k, t)) if *k == key => t.clone(),
             _ => {
-                let t = Rc::new(prepare_task(cfg, &opts.device).with_context(|| run_ctx(&id))?);
+                let t = Rc::new(
+                    guard(|| prepare_task(cfg, &opts.device)).with_context(|| run_ctx(&id))?,
+                );
                 cached = Some((key, t.clone()));
                 t
             }
         };
         let t0 = Instant::now();
-        let rows = run_one(cfg, &task, &bar).with_context(|| run_ctx(&id))?;
+        let rows = guard(|| run_one(cfg, &task, &bar)).with_context(|| run_ctx(&id))?;
         let ident = RunIdentity {
             run_id: id.clone(),
             experiment: cfg.experiment.clone(),

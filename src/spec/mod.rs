@@ -8,6 +8,7 @@ mod catalog;
 mod control;
 mod locate;
 mod settings;
+pub mod validate;
 
 pub use catalog::builtin_model;
 pub use catalog::{
@@ -281,6 +282,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
             methods[0].name.clone()
         }
     });
+    if !methods.iter().any(|m| m.name == baseline) {
+        let names: Vec<&str> = methods.iter().map(|m| m.name.as_str()).collect();
+        bail!(loc.err(
+            loc.key_in(0..1, "baseline"),
+            "experiment.baseline",
+            format!(
+                "`{baseline}` is not one of the spec's methods (fix: one of {})",
+                names.join(", ")
+            )
+        ));
+    }
     Ok(Spec {
         path: path.to_path_buf(),
         name,
@@ -383,19 +395,9 @@ fn check_weights(
 }
 
 fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
-    let p = &raw.pruning;
     let span = raw.experiment.name.span();
-    let in_range = p.step > 0.0 && p.step <= 1.0 && p.max_rate > 0.0 && p.max_rate < 1.0;
-    if !in_range {
-        bail!(loc.err(
-            span,
-            "pruning.step / pruning.max_rate",
-            format!(
-                "need 0 < step ≤ 1 and 0 < max_rate < 1, got step={} max_rate={} (fix: e.g. step = 0.05, max_rate = 0.9)",
-                p.step, p.max_rate
-            ),
-        ));
-    }
+    check_sections(loc, raw, &Variant::base(raw), None)?;
+    check_names(loc, raw)?;
     let lrp_section = loc.text.find("[lrp]").map_or(span.clone(), |i| i..i + 5);
     let mut lrps: Vec<(&LrpSettings, std::ops::Range<usize>)> = vec![(&raw.lrp, lrp_section)];
     lrps.extend(
@@ -428,11 +430,108 @@ fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
             }
         }
     }
-    if raw.data.train_per_class == 0 || raw.data.test_per_class == 0 || raw.data.batch_size == 0 {
+    for m in &raw.model {
+        if let Err((key, why)) = validate::check_model(m.get_ref()) {
+            bail!(loc.err(loc.key_in(m.span(), key), &format!("model.{key}"), why));
+        }
+    }
+    Ok(())
+}
+
+/// The byte range of `[section]`'s header, or the experiment name's where the section is
+/// not written (its defaults are valid).
+fn section_span(loc: &Locator, raw: &SpecFile, section: &str) -> std::ops::Range<usize> {
+    let header = format!("[{section}]");
+    loc.text
+        .lines()
+        .scan(0usize, |at, line| {
+            let start = *at;
+            *at += line.len() + 1;
+            Some((start, line))
+        })
+        .find(|(_, line)| line.trim() == header)
+        .map_or(raw.experiment.name.span(), |(start, _)| {
+            start..start + header.len()
+        })
+}
+
+/// Range checks of a variant's sections; an override's problems point at the override.
+fn check_sections(
+    loc: &Locator,
+    raw: &SpecFile,
+    v: &Variant,
+    at: Option<std::ops::Range<usize>>,
+) -> Result<()> {
+    let checks = [
+        ("data", validate::check_data(&v.data)),
+        ("pruning", validate::check_pruning(&v.pruning)),
+        ("head", validate::check_head(&v.head)),
+    ];
+    for (section, result) in checks {
+        let Err((key, why)) = result else { continue };
+        let (span, key_path, why) = match &at {
+            Some(o) => (
+                loc.key_in(o.clone(), section),
+                format!("override.{section}.{key}"),
+                format!("in override `{}`: {why}", v.name),
+            ),
+            None => (
+                loc.key_in(section_span(loc, raw, section), key),
+                format!("{section}.{key}"),
+                why,
+            ),
+        };
+        bail!(loc.err(span, &key_path, why));
+    }
+    Ok(())
+}
+
+/// Names (they become file names) and lists without duplicates (a duplicate would run the
+/// same run id twice).
+fn check_names(loc: &Locator, raw: &SpecFile) -> Result<()> {
+    let exp = &raw.experiment;
+    if let Err(why) = validate::check_name(exp.name.get_ref()) {
+        bail!(loc.err(exp.name.span(), "experiment.name", why));
+    }
+    let tables = raw
+        .model
+        .iter()
+        .map(|t| (t.span(), t.get_ref().name.as_str(), "model.name"))
+        .chain(
+            raw.dataset
+                .iter()
+                .map(|t| (t.span(), t.get_ref().name.as_str(), "dataset.name")),
+        )
+        .chain(
+            raw.method
+                .iter()
+                .map(|t| (t.span(), t.get_ref().name.as_str(), "method.name")),
+        );
+    for (span, name, key) in tables {
+        if let Err(why) = validate::check_name(name) {
+            bail!(loc.err(loc.key_in(span, "name"), key, why));
+        }
+    }
+    for (list, key) in [
+        (&exp.models, "experiment.models"),
+        (&exp.datasets, "experiment.datasets"),
+        (&exp.methods, "experiment.methods"),
+    ] {
+        let mut seen = std::collections::HashSet::new();
+        if let Some(dup) = list.get_ref().iter().find(|n| !seen.insert(n.get_ref())) {
+            bail!(loc.err(
+                dup.span(),
+                key,
+                format!("`{}` is listed twice (fix: list it once)", dup.get_ref())
+            ));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = exp.seeds.get_ref().iter().find(|s| !seen.insert(**s)) {
         bail!(loc.err(
-            span,
-            "data",
-            "train_per_class, test_per_class and batch_size must be ≥ 1".into()
+            exp.seeds.span(),
+            "experiment.seeds",
+            format!("seed {dup} is listed twice (fix: list each seed once)")
         ));
     }
     Ok(())
@@ -440,7 +539,7 @@ fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
 
 /// One override of the grid (or the spec as written): its name and the settings it yields.
 #[derive(Clone)]
-struct Variant {
+pub(super) struct Variant {
     /// `""` for the spec without overrides.
     name: String,
     data: DataSettings,
@@ -449,15 +548,22 @@ struct Variant {
     lrp: LrpSettings,
 }
 
+impl Variant {
+    /// The spec as written, without overrides.
+    fn base(raw: &SpecFile) -> Self {
+        Variant {
+            name: String::new(),
+            data: raw.data.clone(),
+            pruning: raw.pruning.clone(),
+            head: raw.head.clone(),
+            lrp: raw.lrp.clone(),
+        }
+    }
+}
+
 /// `[[override]]` tables patch `data`, `pruning` and `head` for a named variant of the grid.
 fn resolve_overrides(loc: &Locator, raw: &SpecFile) -> Result<Vec<Variant>> {
-    let base = Variant {
-        name: String::new(),
-        data: raw.data.clone(),
-        pruning: raw.pruning.clone(),
-        head: raw.head.clone(),
-        lrp: raw.lrp.clone(),
-    };
+    let base = Variant::base(raw);
     if raw.overrides.is_empty() {
         return Ok(vec![base]);
     }
@@ -472,6 +578,16 @@ fn resolve_overrides(loc: &Locator, raw: &SpecFile) -> Result<Vec<Variant>> {
                 "every [[override]] needs a string `name` (fix: name = \"my-variant\")".into()
             )),
         };
+        if let Err(why) = validate::check_name(&name) {
+            bail!(loc.err(loc.key_in(o.span(), "name"), "override.name", why));
+        }
+        if out.iter().any(|v: &Variant| v.name == name) {
+            bail!(loc.err(
+                loc.key_in(o.span(), "name"),
+                "override.name",
+                format!("two overrides are named `{name}` (fix: give each its own name)")
+            ));
+        }
         let mut v = Variant {
             name: name.clone(),
             ..base.clone()
@@ -493,6 +609,7 @@ fn resolve_overrides(loc: &Locator, raw: &SpecFile) -> Result<Vec<Variant>> {
                 }
             }
         }
+        check_sections(loc, raw, &v, Some(o.span()))?;
         out.push(v);
     }
     Ok(out)
