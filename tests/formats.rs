@@ -165,15 +165,5 @@ source = "pets"
         .unwrap()
         .path();
     let df = lrprune::results::read_parquet(&runs).unwrap();
-    let names = df
-        .column("class_names")
-        .unwrap()
-        .list()
-        .unwrap()
-        .get_as_series(0)
-        .unwrap();
-    let names = names.str().unwrap();
-    assert_eq!(names.len(), 2);
-    assert_eq!(names.get(0), Some("cat|dog"));
-    assert_eq!(names.get(1), Some("cow"));
+    assert_eq!(common::str_list(&df, "class_names"), ["cat|dog", "cow"]);
 }

@@ -336,17 +336,7 @@ source = "data"
         let runs =
             lrprune::results::read_parquet(&lrprune::results::runs_path(&d.join("results"), id))
                 .unwrap();
-        let names = runs
-            .column("group_names")
-            .unwrap()
-            .list()
-            .unwrap()
-            .get_as_series(0)
-            .unwrap();
-        let names = names.str().unwrap();
-        let groups: Vec<String> = (0..names.len())
-            .map(|i| names.get(i).unwrap().to_string())
-            .collect();
+        let groups = common::str_list(&runs, "group_names");
         let widths = steps
             .column("layer_filters")
             .unwrap()

@@ -219,3 +219,18 @@ pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
     let d2: f64 = ra.iter().zip(&rb).map(|(x, y)| (x - y).powi(2)).sum();
     1.0 - 6.0 * d2 / (n * (n * n - 1.0))
 }
+
+/// The first row of a list-of-strings column (a runs file's `class_names`, `group_names`).
+pub fn str_list(df: &polars::prelude::DataFrame, column: &str) -> Vec<String> {
+    let names = df
+        .column(column)
+        .unwrap()
+        .list()
+        .unwrap()
+        .get_as_series(0)
+        .unwrap();
+    let names = names.str().unwrap();
+    (0..names.len())
+        .map(|i| names.get(i).unwrap().to_string())
+        .collect()
+}
