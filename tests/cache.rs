@@ -4,6 +4,9 @@
 
 mod common;
 
+/// Damage done to a cached file, given its good bytes.
+type Damage = fn(&std::path::Path, &[u8]);
+
 fn fetch(cache: &std::path::Path) -> String {
     let out = common::lrprune()
         .args(["fetch", "mnist-5k"])
@@ -24,7 +27,7 @@ fn a_damaged_cached_asset_is_caught_and_fetched_again() {
     // Untouched: used as is.
     assert!(!fetch(cache.path()).contains("fetching it again"));
 
-    let damages: [(&str, fn(&std::path::Path, &[u8])); 4] = [
+    let damages: [(&str, Damage); 4] = [
         ("has changed", |f, good| {
             let mut bad = good.to_vec();
             bad[good.len() / 2] ^= 1;
