@@ -112,8 +112,10 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     let ext = path
         .extension()
         .map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
+    // The writer's pid in the name: a temp file of a live writer is never cleared.
+    let prefix = format!(".partial-{}-", std::process::id());
     let tmp = tempfile::Builder::new()
-        .prefix(".partial-")
+        .prefix(&prefix)
         .suffix(&ext)
         .tempfile_in(dir)
         .with_context(|| format!("creating a temp file in {}", dir.display()))?;
@@ -143,7 +145,15 @@ pub fn remove_stale_partials(dir: &Path) -> Result<()> {
             continue;
         };
         for e in entries.flatten() {
-            if e.file_name().to_string_lossy().starts_with(".partial-") {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Some(rest) = name.strip_prefix(".partial-") else {
+                continue;
+            };
+            // `.partial-<pid>-…` of a process still running on this host is its live file.
+            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
+            let live =
+                pid.is_some_and(|p| std::path::Path::new("/proc").join(p.to_string()).exists());
+            if !live {
                 std::fs::remove_file(e.path())?;
             }
         }

@@ -3,6 +3,7 @@
 //!
 //! `task` prepares a task, `methods` maps a method to its schedule; this file runs them.
 
+pub mod lock;
 mod methods;
 mod task;
 
@@ -170,6 +171,19 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
     let mut cached: Option<(String, Rc<Task>)> = None;
     for cfg in &todo {
         let id = cfg.run_id();
+        // Another process on this folder may have finished or taken the run meanwhile.
+        if opts.resume && is_finished(dir, &id) {
+            sweep.inc(1);
+            continue;
+        }
+        let _claim = match lock::claim(dir, &id)? {
+            lock::Claim::Taken(l) => l,
+            lock::Claim::Busy(by) => {
+                multi.suspend(|| eprintln!("{id}: being run by process {by}; skipped here"));
+                sweep.inc(1);
+                continue;
+            }
+        };
         bar.set_message(id.clone());
         let key = cfg.task_key();
         let task = match &cached {
