@@ -168,8 +168,9 @@ enum Cmd {
         /// Output directory (default RESULTS/report).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Method the AUC ratios are relative to.
-        #[arg(long, default_value = "lrp")]
+        /// Method the AUC ratios are relative to (default: `lrp` if the results have it,
+        /// else the first method).
+        #[arg(long, default_value = "")]
         baseline: String,
         /// Method whose per-class curves and layer profile are drawn (default: the baseline).
         #[arg(long)]

@@ -97,6 +97,7 @@ pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
     );
     let steps = summary::load_steps(results, opts.only.as_ref(), &bar)?;
     bar.finish_and_clear();
+    let opts = &resolve_methods(&steps, opts)?;
 
     let mut per_run = summary::run_summary(&steps)?;
     let summary_path = results.join("summary.parquet");
@@ -122,6 +123,45 @@ pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
         tables: written,
         plots,
         markdown,
+    })
+}
+
+/// The baseline (`""`: `lrp` if present, else the first method) and focus, each checked
+/// against the methods the results hold.
+fn resolve_methods(steps: &DataFrame, opts: &ReportOptions) -> Result<ReportOptions> {
+    let col = steps.column("method")?.str()?.clone();
+    let mut methods: Vec<String> = (0..col.len())
+        .filter_map(|i| col.get(i))
+        .map(String::from)
+        .collect();
+    methods.sort();
+    methods.dedup();
+    let baseline = match opts.baseline.as_str() {
+        "" if methods.iter().any(|m| m == "lrp") => "lrp".to_string(),
+        "" => methods.first().cloned().unwrap_or_default(),
+        b => b.to_string(),
+    };
+    for (flag, name) in [
+        ("--baseline", Some(&baseline)),
+        ("--focus", opts.focus.as_ref()),
+    ] {
+        if let Some(name) = name {
+            // A focus may name a variant, `method/variant`.
+            let method = name.split('/').next().unwrap_or(name);
+            if !methods.iter().any(|m| m == method) {
+                anyhow::bail!(
+                    "{flag} `{name}`: no run of that method in these results (fix: one of {})",
+                    methods.join(", ")
+                );
+            }
+        }
+    }
+    Ok(ReportOptions {
+        out: opts.out.clone(),
+        baseline,
+        focus: opts.focus.clone(),
+        quiet: opts.quiet,
+        only: opts.only.clone(),
     })
 }
 
