@@ -25,6 +25,7 @@ source = "data"
 /// Run `inspect` on `text` and return (exit ok, stderr).
 fn check(dir: &Path, text: &str) -> (bool, String) {
     common::tiny_weights(&dir.join("tiny.safetensors"), 1);
+    std::fs::create_dir_all(dir.join("data")).unwrap();
     let path = dir.join("bad.toml");
     std::fs::write(&path, text).unwrap();
     lrprune_on(&["inspect"], &path)
@@ -319,5 +320,47 @@ fn names_that_would_escape_the_results_folder_or_collide_are_refused() {
         7,
         "experiment.baseline",
         "not one of the spec's methods",
+    );
+}
+
+#[test]
+fn weights_and_data_that_are_not_files_are_named_for_what_they_are() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("adir")).unwrap();
+    std::fs::write(dir.path().join("empty.safetensors"), b"").unwrap();
+    for (weights, words) in [
+        ("adir", "is a directory"),
+        ("/dev/null", "not a regular file"),
+        ("empty.safetensors", "is empty"),
+    ] {
+        let text = GOOD.replace("tiny.safetensors", weights);
+        let (ok, err) = {
+            common::tiny_weights(&dir.path().join("tiny.safetensors"), 1);
+            std::fs::create_dir_all(dir.path().join("data")).unwrap();
+            let path = dir.path().join("bad.toml");
+            std::fs::write(&path, &text).unwrap();
+            lrprune_on(&["inspect"], &path)
+        };
+        assert!(
+            !ok && err.contains("bad.toml:12:") && err.contains(words),
+            "{weights}: {err}"
+        );
+    }
+    let text = GOOD.replace("source = \"data\"", "source = \"nowhere\"");
+    assert_error(&text, 17, "dataset.source", "does not exist");
+}
+
+#[test]
+fn a_spec_that_is_not_utf8_names_the_line_and_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    let mut bytes = GOOD.as_bytes().to_vec();
+    let at = GOOD.find("name = \"tiny\"").unwrap();
+    bytes[at + 8] = 0xff;
+    std::fs::write(&path, bytes).unwrap();
+    let (ok, err) = lrprune_on(&["inspect"], &path);
+    assert!(
+        !ok && err.contains("bad.toml:9:") && err.contains(&format!("byte {}", at + 8)),
+        "{err}"
     );
 }

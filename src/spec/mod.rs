@@ -145,9 +145,17 @@ pub struct Spec {
 }
 /// Read and expand a spec file.
 pub fn load(path: &Path) -> Result<Spec> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
+    let bytes = std::fs::read(path).map_err(|e| {
         anyhow::anyhow!(
             "{}: cannot read spec: {e} (fix: check the path; specs live in experiments/)",
+            path.display()
+        )
+    })?;
+    let text = String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
+        anyhow::anyhow!(
+            "{}:{line}: byte {at} is not UTF-8 (fix: save the spec as UTF-8)",
             path.display()
         )
     })?;
@@ -210,11 +218,12 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
         format!("unknown dataset `{n}` (fix: use fashion-mnist or mnist-5k, or define it in a [[dataset]] table)")
     })?
     .into_iter()
-    .map(|(mut spec, _)| {
+    .map(|(mut spec, used_at)| {
         spec.source = resolve_local(base_dir, &spec.source);
-        spec
+        check_source(&loc, &raw, used_at, &spec)?;
+        Ok(spec)
     })
-    .collect::<Vec<_>>();
+    .collect::<Result<Vec<_>>>()?;
     let builtin_method = |name: &str| {
         MethodKind::parse(name).map(|kind| MethodSpec {
             name: name.to_string(),
@@ -375,23 +384,53 @@ fn check_weights(
         }
         return Ok(());
     }
-    if !Path::new(&spec.weights).is_file() {
-        let span = raw
-            .model
-            .iter()
-            .find(|t| t.get_ref().name == spec.name)
-            .map(|t| loc.key_in(t.span(), "weights"))
-            .unwrap_or(used_at.span());
-        bail!(loc.err(
-            span,
-            "model.weights",
-            format!(
-                "weights file `{}` does not exist (fix: give a .safetensors or .pth path relative to the spec, or `asset:vgg16-imagenet`)",
-                spec.weights
-            ),
-        ));
+    let problem = match std::fs::metadata(&spec.weights) {
+        Err(_) => "does not exist",
+        Ok(m) if m.is_dir() => "is a directory, not a weights file",
+        Ok(m) if !m.is_file() => "is not a regular file (a device or a pipe)",
+        Ok(m) if m.len() == 0 => "is empty",
+        Ok(_) => return Ok(()),
+    };
+    let span = raw
+        .model
+        .iter()
+        .find(|t| t.get_ref().name == spec.name)
+        .map(|t| loc.key_in(t.span(), "weights"))
+        .unwrap_or(used_at.span());
+    bail!(loc.err(
+        span,
+        "model.weights",
+        format!(
+            "weights file `{}` {problem} (fix: give a .safetensors or .pth file, relative to the spec, or `asset:NAME` for a built-in asset)",
+            spec.weights
+        ),
+    ))
+}
+
+/// A dataset's local source must exist (a folder or a file, as its format wants).
+fn check_source(
+    loc: &Locator,
+    raw: &SpecFile,
+    used_at: &Spanned<String>,
+    spec: &DatasetSpec,
+) -> Result<()> {
+    if spec.source.starts_with("asset:") || Path::new(&spec.source).exists() {
+        return Ok(());
     }
-    Ok(())
+    let span = raw
+        .dataset
+        .iter()
+        .find(|t| t.get_ref().name == spec.name)
+        .map(|t| loc.key_in(t.span(), "source"))
+        .unwrap_or(used_at.span());
+    bail!(loc.err(
+        span,
+        "dataset.source",
+        format!(
+            "`{}` does not exist (fix: a path relative to the spec, or `asset:NAME`)",
+            spec.source
+        ),
+    ))
 }
 
 fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
