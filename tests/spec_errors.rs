@@ -364,3 +364,27 @@ fn a_spec_that_is_not_utf8_names_the_line_and_byte() {
         "{err}"
     );
 }
+
+/// What only the dataset can tell (a class it lacks, too few images) is found at run time,
+/// and still located at the spec line that sets the key.
+#[test]
+fn dataset_dependent_errors_point_at_the_spec_line() {
+    for (setting, key) in [
+        ("classes = [9]", "data.classes"),
+        ("train_per_class = 500", "data.train_per_class"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = common::tiny_spec(dir.path(), "dd", r#"["l1"]"#, "[0]");
+        let text = std::fs::read_to_string(&spec)
+            .unwrap()
+            .replace("train_per_class = 10", setting);
+        std::fs::write(&spec, &text).unwrap();
+        let (ok, err) = lrprune_on(&["run", "--quiet"], &spec);
+        let line = text[..text.find(setting).unwrap()].matches('\n').count() + 1;
+        assert!(!ok);
+        assert!(
+            err.contains(&format!("dd.toml:{line}: key `{key}`")),
+            "{err}"
+        );
+    }
+}

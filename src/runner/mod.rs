@@ -97,6 +97,17 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
     Ok(rows)
 }
 
+/// A run-time error that names a spec key (`data.train_per_class`: what only the dataset
+/// can tell, such as too few images) gets the line where the spec sets that key.
+fn located(spec: &Spec, e: anyhow::Error) -> anyhow::Error {
+    let msg = format!("{e:#}");
+    let line = crate::spec::key_line(&spec.path, &msg);
+    match line {
+        Some((key, line)) => e.context(format!("{}:{line}: key `{key}`", spec.path.display())),
+        None => e,
+    }
+}
+
 /// `f`, with a panic (a bug: everything a spec can say is checked at load) turned into an
 /// error, so the message still names the spec and the run.
 fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -190,14 +201,18 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
             Some((k, t)) if *k == key => t.clone(),
             _ => {
                 let t = Rc::new(
-                    guard(|| prepare_task(cfg, &opts.device)).with_context(|| run_ctx(&id))?,
+                    guard(|| prepare_task(cfg, &opts.device))
+                        .map_err(|e| located(spec, e))
+                        .with_context(|| run_ctx(&id))?,
                 );
                 cached = Some((key, t.clone()));
                 t
             }
         };
         let t0 = Instant::now();
-        let rows = guard(|| run_one(cfg, &task, &bar)).with_context(|| run_ctx(&id))?;
+        let rows = guard(|| run_one(cfg, &task, &bar))
+            .map_err(|e| located(spec, e))
+            .with_context(|| run_ctx(&id))?;
         let ident = RunIdentity {
             run_id: id.clone(),
             experiment: cfg.experiment.clone(),

@@ -357,6 +357,34 @@ fn resolve_names<'a, T: Named + Clone>(
         .collect()
 }
 
+/// The first `section.key` of the spec's sections that `message` names and the spec file
+/// sets, with the line that sets it.
+pub fn key_line(path: &Path, message: &str) -> Option<(String, usize)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    for section in ["data", "pruning", "head", "lrp"] {
+        let Some(at) = message.find(&format!("{section}.")) else {
+            continue;
+        };
+        let key: String = message[at + section.len() + 1..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let mut in_section = false;
+        for (i, line) in text.lines().enumerate() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                in_section = t == format!("[{section}]");
+            } else if in_section
+                && t.starts_with(&key)
+                && t[key.len()..].trim_start().starts_with('=')
+            {
+                return Some((format!("{section}.{key}"), i + 1));
+            }
+        }
+    }
+    None
+}
+
 /// Relative local paths in a spec are relative to the spec file, like an include.
 fn resolve_local(base: &Path, source: &str) -> String {
     if source.starts_with("asset:") || Path::new(source).is_absolute() {

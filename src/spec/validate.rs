@@ -91,7 +91,10 @@ pub(super) fn check_head(h: &HeadSettings) -> Result<(), Problem> {
     if !(0.0..1.0).contains(&h.dropout) {
         return Err((
             "dropout",
-            format!("need 0 ≤ dropout < 1, got {} (fix: e.g. dropout = 0.2)", h.dropout),
+            format!(
+                "need 0 ≤ dropout < 1, got {} (fix: e.g. dropout = 0.2)",
+                h.dropout
+            ),
         ));
     }
     if !(h.weight_decay.is_finite() && h.weight_decay >= 0.0) {
