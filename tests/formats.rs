@@ -167,3 +167,17 @@ source = "pets"
     let df = lrprune::results::read_parquet(&runs).unwrap();
     assert_eq!(common::str_list(&df, "class_names"), ["cat|dog", "cow"]);
 }
+
+/// An IDX file with a zero image side is refused by name (it used to panic in
+/// preprocessing).
+#[test]
+fn an_idx_file_with_a_zero_dimension_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("x-images-idx3-ubyte.gz");
+    common::write_idx_gz(&f, &[5, 0, 28], &[]);
+    let e = lrprune::data::idx::read(&f).unwrap_err().to_string();
+    assert!(
+        e.contains("x-images-idx3-ubyte.gz") && e.contains("dimension of 0"),
+        "{e}"
+    );
+}

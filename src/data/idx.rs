@@ -55,7 +55,18 @@ pub fn read(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     let dims: Vec<usize> = (0..ndim)
         .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
-    let expected: usize = dims.iter().product();
+    // An image side of 0 would make empty images that fail deep in preprocessing; a count
+    // of 0 is an empty file. Both are damaged files, whatever the payload length says.
+    if dims.contains(&0) {
+        bail!(
+            "{}: an IDX dimension of 0 ({dims:?}) (fix: the file is damaged; fetch or copy it again)",
+            path.display()
+        );
+    }
+    let expected = dims
+        .iter()
+        .try_fold(1usize, |a, &d| a.checked_mul(d))
+        .with_context(|| format!("{}: IDX dimensions {dims:?} overflow", path.display()))?;
     if bytes.len() - header != expected {
         bail!(
             "{}: IDX payload is {} bytes, dims {dims:?} need {expected}",

@@ -81,7 +81,7 @@ fn texture(class: u32, rng: &mut ChaCha8Rng) -> Vec<u8> {
         .collect()
 }
 
-fn write_idx_gz(path: &Path, dims: &[u32], payload: &[u8]) {
+pub fn write_idx_gz(path: &Path, dims: &[u32], payload: &[u8]) {
     let mut raw = vec![0u8, 0, 0x08, dims.len() as u8];
     for d in dims {
         raw.extend_from_slice(&d.to_be_bytes());
