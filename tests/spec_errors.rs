@@ -388,3 +388,23 @@ fn dataset_dependent_errors_point_at_the_spec_line() {
         );
     }
 }
+
+/// One run failing (here: its method's data draw) does not stop the sweep: the other runs
+/// finish, and the sweep ends with an error that lists the failed one.
+#[test]
+fn a_failing_run_does_not_lose_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::tiny_spec(dir.path(), "part", r#"["l1", "aa"]"#, "[0]");
+    let text = std::fs::read_to_string(&spec).unwrap()
+        + "\n[[method]]\nname = \"aa\"\nkind = \"aa-lrp\"\n\n[[override]]\nname = \"big\"\ndata = { control_per_class = 25 }\n\n[[override]]\nname = \"ok\"\n";
+    std::fs::write(&spec, text).unwrap();
+    let (ok, err) = lrprune_on(&["run", "--quiet"], &spec);
+    assert!(!ok);
+    assert!(err.contains("2 of 4 runs failed"), "{err}");
+    // The `ok` variant's two runs finished.
+    assert_eq!(
+        common::step_files(&dir.path().join("results")).len(),
+        2,
+        "{err}"
+    );
+}

@@ -180,6 +180,9 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
     // A failing run names the spec too: the fix (a key in `data`, a path) goes there.
     let run_ctx = |id: &str| format!("{}: run {id}", spec.path.display());
     let mut cached: Option<(String, Rc<Task>)> = None;
+    // A run that fails (its data, its numbers) does not stop the others: each failure is
+    // reported where it happens and the sweep ends with an error listing them.
+    let mut failed: Vec<String> = Vec::new();
     for cfg in &todo {
         let id = cfg.run_id();
         // Another process on this folder may have finished or taken the run meanwhile.
@@ -197,22 +200,30 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
         };
         bar.set_message(id.clone());
         let key = cfg.task_key();
-        let task = match &cached {
-            Some((k, t)) if *k == key => t.clone(),
-            _ => {
-                let t = Rc::new(
-                    guard(|| prepare_task(cfg, &opts.device))
-                        .map_err(|e| located(spec, e))
-                        .with_context(|| run_ctx(&id))?,
-                );
-                cached = Some((key, t.clone()));
-                t
+        let t0 = Instant::now();
+        let outcome = (|| -> Result<(Rc<Task>, Vec<StepRecord>)> {
+            let task = match &cached {
+                Some((k, t)) if *k == key => t.clone(),
+                _ => {
+                    let t = Rc::new(guard(|| prepare_task(cfg, &opts.device))?);
+                    cached = Some((key.clone(), t.clone()));
+                    t
+                }
+            };
+            let rows = guard(|| run_one(cfg, &task, &bar))?;
+            Ok((task, rows))
+        })()
+        .map_err(|e| located(spec, e))
+        .with_context(|| run_ctx(&id));
+        let (task, rows) = match outcome {
+            Ok(done) => done,
+            Err(e) => {
+                multi.suspend(|| eprintln!("error: {e:#}"));
+                failed.push(id);
+                sweep.inc(1);
+                continue;
             }
         };
-        let t0 = Instant::now();
-        let rows = guard(|| run_one(cfg, &task, &bar))
-            .map_err(|e| located(spec, e))
-            .with_context(|| run_ctx(&id))?;
         let ident = RunIdentity {
             run_id: id.clone(),
             experiment: cfg.experiment.clone(),
@@ -251,5 +262,14 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
     }
     sweep.finish_and_clear();
     bar.finish_and_clear();
+    if !failed.is_empty() {
+        bail!(
+            "{}: {} of {} runs failed ({}); the others finished (fix the errors above and rerun with --resume)",
+            spec.path.display(),
+            failed.len(),
+            todo.len(),
+            failed.join(", ")
+        );
+    }
     Ok(todo.len())
 }
