@@ -118,7 +118,15 @@ enum Cmd {
         /// Write results here instead of the spec's `results_dir`.
         #[arg(long)]
         results_dir: Option<PathBuf>,
+        /// Run only shard K of N (1 ≤ K ≤ N) of the runs, balanced by cost.
+        #[arg(long, conflicts_with = "shard_from_env")]
+        shard: Option<String>,
+        /// The shard from a Slurm job array (SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT).
+        #[arg(long)]
+        shard_from_env: bool,
     },
+    /// Which of a spec's runs are done, running (and where) or missing.
+    Status { spec: PathBuf },
     /// Show the expanded run list and the model's layers, parameters and FLOPs.
     Inspect { spec: PathBuf },
     /// Every built-in model at 224×224: nodes, parameters, MACs, pruning groups.
@@ -162,9 +170,11 @@ enum Cmd {
         #[arg(long, default_value = "scripts/torch_reference.py")]
         script: PathBuf,
     },
-    /// Summaries, tables (md/csv/tex) and plots (png/svg) from a results directory.
+    /// Summaries, tables (md/csv/tex) and plots (png/svg) from a results directory; more
+    /// directories (shards gathered from other machines) are merged in, written to the first.
     Report {
-        results: PathBuf,
+        #[arg(required = true, num_args = 1..)]
+        results: Vec<PathBuf>,
         /// Output directory (default RESULTS/report).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -254,6 +264,35 @@ fn inspect(path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Every run of a spec: done, running (by which process) or missing.
+fn status(path: &std::path::Path) -> Result<()> {
+    let spec = spec::load(path)?;
+    let dir = &spec.results_dir;
+    let (mut done, mut running, mut missing) = (0, 0, 0);
+    for r in &spec.runs {
+        let id = r.run_id();
+        let lock = dir.join("locks").join(format!("{id}.lock"));
+        let holder = std::fs::read_to_string(&lock).ok();
+        let state = if runner::is_finished(dir, &id) {
+            done += 1;
+            "done".to_string()
+        } else if let Some(h) = holder.filter(|h| runner::lock::is_alive(h)) {
+            running += 1;
+            format!("running (pid host: {h})")
+        } else {
+            missing += 1;
+            "missing".to_string()
+        };
+        outln!("{id}  {state}");
+    }
+    outln!(
+        "{}: {done} done, {running} running, {missing} missing of {} runs",
+        dir.display(),
+        spec.runs.len()
+    );
+    Ok(())
+}
+
 /// A model's node table and pruning groups.
 fn describe(
     m: &spec::ModelSpec,
@@ -332,6 +371,7 @@ fn main() -> ExitCode {
         Cmd::Fetch { assets, list } => fetch(&assets, list),
         Cmd::Inspect { spec } => inspect(&spec),
         Cmd::Models => models(),
+        Cmd::Status { spec } => status(&spec),
         Cmd::Digest { results } => lrprune::results::digests(&results).map(|rows| {
             for (id, d) in rows {
                 outln!("{id}  {d}");
@@ -343,15 +383,23 @@ fn main() -> ExitCode {
             resume,
             quiet,
             results_dir,
+            shard,
+            shard_from_env,
         } => device(d).and_then(|device| {
             let mut spec = spec::load(&spec)?;
             if let Some(dir) = results_dir {
                 spec.results_dir = dir;
             }
+            let shard = match (shard, shard_from_env) {
+                (Some(s), _) => Some(runner::shard::Shard::parse(&s)?),
+                (None, true) => Some(runner::shard::Shard::from_env()?),
+                (None, false) => None,
+            };
             let n = runner::run_sweep(
                 &spec,
                 &runner::RunOptions {
                     device,
+                    shard,
                     resume,
                     quiet,
                 },
@@ -360,12 +408,22 @@ fn main() -> ExitCode {
                 "{n} runs finished; results in {}",
                 spec.results_dir.display()
             );
+            // With shards, whichever process sees the last run finish writes the report.
+            let done = runner::finished_count(&spec);
+            if done < spec.runs.len() {
+                outln!(
+                    "{done} of the spec's {} runs have results; the report waits for the others (or run `lrprune report`)",
+                    spec.runs.len()
+                );
+                return Ok(());
+            }
             let opts = report::ReportOptions {
                 out: None,
                 baseline: spec.baseline.clone(),
                 focus: None,
                 quiet,
                 only: Some(spec.runs.iter().map(|r| r.run_id()).collect()),
+                merge: vec![],
             };
             write_report(&spec.results_dir, &opts)
         }),
@@ -425,8 +483,9 @@ fn main() -> ExitCode {
                     focus,
                     quiet: false,
                     only,
+                    merge: results[1..].to_vec(),
                 };
-                write_report(&results, &opts)
+                write_report(&results[0], &opts)
             }),
     };
     match result {

@@ -46,6 +46,7 @@ fn opts_with(focus: Option<&str>) -> ReportOptions {
         focus: focus.map(String::from),
         quiet: true,
         only: None,
+        merge: vec![],
     }
 }
 

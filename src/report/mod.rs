@@ -24,6 +24,9 @@ pub struct ReportOptions {
     pub quiet: bool,
     /// Only these run ids (a spec's current runs); `None` = every steps file in the folder.
     pub only: Option<std::collections::HashSet<String>>,
+    /// More results folders merged into this report (shards gathered from other machines);
+    /// a run in several of them must have the same step rows.
+    pub merge: Vec<PathBuf>,
 }
 
 /// What a report wrote.
@@ -95,7 +98,9 @@ pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
     bar.set_style(
         ProgressStyle::with_template("report: reading {pos}/{len} step files {bar:30}").unwrap(),
     );
-    let steps = summary::load_steps(results, opts.only.as_ref(), &bar)?;
+    let mut folders = vec![results.to_path_buf()];
+    folders.extend(opts.merge.iter().cloned());
+    let steps = summary::load_steps(&folders, opts.only.as_ref(), &bar)?;
     bar.finish_and_clear();
     let opts = &resolve_methods(&steps, opts)?;
 
@@ -117,7 +122,13 @@ pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
     }
     let curves = figures::run_curves(&steps)?;
     let focus = opts.focus.clone().unwrap_or_else(|| opts.baseline.clone());
-    let plots = figures::render_all(&curves, &labels(results), &focus, &out)?;
+    let mut names = Labels::default();
+    for folder in &folders {
+        let more = labels(folder);
+        names.classes.extend(more.classes);
+        names.groups.extend(more.groups);
+    }
+    let plots = figures::render_all(&curves, &names, &focus, &out)?;
     Ok(Report {
         summary: summary_path,
         tables: written,
@@ -162,6 +173,7 @@ fn resolve_methods(steps: &DataFrame, opts: &ReportOptions) -> Result<ReportOpti
         focus: opts.focus.clone(),
         quiet: opts.quiet,
         only: opts.only.clone(),
+        merge: opts.merge.clone(),
     })
 }
 

@@ -43,13 +43,50 @@ pub fn step_files(results: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-/// All step rows, sorted by run and step. Files whose schema differs are named in the error.
+/// The steps files of several results folders, one per run: a run found in more than one
+/// folder (a shard copied twice) is taken once when its step rows agree, and is an error
+/// naming both files when they differ.
+pub fn merged_step_files(folders: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut by_run: std::collections::BTreeMap<String, PathBuf> = Default::default();
+    for folder in folders {
+        for f in step_files(folder)? {
+            let id = f
+                .file_stem()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            match by_run.get(&id) {
+                None => {
+                    by_run.insert(id, f);
+                }
+                Some(first) => {
+                    let (a, b) = (
+                        crate::results::step_digest(first)?,
+                        crate::results::step_digest(&f)?,
+                    );
+                    if a != b {
+                        bail!(
+                            "run {id} has different results in {} and {} (fix: keep the one you trust and delete the other)",
+                            first.display(),
+                            f.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(by_run.into_values().collect())
+}
+
+/// All step rows of `folders` (merged: [`merged_step_files`]), sorted by run and step.
+/// Files whose schema differs are named in the error.
 pub fn load_steps(
-    results: &Path,
+    folders: &[PathBuf],
     only: Option<&std::collections::HashSet<String>>,
     progress: &indicatif::ProgressBar,
 ) -> Result<DataFrame> {
-    let mut files = step_files(results)?;
+    let results = folders.first().context("no results folder")?;
+    let mut files = merged_step_files(folders)?;
     if let Some(ids) = only {
         files.retain(|f| {
             f.file_stem()

@@ -5,6 +5,7 @@
 
 pub mod lock;
 mod methods;
+pub mod shard;
 mod task;
 
 pub use methods::schedule_for;
@@ -124,9 +125,19 @@ fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// Options of `lrprune run`.
 pub struct RunOptions {
     pub device: Device,
+    /// Run only this shard's share of the runs.
+    pub shard: Option<shard::Shard>,
     pub resume: bool,
     /// Hide progress bars (tests, CI logs).
     pub quiet: bool,
+}
+
+/// How many of the spec's runs have results in its folder.
+pub fn finished_count(spec: &Spec) -> usize {
+    spec.runs
+        .iter()
+        .filter(|r| is_finished(&spec.results_dir, &r.run_id()))
+        .count()
 }
 
 pub fn is_finished(dir: &Path, run_id: &str) -> bool {
@@ -139,16 +150,25 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
     let dir = &spec.results_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     results::remove_stale_partials(dir)?;
+    let mine = match opts.shard {
+        Some(s) => shard::assign(&spec.runs, s.count)
+            .into_iter()
+            .map(|k| k == s.index)
+            .collect(),
+        None => vec![true; spec.runs.len()],
+    };
     let todo: Vec<&RunConfig> = spec
         .runs
         .iter()
-        .filter(|r| !(opts.resume && is_finished(dir, &r.run_id())))
+        .zip(&mine)
+        .filter(|(r, mine)| **mine && !(opts.resume && is_finished(dir, &r.run_id())))
+        .map(|(r, _)| r)
         .collect();
     if !opts.resume {
         let started = |id: &str| {
             results::steps_path(dir, id).is_file() || results::runs_path(dir, id).is_file()
         };
-        if let Some(r) = spec.runs.iter().find(|r| started(&r.run_id())) {
+        if let Some(r) = todo.iter().find(|r| started(&r.run_id())) {
             bail!(
                 "{}: results for run {} already exist (fix: pass --resume to skip finished runs, or delete the directory to start over)",
                 dir.display(),
@@ -156,12 +176,18 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
             );
         }
     }
-    let skipped = spec.runs.len() - todo.len();
-    if skipped > 0 {
+    let share = mine.iter().filter(|m| **m).count();
+    let skipped = share - todo.len();
+    if let Some(s) = opts.shard {
         eprintln!(
-            "resuming: {skipped} of {} runs already finished",
+            "shard {}/{}: {share} of the spec's {} runs",
+            s.index + 1,
+            s.count,
             spec.runs.len()
         );
+    }
+    if skipped > 0 {
+        eprintln!("resuming: {skipped} of {share} runs already finished");
     }
     let multi = MultiProgress::new();
     if opts.quiet {
