@@ -202,3 +202,35 @@ fn damaged_step_files_are_refused_by_name() {
         );
     }
 }
+
+/// `report/index.html` holds the whole report, self-contained: the summary table (one row
+/// per curve), every plot inline as SVG, the runs' metadata, and nothing fetched from
+/// elsewhere.
+#[test]
+fn the_html_report_holds_every_table_row_and_plot() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let r = report::report(dir.path(), &opts_with(None)).unwrap();
+    let html = std::fs::read_to_string(dir.path().join("report/index.html")).unwrap();
+    let svgs: Vec<_> = r
+        .plots
+        .iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "svg"))
+        .collect();
+    assert!(!svgs.is_empty());
+    assert_eq!(html.matches("<svg").count(), svgs.len(), "every plot inline");
+    for p in &svgs {
+        let kind = p.file_stem().unwrap().to_string_lossy().replace("-m-d", "");
+        assert!(html.contains(&format!("data-name=\"{kind}\"")), "{kind} missing");
+    }
+    // The summary table: the header and one row per (method) curve of the fixture.
+    let table = &html[html.find("<table id=\"summary\">").unwrap()..];
+    let table = &table[..table.find("</table>").unwrap()];
+    assert_eq!(table.matches("<tr>").count(), 1 + 2, "header + methods a and b");
+    for cell in ["AUC class", ">a<", ">b<"] {
+        assert!(table.contains(cell), "{cell} not in the summary table");
+    }
+    for external in ["<script", "<link", "src=\"http", "href=\"http"] {
+        assert!(!html.contains(external), "the page loads {external}");
+    }
+}

@@ -3,6 +3,7 @@
 
 pub mod curve;
 pub mod figures;
+pub mod html;
 pub mod plots;
 pub mod summary;
 pub mod tables;
@@ -129,6 +130,18 @@ pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
         names.groups.extend(more.groups);
     }
     let plots = figures::render_all(&curves, &names, &focus, &out)?;
+    let note = format!(
+        "Mean ± sd over seeds. AUC = normalised area under accuracy vs pruning rate (class = balanced accuracy). × base = ratio of means to `{}`. bal@r = balanced accuracy at rate r. safe rate = highest rate with balanced accuracy within 1 point of rate 0.",
+        opts.baseline
+    );
+    written.push(html::write(
+        &out,
+        &folders,
+        &agg,
+        &note,
+        &plots,
+        opts.only.as_ref(),
+    )?);
     Ok(Report {
         summary: summary_path,
         tables: written,

@@ -81,6 +81,15 @@ fn cells(r: &Row, sep: &str) -> Vec<String> {
     c
 }
 
+/// The table as column headers and text cells (mean ± sd), for the HTML report.
+pub fn grid(agg: &DataFrame) -> Result<(Vec<String>, Vec<Vec<String>>)> {
+    let headers = HEADERS.iter().map(|h| h.to_string()).collect();
+    Ok((
+        headers,
+        rows(agg)?.iter().map(|r| cells(r, " ± ")).collect(),
+    ))
+}
+
 pub fn markdown(agg: &DataFrame, baseline: &str) -> Result<String> {
     let mut s = String::new();
     writeln!(s, "| {} |", HEADERS.join(" | "))?;
