@@ -12,6 +12,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 const FILE: &str = ".manifest";
+/// What [`verify`] says of a folder unpacked before manifests existed.
+pub const UNRECORDED: &str = "it has no record of its files (unpacked by an older lrprune)";
 
 /// Files of an asset folder (not the bookkeeping files), by name.
 fn files(dir: &Path) -> Result<Vec<String>> {

@@ -193,11 +193,21 @@ pub fn is_cached(asset: &Asset) -> bool {
 /// as unpacked: [`manifest`]); returns its directory. A damaged copy is moved aside and
 /// fetched again.
 pub fn ensure(asset: &Asset) -> Result<PathBuf> {
+    // One fetcher at a time, across threads and processes (tests, shards on one machine):
+    // the others wait, then find the asset complete.
+    let _lock = CacheLock::take()?;
     let dir = asset_dir(asset);
     if is_cached(asset) {
         let Some(problem) = manifest::verify(&dir)? else {
             return Ok(dir);
         };
+        if problem == manifest::UNRECORDED {
+            // Unpacked by an older lrprune: nothing to keep for inspection, fetch it afresh.
+            eprintln!("asset `{}`: {problem}; fetching it again", asset.name);
+            std::fs::remove_dir_all(&dir)
+                .with_context(|| format!("removing {} (fix: delete it by hand)", dir.display()))?;
+            return fetch_into(asset, dir);
+        }
         let aside = dir.with_extension(format!("damaged-{}", std::process::id()));
         eprintln!(
             "asset `{}`: {problem}; moving it aside to {} and fetching it again",
@@ -211,6 +221,11 @@ pub fn ensure(asset: &Asset) -> Result<PathBuf> {
             )
         })?;
     }
+    fetch_into(asset, dir)
+}
+
+/// Download, verify, unpack and record `asset` into `dir` (the cache lock held).
+fn fetch_into(asset: &Asset, dir: PathBuf) -> Result<PathBuf> {
     eprintln!(
         "fetching asset `{}` ({}) into {}",
         asset.name,
@@ -227,6 +242,31 @@ pub fn ensure(asset: &Asset) -> Result<PathBuf> {
     std::fs::write(dir.join(".complete"), asset.sha256)?;
     eprintln!("asset `{}` ready", asset.name);
     Ok(dir)
+}
+
+/// An exclusive `flock` on `<cache>/assets/.lock`, released on drop.
+struct CacheLock {
+    _file: std::fs::File,
+}
+
+impl CacheLock {
+    fn take() -> Result<Self> {
+        let dir = cache_root().join("assets");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(".lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        use std::os::fd::AsRawFd;
+        // SAFETY: flock on a file descriptor this struct owns; released when it is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!("{}: cannot lock the asset cache", path.display());
+        }
+        Ok(Self { _file: file })
+    }
 }
 
 fn download_package(asset: &Asset, dir: &Path) -> Result<PathBuf> {
