@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Rebuild docs/results.md from the harness's own reports (no hand-edited numbers).
 # Usage: scripts/update_results_doc.sh [EXPERIMENT...]
-#        (default: quickstart ablation_aa_validation ablation_aa_heldout ablation_aa)
+#        (default: quickstart ablation_aa_validation ablation_aa_heldout ablation_aa architectures)
+#        OUT=FILE writes there instead of docs/results.md.
 # Each experiment gets its summary twice: ratios to plain `lrp` (the paper's baseline) and
 # to `lrp-oneshot` (the stronger conventional baseline, which the target is measured against).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${LRPRUNE:-${CARGO_TARGET_DIR:-target}/release/lrprune}
 exps=("$@")
-[ ${#exps[@]} -eq 0 ] && exps=(quickstart ablation_aa_validation ablation_aa_heldout ablation_aa)
+[ ${#exps[@]} -eq 0 ] && exps=(quickstart ablation_aa_validation ablation_aa_heldout ablation_aa architectures)
+OUT=${OUT:-docs/results.md}
 {
   echo "# Results"
   echo
@@ -45,7 +47,17 @@ exps=("$@")
       done
     done
   fi
+  # Every architecture's banded curves and `lrp`'s layer profile (seed 0).
+  arch=architectures
+  if [ -d "results/$arch/steps" ]; then
+    mkdir -p docs/img
+    for m in vgg16-64 mobilenet_v1 mobilenet_v2 efficientnet_lite0 resnet50_half; do
+      cp "results/$arch/report-vs-lrp/balanced_vs_rate-$m-fashion-mnist.png" "docs/img/${arch}_balanced_vs_rate_$m.png"
+      cp "results/$arch/report-vs-lrp/layer_profile-$m-fashion-mnist.png" "docs/img/${arch}_layer_profile_lrp_$m.png"
+    done
+  fi
   if [ -f docs/results-analysis.md ]; then echo; cat docs/results-analysis.md; fi
-} > docs/results.md.partial
-mv docs/results.md.partial docs/results.md
-echo "wrote docs/results.md"
+  if [ -f docs/results-architectures.md ]; then echo; cat docs/results-architectures.md; fi
+} > "$OUT.partial"
+mv "$OUT.partial" "$OUT"
+echo "wrote $OUT"
