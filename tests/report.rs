@@ -218,19 +218,53 @@ fn the_html_report_holds_every_table_row_and_plot() {
         .filter(|p| p.extension().is_some_and(|e| e == "svg"))
         .collect();
     assert!(!svgs.is_empty());
-    assert_eq!(html.matches("<svg").count(), svgs.len(), "every plot inline");
+    assert_eq!(
+        html.matches("<svg").count(),
+        svgs.len(),
+        "every plot inline"
+    );
     for p in &svgs {
         let kind = p.file_stem().unwrap().to_string_lossy().replace("-m-d", "");
-        assert!(html.contains(&format!("data-name=\"{kind}\"")), "{kind} missing");
+        assert!(
+            html.contains(&format!("data-name=\"{kind}\"")),
+            "{kind} missing"
+        );
     }
     // The summary table: the header and one row per (method) curve of the fixture.
     let table = &html[html.find("<table id=\"summary\">").unwrap()..];
     let table = &table[..table.find("</table>").unwrap()];
-    assert_eq!(table.matches("<tr>").count(), 1 + 2, "header + methods a and b");
+    assert_eq!(
+        table.matches("<tr>").count(),
+        1 + 2,
+        "header + methods a and b"
+    );
     for cell in ["AUC class", ">a<", ">b<"] {
         assert!(table.contains(cell), "{cell} not in the summary table");
     }
     for external in ["<script", "<link", "src=\"http", "href=\"http"] {
         assert!(!html.contains(external), "the page loads {external}");
+    }
+}
+
+/// summary.parquet carries the paired ratio and the two AUCs that differ from top-1 on a
+/// balanced test split; the tables show them.
+#[test]
+fn paired_ratio_and_harmonic_and_worst_class_aucs() {
+    let dir = tempfile::tempdir().unwrap();
+    fixture(dir.path());
+    let r = report::report(dir.path(), &opts_with(None)).unwrap();
+    let s = results::read_parquet(&dir.path().join("summary.parquet")).unwrap();
+    let method = s.column("method").unwrap().str().unwrap().clone();
+    let get = |c: &str, i: usize| s.column(c).unwrap().f64().unwrap().get(i).unwrap();
+    for i in 0..s.height() {
+        // The baseline's own paired ratio is 1; worst class ≤ class average.
+        if method.get(i) == Some("a") {
+            assert!((get("paired_ratio", i) - 1.0).abs() < 1e-12);
+        }
+        assert!(get("auc_worst", i) <= get("auc_class", i) + 1e-12);
+        assert!(get("auc_harmonic", i) <= get("auc_class", i) + 1e-12);
+    }
+    for header in ["paired × base [95% CI]", "W/L", "AUC harm.", "AUC worst"] {
+        assert!(r.markdown.contains(header), "{header} missing from the table");
     }
 }

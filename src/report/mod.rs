@@ -4,6 +4,7 @@
 pub mod curve;
 pub mod figures;
 pub mod html;
+pub mod paired;
 pub mod plots;
 pub mod summary;
 pub mod tables;
@@ -105,7 +106,7 @@ pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
     bar.finish_and_clear();
     let opts = &resolve_methods(&steps, opts)?;
 
-    let mut per_run = summary::run_summary(&steps)?;
+    let mut per_run = summary::with_paired_ratio(&summary::run_summary(&steps)?, &opts.baseline)?;
     let summary_path = results.join("summary.parquet");
     crate::results::write_parquet_atomic(&summary_path, &mut per_run)?;
     let agg = summary::aggregate(&per_run, &opts.baseline)?;
@@ -130,10 +131,7 @@ pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
         names.groups.extend(more.groups);
     }
     let plots = figures::render_all(&curves, &names, &focus, &out)?;
-    let note = format!(
-        "Mean ± sd over seeds. AUC = normalised area under accuracy vs pruning rate (class = balanced accuracy). × base = ratio of means to `{}`. bal@r = balanced accuracy at rate r. safe rate = highest rate with balanced accuracy within 1 point of rate 0.",
-        opts.baseline
-    );
+    let note = tables::note(&opts.baseline);
     written.push(html::write(
         &out,
         &folders,

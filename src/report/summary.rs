@@ -13,9 +13,11 @@ pub const GROUP: [&str; 4] = ["model", "dataset", "variant", "method"];
 /// Rates at which accuracy is reported.
 pub const RATES: [f64; 3] = [0.5, 0.7, 0.9];
 /// Per-run metrics aggregated over seeds, in table order.
-pub const METRICS: [&str; 9] = [
+pub const METRICS: [&str; 11] = [
     "auc_class",
     "auc_top1",
+    "auc_harmonic",
+    "auc_worst",
     "balanced_at_0.5",
     "balanced_at_0.7",
     "balanced_at_0.9",
@@ -208,7 +210,13 @@ pub fn run_summary(steps: &DataFrame) -> Result<DataFrame> {
             / col("flops").first().cast(DataType::Float64))
         .alias("flops_frac"),
     );
-    for c in ["pruning_rate", "top1", "balanced_acc"] {
+    for c in [
+        "pruning_rate",
+        "top1",
+        "balanced_acc",
+        "harmonic_acc",
+        "class_acc",
+    ] {
         aggs.push(col(c).implode(true).alias(format!("{c}_list")));
     }
     let per_run = steps
@@ -221,7 +229,33 @@ pub fn run_summary(steps: &DataFrame) -> Result<DataFrame> {
     let rates = list_f64(&per_run, "pruning_rate_list")?;
     let top1 = list_f64(&per_run, "top1_list")?;
     let bal = list_f64(&per_run, "balanced_acc_list")?;
-    let mut out = per_run.drop_many(["pruning_rate_list", "top1_list", "balanced_acc_list"]);
+    let harmonic = list_f64(&per_run, "harmonic_acc_list")?;
+    // The worst class at every step (class accuracies of one run are a list per step).
+    let class_lists = per_run.column("class_acc_list")?.list()?.clone();
+    let worst: Vec<Vec<f64>> = (0..per_run.height())
+        .map(|i| {
+            let steps = class_lists.get_as_series(i).context("null class list")?;
+            Ok(super::figures::nested(&steps)?
+                .iter()
+                .map(|c| c.iter().copied().fold(f64::INFINITY, f64::min))
+                .collect())
+        })
+        .collect::<Result<_>>()?;
+    let mut out = per_run.drop_many([
+        "pruning_rate_list",
+        "top1_list",
+        "balanced_acc_list",
+        "harmonic_acc_list",
+        "class_acc_list",
+    ]);
+    for (name, values) in [("auc_harmonic", &harmonic), ("auc_worst", &worst)] {
+        let auc: Vec<f64> = rates
+            .iter()
+            .zip(values)
+            .map(|(r, v)| curve::auc(r, v))
+            .collect();
+        out.with_column(Column::new(name.into(), auc))?;
+    }
     for (name, values) in [("balanced", &bal), ("top1", &top1)] {
         for &x in &RATES {
             let at: Vec<Option<f64>> = rates
@@ -241,8 +275,79 @@ pub fn run_summary(steps: &DataFrame) -> Result<DataFrame> {
     Ok(out)
 }
 
-/// Mean ± sd over seeds per curve, with each metric's ratio to the `baseline` method.
+/// Each run's class AUC divided by the `baseline` method's on the same model, dataset,
+/// variant and seed (`paired_ratio`, null without such a baseline run).
+pub fn with_paired_ratio(summary: &DataFrame, baseline: &str) -> Result<DataFrame> {
+    let keys = [col("model"), col("dataset"), col("variant"), col("seed")];
+    let base = summary
+        .clone()
+        .lazy()
+        .filter(col("method").eq(lit(baseline)))
+        .select([
+            col("model"),
+            col("dataset"),
+            col("variant"),
+            col("seed"),
+            col("auc_class").alias("base_auc_class_seed"),
+        ]);
+    Ok(summary
+        .clone()
+        .lazy()
+        .join(base, keys.clone(), keys, JoinArgs::new(JoinType::Left))
+        .with_column((col("auc_class") / col("base_auc_class_seed")).alias("paired_ratio"))
+        .drop(Selector::ByName {
+            names: ["base_auc_class_seed".into()].into(),
+            strict: true,
+        })
+        .collect()?)
+}
+
+/// Mean ± sd over seeds per curve, with each metric's ratio to the `baseline` method and the
+/// paired statistics of `paired_ratio` (mean, wins, losses, bootstrap 95 % interval).
 pub fn aggregate(summary: &DataFrame, baseline: &str) -> Result<DataFrame> {
+    let mut agg = aggregate_means(summary, baseline)?;
+    let ratios = summary
+        .clone()
+        .lazy()
+        .group_by_stable(GROUP.map(col))
+        .agg([col("paired_ratio").implode(true)])
+        .collect()?;
+    let key = |df: &DataFrame, i: usize| -> Result<Vec<String>> {
+        GROUP
+            .iter()
+            .map(|c| Ok(df.column(c)?.str()?.get(i).unwrap_or("").to_string()))
+            .collect()
+    };
+    let lists = ratios.column("paired_ratio")?.list()?.clone();
+    let mut by_key = std::collections::HashMap::new();
+    for i in 0..ratios.height() {
+        let r: Vec<f64> = match lists.get_as_series(i) {
+            Some(s) => {
+                let c = s.f64()?;
+                (0..c.len()).map(|j| c.get(j).unwrap_or(f64::NAN)).collect()
+            }
+            None => Vec::new(),
+        };
+        by_key.insert(key(&ratios, i)?, super::paired::summarize(&r));
+    }
+    let (mut mean, mut wins, mut losses, mut lo, mut hi) = (vec![], vec![], vec![], vec![], vec![]);
+    for i in 0..agg.height() {
+        let p = by_key.get(&key(&agg, i)?).cloned().flatten();
+        mean.push(p.as_ref().map(|p| p.mean));
+        wins.push(p.as_ref().map(|p| p.wins as u32));
+        losses.push(p.as_ref().map(|p| p.losses as u32));
+        lo.push(p.as_ref().and_then(|p| p.ci.map(|c| c.0)));
+        hi.push(p.as_ref().and_then(|p| p.ci.map(|c| c.1)));
+    }
+    agg.with_column(Column::new("paired_ratio_mean".into(), mean))?;
+    agg.with_column(Column::new("paired_wins".into(), wins))?;
+    agg.with_column(Column::new("paired_losses".into(), losses))?;
+    agg.with_column(Column::new("paired_ci_low".into(), lo))?;
+    agg.with_column(Column::new("paired_ci_high".into(), hi))?;
+    Ok(agg)
+}
+
+fn aggregate_means(summary: &DataFrame, baseline: &str) -> Result<DataFrame> {
     let mut aggs = vec![len().alias("seeds")];
     for m in METRICS {
         aggs.push(col(m).mean().alias(format!("{m}_mean")));

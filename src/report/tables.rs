@@ -13,6 +13,9 @@ struct Row {
     values: Vec<(Option<f64>, Option<f64>)>,
     ratio_class: Option<f64>,
     ratio_top1: Option<f64>,
+    paired_mean: Option<f64>,
+    paired_ci: Option<(f64, f64)>,
+    wins_losses: Option<(u32, u32)>,
 }
 
 fn rows(agg: &DataFrame) -> Result<Vec<Row>> {
@@ -28,6 +31,15 @@ fn rows(agg: &DataFrame) -> Result<Vec<Row>> {
         .map(|m| Ok((f(&format!("{m}_mean"))?, f(&format!("{m}_sd"))?)))
         .collect::<Result<_>>()?;
     let (rc, rt) = (f("auc_class_ratio")?, f("auc_top1_ratio")?);
+    let (pm_, lo, hi) = (
+        f("paired_ratio_mean")?,
+        f("paired_ci_low")?,
+        f("paired_ci_high")?,
+    );
+    let u = |c: &str| -> Result<UInt32Chunked> {
+        Ok(agg.column(c)?.cast(&DataType::UInt32)?.u32()?.clone())
+    };
+    let (wins, losses) = (u("paired_wins")?, u("paired_losses")?);
     Ok((0..agg.height())
         .map(|i| Row {
             ident: [model.get(i), dataset.get(i), variant.get(i), method.get(i)]
@@ -36,6 +48,9 @@ fn rows(agg: &DataFrame) -> Result<Vec<Row>> {
             values: cols.iter().map(|(m, s)| (m.get(i), s.get(i))).collect(),
             ratio_class: rc.get(i),
             ratio_top1: rt.get(i),
+            paired_mean: pm_.get(i),
+            paired_ci: lo.get(i).zip(hi.get(i)),
+            wins_losses: wins.get(i).zip(losses.get(i)),
         })
         .collect())
 }
@@ -51,7 +66,7 @@ fn ratio(r: Option<f64>) -> String {
     r.map_or("–".into(), |r| format!("{r:.2}×"))
 }
 
-const HEADERS: [&str; 13] = [
+const HEADERS: [&str; 17] = [
     "model",
     "dataset",
     "variant",
@@ -59,25 +74,44 @@ const HEADERS: [&str; 13] = [
     "seeds",
     "AUC class",
     "× base",
+    "paired × base [95% CI]",
+    "W/L",
     "AUC top-1",
     "× base",
+    "AUC harm.",
+    "AUC worst",
     "bal@0.5",
     "bal@0.7",
     "bal@0.9",
     "safe rate",
 ];
 
+/// The paired ratio with its bootstrap interval, e.g. `1.07× [1.02, 1.11]`.
+fn paired(r: &Row) -> String {
+    match (r.paired_mean, r.paired_ci) {
+        (Some(m), Some((lo, hi))) => format!("{m:.2}× [{lo:.2}, {hi:.2}]"),
+        (Some(m), None) => format!("{m:.2}×"),
+        _ => "–".into(),
+    }
+}
+
 fn cells(r: &Row, sep: &str) -> Vec<String> {
     let mut c: Vec<String> = r.ident.to_vec();
     c.push(r.seeds.to_string());
     c.push(pm(r.values[0], sep));
     c.push(ratio(r.ratio_class));
+    c.push(paired(r));
+    c.push(
+        r.wins_losses
+            .map_or("–".into(), |(w, l)| format!("{w}/{l}")),
+    );
     c.push(pm(r.values[1], sep));
     c.push(ratio(r.ratio_top1));
-    for v in &r.values[2..5] {
+    // AUC of the harmonic mean, of the worst class, then balanced accuracy at 0.5/0.7/0.9.
+    for v in &r.values[2..7] {
         c.push(pm(*v, sep));
     }
-    c.push(pm(r.values[6], sep));
+    c.push(pm(r.values[8], sep));
     c
 }
 
@@ -97,13 +131,18 @@ pub fn markdown(agg: &DataFrame, baseline: &str) -> Result<String> {
     for r in rows(agg)? {
         writeln!(s, "| {} |", cells(&r, " ± ").join(" | "))?;
     }
-    writeln!(
-        s,
-        "\nMean ± sd over seeds. AUC = normalised area under accuracy vs pruning rate (class = balanced accuracy). \
-         × base = ratio of means to `{baseline}`. bal@r = balanced accuracy at rate r. \
-         safe rate = highest rate with balanced accuracy within 1 point of rate 0."
-    )?;
+    writeln!(s, "\n{}", note(baseline))?;
     Ok(s)
+}
+
+/// What the table's columns mean.
+pub fn note(baseline: &str) -> String {
+    format!(
+        "Mean ± sd over seeds. AUC = normalised area under accuracy vs pruning rate (class = balanced accuracy). \
+         × base = ratio of means to `{baseline}`; paired × base = mean over seeds of each seed's class-AUC ratio to `{baseline}` on the same seed, \
+         with a bootstrap 95 % interval; W/L = seeds above / below `{baseline}`. AUC harm. / worst = AUC of the harmonic mean of class accuracies / of the worst class. \
+         bal@r = balanced accuracy at rate r. safe rate = highest rate with balanced accuracy within 1 point of rate 0."
+    )
 }
 
 pub fn latex(agg: &DataFrame, baseline: &str) -> Result<String> {
