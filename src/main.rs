@@ -6,6 +6,9 @@ use lrprune::{assets, model, report, runner, spec};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Where `docs/performance.md`'s hand-measured sections start; `bench --out` keeps them.
+const BENCH_KEEP: &str = "<!-- measured outside lrprune bench: kept on rewrite -->";
+
 /// Print to stdout, ignoring a closed pipe (`lrprune inspect … | head` must not panic).
 macro_rules! outln {
     ($($t:tt)*) => {{
@@ -460,6 +463,15 @@ fn main() -> ExitCode {
             })?;
             match out {
                 Some(p) => {
+                    // Sections measured outside `bench` (long sweeps) follow a marker and
+                    // survive a rewrite.
+                    let kept = std::fs::read_to_string(&p).ok().and_then(|old| {
+                        old.find(BENCH_KEEP).map(|i| old[i..].to_string())
+                    });
+                    let text = match kept {
+                        Some(tail) => format!("{text}\n{tail}"),
+                        None => text,
+                    };
                     std::fs::write(&p, &text)?;
                     outln!("wrote {}", p.display());
                 }
