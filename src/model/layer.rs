@@ -47,17 +47,6 @@ pub struct Conv {
 }
 
 impl Conv {
-    /// A plain conv (bias, no BN, no groups) with symmetric padding.
-    pub fn plain(weight: Tensor, bias: Tensor, padding: usize, stride: usize) -> Self {
-        Self {
-            weight,
-            bias,
-            padding: Pad2d::same(padding),
-            stride,
-            groups: 1,
-            extra_params: 1,
-        }
-    }
     pub fn out_channels(&self) -> usize {
         self.weight.dims()[0]
     }
