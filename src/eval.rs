@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 use candle_core::D;
 
 /// Floor on each class accuracy inside the harmonic mean, so that one dead class does not
-/// make it undefined (DESIGN §4). Recorded in every run's metadata.
+/// make it undefined (docs/method.md). Recorded in every run's metadata.
 pub const HARMONIC_FLOOR: f64 = 1e-3;
 
 #[derive(Debug, Clone, PartialEq)]

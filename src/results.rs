@@ -1,4 +1,4 @@
-//! The Parquet results contract (DESIGN §6): one row per pruning step per run, plus one
+//! The Parquet results contract (docs/design-choices.md, "Results"): one row per pruning step per run, plus one
 //! metadata row per run. Files are written to a temp file and renamed, so a reader never
 //! sees a partial file and a killed sweep leaves only whole results behind.
 

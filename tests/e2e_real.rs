@@ -42,7 +42,7 @@ fn real_vgg16_on_fashion_mnist_end_to_end() {
 
     common::run_ok(&["run".as_ref(), "--quiet".as_ref(), spec.as_os_str()]);
 
-    // The converted weights are the real ones: conv1_1's first bias (DESIGN §2).
+    // The converted weights are the real ones: conv1_1's first bias (README, "Assets and licences").
     let w = lrprune::assets::resolve("asset:vgg16-imagenet").unwrap();
     let t = lrprune::model::weights::load(&w, &candle_core::Device::Cpu).unwrap();
     let b0 = t["features.0.bias"].to_vec1::<f32>().unwrap()[0];

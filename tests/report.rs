@@ -265,6 +265,9 @@ fn paired_ratio_and_harmonic_and_worst_class_aucs() {
         assert!(get("auc_harmonic", i) <= get("auc_class", i) + 1e-12);
     }
     for header in ["paired × base [95% CI]", "W/L", "AUC harm.", "AUC worst"] {
-        assert!(r.markdown.contains(header), "{header} missing from the table");
+        assert!(
+            r.markdown.contains(header),
+            "{header} missing from the table"
+        );
     }
 }

@@ -56,7 +56,7 @@ pub fn max_pool_wta_ops(x: &Tensor, r: &Tensor, kernel: usize, stride: usize) ->
         .pad_with_zeros(3, 0, w - ow * stride)
 }
 
-/// One-hot relevance on `targets` at the output of `net` (DESIGN §5: the true label).
+/// One-hot relevance on `targets` at the output of `net` (docs/method.md: the true label).
 pub fn one_hot(targets: &[u32], classes: usize, like: &Tensor) -> Result<Tensor> {
     let mut v = vec![0f32; targets.len() * classes];
     for (i, &t) in targets.iter().enumerate() {

@@ -1,4 +1,4 @@
-//! The accuracy-aware controller (`aa-lrp`): DESIGN §4, our formalisation of Yasui et al.'s
+//! The accuracy-aware controller (`aa-lrp`; docs/method.md): our formalisation of Yasui et al.'s
 //! abstract. Two switchable mechanisms, both driven by the harmonic mean A of per-class
 //! accuracies on the **control split** (the small training split or a held-out control set
 //! from the training pool, never the test split):

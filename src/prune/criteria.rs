@@ -14,7 +14,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 /// What a criterion may look at. The reference split is the small training split, never the
-/// test split (DESIGN §3: test data only draws curves).
+/// test split (docs/method.md: test data only draws curves).
 pub struct ScoreInput<'a> {
     /// The current network, compacted: each group's convs have exactly its alive channels.
     pub net: &'a Network,

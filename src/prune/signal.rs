@@ -1,7 +1,7 @@
 //! The controller's signal A: the harmonic mean of per-class scores on the **control split**
 //! (the small training split; never the test split).
 //!
-//! DESIGN §4's A uses per-class accuracy. On the control split the head is usually 100%
+//! The controller's A (docs/method.md) uses per-class accuracy. On the control split the head is usually 100%
 //! right at rate 0, so accuracy stays flat until damage is already done; `confidence`
 //! (per-class mean softmax probability of the true class) is a smoothed A that moves with
 //! the first small losses of margin. Which one the controller reads is `control.signal`.

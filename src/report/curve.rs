@@ -1,7 +1,7 @@
 //! Curve arithmetic on one run's (rate, metric) points, sorted by rate.
 
 /// Area under the piecewise-linear curve, normalised by its rate span:
-/// (1/r_K) Σ (r_i − r_{i−1})(m_i + m_{i−1})/2 — exact for the recorded polyline (DESIGN §6).
+/// (1/r_K) Σ (r_i − r_{i−1})(m_i + m_{i−1})/2 — exact for the recorded polyline (docs/design-choices.md, "Results").
 pub fn auc(rates: &[f64], values: &[f64]) -> f64 {
     let span = rates.last().copied().unwrap_or(0.0) - rates.first().copied().unwrap_or(0.0);
     if rates.len() < 2 || span <= 0.0 {

@@ -163,7 +163,7 @@ pub struct MethodSpec {
     /// Relevance settings for LRP kinds; `None` = the spec's `[lrp]` section.
     #[serde(default)]
     pub lrp: Option<LrpSettings>,
-    /// Controller knobs for `aa-lrp`; `None` = the defaults of DESIGN §4.
+    /// Controller knobs for `aa-lrp`; `None` = the defaults in docs/method.md.
     #[serde(default)]
     pub control: Option<ControlSettings>,
 }
@@ -178,7 +178,7 @@ pub enum MethodKind {
     Lrp,
     /// One-shot LRP: relevance once on the intact network, masks at every rate (PXP).
     LrpOneshot,
-    /// Accuracy-aware LRP: harmonic-mean rate and order control (DESIGN §4).
+    /// Accuracy-aware LRP: harmonic-mean rate and order control (docs/method.md).
     AaLrp,
     /// |activation × gradient| (Molchanov et al. 2017), recomputed every step.
     Taylor,

@@ -1,4 +1,4 @@
-//! Knobs of the accuracy-aware controller (`aa-lrp`, DESIGN §4; docs/method.md), their
+//! Knobs of the accuracy-aware controller (`aa-lrp`, docs/method.md), their
 //! defaults and their valid ranges.
 
 use serde::{Deserialize, Serialize};
@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum ClassWeights {
-    /// w_c ∝ 1 / max(a_c, ε): the harmonic mean's sensitivity (DESIGN §4).
+    /// w_c ∝ 1 / max(a_c, ε): the harmonic mean's sensitivity (docs/method.md).
     InverseAccuracy,
     /// w_c ∝ 1 / max(a_c, ε)²: leans harder on the weakest classes.
     InverseAccuracySquared,
@@ -19,7 +19,7 @@ pub enum ClassWeights {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum RelevanceSource {
-    /// Recomputed on the current pruned network every step (DESIGN §4 as written).
+    /// Recomputed on the current pruned network every step (docs/method.md, as first formalised).
     Iterative,
     /// Computed once on the intact network (the one-shot ranking, per class).
     Intact,
@@ -31,13 +31,13 @@ pub enum RelevanceSource {
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Signal {
-    /// Per-class accuracy (DESIGN §4 as written).
+    /// Per-class accuracy (docs/method.md, as first formalised).
     Accuracy,
     /// Per-class mean softmax probability of the true class: a smoothed A.
     Confidence,
 }
 
-/// Knobs of the accuracy-aware controller (`aa-lrp`, DESIGN §4; docs/method.md).
+/// Knobs of the accuracy-aware controller (`aa-lrp`, docs/method.md).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ControlSettings {
@@ -72,7 +72,7 @@ pub struct ControlSettings {
     /// After an accepted step without back-off, the step grows by this factor (up to `step`).
     #[serde(default = "d_growth")]
     pub growth: f64,
-    /// What A averages per class: `accuracy` (DESIGN §4) or `confidence` (smoothed).
+    /// What A averages per class: `accuracy` (docs/method.md) or `confidence` (smoothed).
     #[serde(default = "d_signal")]
     pub signal: Signal,
     /// Choose the layer to prune next by the measured effect on A (`prune/search.rs`).
@@ -104,7 +104,7 @@ fn d_search_fraction() -> f64 {
     0.1
 }
 impl ControlSettings {
-    /// DESIGN §4 exactly as written: relevance recomputed on the pruned network, both
+    /// The formalisation in docs/method.md exactly as written: relevance recomputed on the pruned network, both
     /// mechanisms on, no layer-aware order.
     pub fn paper() -> Self {
         Self {

@@ -94,7 +94,7 @@ impl Default for PruningSettings {
     }
 }
 
-/// What the head sees: raw GAP features or per-feature standardised ones (DESIGN §4: the head
+/// What the head sees: raw GAP features or per-feature standardised ones (docs/method.md: the head
 /// matters as much as the criterion, so this is recorded with every run).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -229,7 +229,7 @@ pub const COMPOSITES: &[(&str, &str)] = &[
     ),
     (
         "epsilon-plus-nobias",
-        "convs z⁺ ignoring biases (DESIGN §5; conserves relevance exactly), dense ε",
+        "convs z⁺ ignoring biases (conserves relevance exactly), dense ε",
     ),
     ("epsilon-plus-flat", "as epsilon-plus, first conv flat"),
     (
