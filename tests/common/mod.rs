@@ -234,3 +234,13 @@ pub fn str_list(df: &polars::prelude::DataFrame, column: &str) -> Vec<String> {
         .map(|i| names.get(i).unwrap().to_string())
         .collect()
 }
+
+/// max |t| over all elements.
+pub fn max_abs(t: &Tensor) -> f32 {
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
