@@ -9,6 +9,9 @@ use polars::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The most legend entries a chart shows.
+const LEGEND_MAX: usize = 16;
+
 /// One run's curves, pulled out of the step rows.
 pub struct RunCurve {
     pub run_id: String,
@@ -273,23 +276,36 @@ pub fn render_all(
             ),
         )?;
         let n_layers = run.layer_frac.first().map_or(0, Vec::len);
+        // A legend of more than LEGEND_MAX entries runs off the chart (ResNet-50 has 37
+        // groups): then only the groups pruned furthest by the end are named.
+        let last = run.layer_frac.last().cloned().unwrap_or_default();
+        let mut by_drop: Vec<usize> = (0..n_layers).collect();
+        by_drop.sort_by(|&a, &b| last[a].total_cmp(&last[b]).then(a.cmp(&b)));
+        let named: std::collections::HashSet<usize> =
+            by_drop.into_iter().take(LEGEND_MAX).collect();
         let profile = (0..n_layers)
             .map(|l| {
-                plain(
-                    groups
-                        .and_then(|g| g.get(l))
-                        .cloned()
-                        .unwrap_or_else(|| format!("conv {}", l + 1)),
-                    &run.rates,
-                    run.layer_frac.iter().map(|f| f[l]),
-                    l,
-                )
+                let name = groups
+                    .and_then(|g| g.get(l))
+                    .cloned()
+                    .unwrap_or_else(|| format!("conv {}", l + 1));
+                let label = if named.contains(&l) {
+                    name
+                } else {
+                    String::new()
+                };
+                plain(label, &run.rates, run.layer_frac.iter().map(|f| f[l]), l)
             })
             .collect();
+        let title = if n_layers > LEGEND_MAX {
+            format!("Group widths, {what}, {LEGEND_MAX} most pruned named")
+        } else {
+            format!("Filters left per pruning group, {what}")
+        };
         out(
             "layer_profile",
             chart(
-                &format!("Filters left per pruning group, {what}"),
+                &title,
                 rate,
                 "fraction of the group's filters left",
                 (0.0, max_rate),
