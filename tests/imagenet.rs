@@ -132,38 +132,42 @@ fn decoded_and_resized_inputs_match_the_reference_pipeline() {
     assert!(d <= 3.0, "probed pixels differ by {d} levels");
 }
 
-#[test]
-fn efficientnet_lite0_and_mobilenet_v1_classify_imagenet() {
-    let eff = model("efficientnet_lite0", Tail::Classifier)
-        .forward(&batch(Preprocess::Rgb127))
-        .unwrap();
-    let hits = top1(&eff, 0);
-    assert!(hits >= 15, "EfficientNet-Lite0: {hits}/20 top-1");
-    let eff_ref = model("efficientnet_lite0", Tail::Classifier)
-        .forward(&reference_batch(Preprocess::Rgb127))
-        .unwrap();
-    let r = rel(
-        &eff_ref,
-        &reference("efficientnet_lite0.safetensors")["logits"],
-    );
+/// `net`'s outputs on the reference's own pixels equal the reference's (`file`, `key`) to
+/// 1e-3 relative.
+fn assert_matches_reference(net: &Network, preset: Preprocess, file: &str, key: &str, who: &str) {
+    let ours = net.forward(&reference_batch(preset)).unwrap();
+    let r = rel(&ours, &reference(file)[key]);
     assert!(
         r <= 1e-3,
-        "EfficientNet-Lite0: relative difference {r:e} to PyTorch"
+        "{who}: relative difference {r:e} to the reference"
+    );
+}
+
+#[test]
+fn efficientnet_lite0_and_mobilenet_v1_classify_imagenet() {
+    let eff = model("efficientnet_lite0", Tail::Classifier);
+    let hits = top1(&eff.forward(&batch(Preprocess::Rgb127)).unwrap(), 0);
+    assert!(hits >= 15, "EfficientNet-Lite0: {hits}/20 top-1");
+    let file = "efficientnet_lite0.safetensors";
+    assert_matches_reference(
+        &eff,
+        Preprocess::Rgb127,
+        file,
+        "logits",
+        "EfficientNet-Lite0 (PyTorch)",
     );
 
     // 1001 classes, index 0 = background.
-    let mn1 = model("mobilenet_v1", Tail::Classifier)
-        .forward(&batch(Preprocess::Rgb128))
-        .unwrap();
-    let hits = top1(&mn1, 1);
+    let mn1 = model("mobilenet_v1", Tail::Classifier);
+    let hits = top1(&mn1.forward(&batch(Preprocess::Rgb128)).unwrap(), 1);
     assert!(hits >= 15, "MobileNet-V1: {hits}/20 top-1");
-    let mn1_ref = model("mobilenet_v1", Tail::Classifier)
-        .forward(&reference_batch(Preprocess::Rgb128))
-        .unwrap();
-    let r = rel(&mn1_ref, &reference("mobilenet_v1.safetensors")["logits"]);
-    assert!(
-        r <= 1e-3,
-        "MobileNet-V1: relative difference {r:e} to TensorFlow"
+    let file = "mobilenet_v1.safetensors";
+    assert_matches_reference(
+        &mn1,
+        Preprocess::Rgb128,
+        file,
+        "logits",
+        "MobileNet-V1 (TensorFlow)",
     );
 }
 
@@ -172,22 +176,22 @@ fn mobilenet_v2_and_resnet50_half_equal_their_references() {
     let mut mn2 = model("mobilenet_v2", Tail::Features);
     let out = mn2.output();
     mn2.push("avgpool", lrprune::model::Op::GlobalAvgPool, vec![out]);
-    let feats = mn2
-        .forward(&reference_batch(Preprocess::Torchvision))
-        .unwrap();
-    let r = rel(&feats, &reference("mobilenet_v2.safetensors")["features"]);
-    assert!(
-        r <= 1e-3,
-        "MobileNet-V2 features: relative difference {r:e} to PyTorch"
+    let file = "mobilenet_v2.safetensors";
+    assert_matches_reference(
+        &mn2,
+        Preprocess::Torchvision,
+        file,
+        "features",
+        "MobileNet-V2 features (PyTorch)",
     );
-
-    let rn = model("resnet50_half", Tail::Classifier)
-        .forward(&reference_batch(Preprocess::CaffeBgrInt))
-        .unwrap();
-    let r = rel(&rn, &reference("resnet50_half.safetensors")["logits"]);
-    assert!(
-        r <= 1e-3,
-        "ResNet-50-1by2 logits: relative difference {r:e} to onnxruntime"
+    let rn = model("resnet50_half", Tail::Classifier);
+    let file = "resnet50_half.safetensors";
+    assert_matches_reference(
+        &rn,
+        Preprocess::CaffeBgrInt,
+        file,
+        "logits",
+        "ResNet-50-1by2 (onnxruntime)",
     );
 }
 

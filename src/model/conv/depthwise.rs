@@ -26,7 +26,6 @@ impl Depthwise {
     }
 
     /// Visit every (output position, kernel tap, input position) of one plane.
-    #[allow(clippy::too_many_arguments)]
     fn taps(
         &self,
         (h, w): (usize, usize),
