@@ -419,20 +419,30 @@ fn check_weights(
         Ok(m) if m.len() == 0 => "is empty",
         Ok(_) => return Ok(()),
     };
-    let span = raw
-        .model
-        .iter()
-        .find(|t| t.get_ref().name == spec.name)
-        .map(|t| loc.key_in(t.span(), "weights"))
-        .unwrap_or(used_at.span());
     bail!(loc.err(
-        span,
+        key_of_table(loc, &raw.model, &spec.name, "weights", used_at),
         "model.weights",
         format!(
             "weights file `{}` {problem} (fix: give a .safetensors or .pth file, relative to the spec, or `asset:NAME` for a built-in asset)",
             spec.weights
         ),
     ))
+}
+
+/// Where table `name` (a `[[model]]` / `[[dataset]]`) sets `key`; where the name is used
+/// for a built-in one.
+fn key_of_table<T: Named>(
+    loc: &Locator,
+    tables: &[Spanned<T>],
+    name: &str,
+    key: &str,
+    used_at: &Spanned<String>,
+) -> std::ops::Range<usize> {
+    tables
+        .iter()
+        .find(|t| t.get_ref().name() == name)
+        .map(|t| loc.key_in(t.span(), key))
+        .unwrap_or(used_at.span())
 }
 
 /// A dataset's local source must exist (a folder or a file, as its format wants).
@@ -445,14 +455,8 @@ fn check_source(
     if spec.source.starts_with("asset:") || Path::new(&spec.source).exists() {
         return Ok(());
     }
-    let span = raw
-        .dataset
-        .iter()
-        .find(|t| t.get_ref().name == spec.name)
-        .map(|t| loc.key_in(t.span(), "source"))
-        .unwrap_or(used_at.span());
     bail!(loc.err(
-        span,
+        key_of_table(loc, &raw.dataset, &spec.name, "source", used_at),
         "dataset.source",
         format!(
             "`{}` does not exist (fix: a path relative to the spec, or `asset:NAME`)",
