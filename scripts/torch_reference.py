@@ -96,11 +96,14 @@ def log(*a):
     print(*a, file=sys.stderr, flush=True)
 
 
-def ensure_deps():
-    """Import torch/zennit/safetensors/numpy; else re-exec in the reference venv, creating it
-    and installing into it as needed (pip: torch numpy safetensors, then zennit)."""
+def ensure_deps(modules=("numpy", "safetensors", "torch", "zennit")):
+    """Import `modules`; else re-exec in the reference venv, creating it and installing into
+    it as needed (pip: torch numpy safetensors, then zennit). `conv` needs torch alone, so
+    it runs on a machine with PyTorch and no package index (a GPU box)."""
+    import importlib
     try:
-        import numpy, safetensors, torch, zennit  # noqa: F401
+        for m in modules:
+            importlib.import_module(m)
         return
     except ImportError as e:
         missing = e.name
@@ -136,8 +139,12 @@ def median_time(reps, fn):
     return ts[len(ts) // 2]
 
 
-def conv_table(torch, size, batch, reps):
+def conv_table(torch, size, batch, reps, device="cpu"):
     import torch.nn.functional as F
+
+    def sync():
+        if device == "cuda":
+            torch.cuda.synchronize()
 
     layers, in_c, s, k = [], 3, size, 0
     total_flop, total_s = 0.0, 0.0
@@ -146,11 +153,16 @@ def conv_table(torch, size, batch, reps):
             s //= 2
             continue
         out_c = item
-        x = torch.randn(batch, in_c, s, s)
-        w = torch.randn(out_c, in_c, 3, 3) * 0.05
-        b = torch.randn(out_c) * 0.05
+        x = torch.randn(batch, in_c, s, s, device=device)
+        w = torch.randn(out_c, in_c, 3, 3, device=device) * 0.05
+        b = torch.randn(out_c, device=device) * 0.05
+
+        def run():
+            F.conv2d(x, w, b, stride=1, padding=1)
+            sync()
+
         with torch.no_grad():
-            secs = median_time(reps, lambda: F.conv2d(x, w, b, stride=1, padding=1))
+            secs = median_time(reps, run)
         flop = 2.0 * batch * out_c * s * s * in_c * 9
         total_flop += flop
         total_s += secs
@@ -166,9 +178,19 @@ def conv_table(torch, size, batch, reps):
 
 
 def cmd_conv(args, torch):
-    tables = [conv_table(torch, size, batch, args.reps) for size, batch in ((32, 64), (224, 8))]
+    if args.device == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit("torch_reference: --device cuda but torch sees no GPU")
+        # PyTorch's defaults are TF32 for cuDNN convs and fp32 for matmuls; both follow
+        # --precision here, as lrprune's (src/model/precision.rs).
+        tf32 = args.precision == "tf32"
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+    sizes = [tuple(int(v) for v in p.split("x")) for p in args.sizes.split(",")]
+    tables = [conv_table(torch, size, batch, args.reps, args.device) for size, batch in sizes]
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else None
     return {"torch_version": torch.__version__, "threads": torch.get_num_threads(), "reps": args.reps,
-            "tables": tables}
+            "device": args.device, "gpu": gpu, "precision": args.precision, "tables": tables}
 
 
 # --------------------------------------------------------------------------------------------
@@ -710,6 +732,9 @@ def main():
     sub = ap.add_subparsers(dest="cmd", required=True, metavar="{conv,sweep}")
     c = sub.add_parser("conv", help="F.conv2d throughput on the VGG16 conv shapes")
     c.add_argument("--reps", type=int, default=5)
+    c.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    c.add_argument("--precision", choices=["fp32", "tf32"], default="fp32", help="on cuda: cuDNN's math")
+    c.add_argument("--sizes", default="32x64,224x8", help="SIZExBATCH,… (default 32x64,224x8)")
     s = sub.add_parser("sweep", help="the pruning sweep on an `lrprune export` directory")
     s.add_argument("dir")
     s.add_argument("--methods", default="lrp,l1", help="comma-separated: lrp, l1, l2")
@@ -725,7 +750,7 @@ def main():
         p.add_argument("--threads", type=int, default=argparse.SUPPRESS)
     args = ap.parse_args()
 
-    ensure_deps()
+    ensure_deps(("torch",) if args.cmd == "conv" else ("numpy", "safetensors", "torch", "zennit"))
     import torch
 
     torch.set_num_threads(max(1, args.threads))

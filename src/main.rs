@@ -2,6 +2,7 @@
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use lrprune::model::precision::Precision;
 use lrprune::{assets, model, report, runner, spec};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -38,6 +39,25 @@ struct Cli {
 enum DeviceArg {
     Cpu,
     Cuda,
+}
+
+/// How the GPU multiplies f32 (src/model/precision.rs).
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum PrecisionArg {
+    /// Strict IEEE fp32, as on the CPU.
+    #[default]
+    Fp32,
+    /// TF32 tensor cores for convolutions and matrix products (CUDA only).
+    Tf32,
+}
+
+impl From<PrecisionArg> for Precision {
+    fn from(p: PrecisionArg) -> Self {
+        match p {
+            PrecisionArg::Fp32 => Precision::Fp32,
+            PrecisionArg::Tf32 => Precision::Tf32,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -78,7 +98,7 @@ enum PreprocessArg {
 }
 
 fn explain(a: ExplainArgs) -> Result<()> {
-    let device = device(a.device)?;
+    let device = device(a.device, Precision::Fp32)?;
     let opts = lrprune::lrp::explain::ExplainOptions {
         model: a.model,
         batch_norm: a.batch_norm,
@@ -112,6 +132,13 @@ enum Cmd {
         spec: PathBuf,
         #[arg(long, value_enum, default_value = "cpu")]
         device: DeviceArg,
+        /// fp32 (default, comparable with the CPU) or tf32 (CUDA only, faster).
+        #[arg(long, value_enum, default_value = "fp32")]
+        precision: PrecisionArg,
+        /// Refuse tasks estimated to need more memory than this (12G, 800M…; default 80%
+        /// of physical memory).
+        #[arg(long)]
+        max_memory: Option<String>,
         /// Skip runs whose results already exist.
         #[arg(long)]
         resume: bool,
@@ -172,6 +199,16 @@ enum Cmd {
         /// The PyTorch reference script.
         #[arg(long, default_value = "scripts/torch_reference.py")]
         script: PathBuf,
+        /// cuda: the GPU section instead (conv per VGG16 layer vs PyTorch on the same GPU),
+        /// spliced into --out between its markers.
+        #[arg(long, value_enum, default_value = "cpu")]
+        device: DeviceArg,
+        /// With --device cuda: fp32 or tf32, for lrprune and PyTorch alike.
+        #[arg(long, value_enum, default_value = "fp32")]
+        precision: PrecisionArg,
+        /// With --device cuda: images per conv call.
+        #[arg(long, default_value_t = 32)]
+        batch: usize,
     },
     /// Summaries, tables (md/csv/tex) and plots (png/svg) from a results directory; more
     /// directories (shards gathered from other machines) are merged in, written to the first.
@@ -194,14 +231,23 @@ enum Cmd {
     },
 }
 
-fn device(arg: DeviceArg) -> Result<candle_core::Device> {
+/// The device, with the process set up for `precision` before it is created.
+fn device(arg: DeviceArg, precision: Precision) -> Result<candle_core::Device> {
+    precision.apply(matches!(arg, DeviceArg::Cuda))?;
     match arg {
         DeviceArg::Cpu => Ok(candle_core::Device::Cpu),
         DeviceArg::Cuda => {
             if !candle_core::utils::cuda_is_available() {
-                bail!("--device cuda: this binary was built without CUDA (fix: cargo build --release --features cuda on a machine with the CUDA toolkit)");
+                bail!("--device cuda: this binary was built without CUDA (fix: scripts/build_cuda.sh, README \"CUDA\")");
             }
-            Ok(candle_core::Device::new_cuda(0)?)
+            let t = std::time::Instant::now();
+            let d = candle_core::Device::new_cuda(0)?;
+            eprintln!(
+                "cuda: device 0 ready in {:.1} s ({})",
+                t.elapsed().as_secs_f64(),
+                precision.name()
+            );
+            Ok(d)
         }
     }
 }
@@ -263,6 +309,21 @@ fn inspect(path: &std::path::Path) -> Result<()> {
     {
         let net = model::load::backbone(&r.model, &candle_core::Device::Cpu)?;
         describe(&r.model, &net, r.pruning.groups, r.pruning.group_reduce)?;
+        // Split sizes as the spec asks for them, for 10 classes (the built-in datasets;
+        // the run itself checks the real sizes).
+        let n = 10;
+        let splits = [n * r.data.train_per_class, n * r.data.test_per_class];
+        let e = runner::memory::estimate(&net, &splits, r.data.batch_size);
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        outln!(
+            "  memory per task (estimate for {n} classes): {:.1} GiB = images {:.1} + stored prefixes {:.1} + one batch of {} {:.1}; --max-memory now {:.1} GiB",
+            gib(e.total()),
+            gib(e.data),
+            gib(e.prefix),
+            r.data.batch_size,
+            gib(e.batch),
+            gib(runner::memory::limit())
+        );
     }
     Ok(())
 }
@@ -368,6 +429,7 @@ fn tune_allocator() {
 }
 
 fn main() -> ExitCode {
+    let started = std::time::Instant::now();
     tune_allocator();
     let cli = Cli::parse();
     let result = match cli.cmd {
@@ -383,12 +445,17 @@ fn main() -> ExitCode {
         Cmd::Run {
             spec,
             device: d,
+            precision,
+            max_memory,
             resume,
             quiet,
             results_dir,
             shard,
             shard_from_env,
-        } => device(d).and_then(|device| {
+        } => device(d, precision.into()).and_then(|device| {
+            if let Some(m) = max_memory {
+                runner::memory::set_limit(runner::memory::parse_size(&m)?);
+            }
             let mut spec = spec::load(&spec)?;
             if let Some(dir) = results_dir {
                 spec.results_dir = dir;
@@ -402,6 +469,8 @@ fn main() -> ExitCode {
                 &spec,
                 &runner::RunOptions {
                     device,
+                    precision: precision.into(),
+                    started,
                     shard,
                     resume,
                     quiet,
@@ -445,6 +514,35 @@ fn main() -> ExitCode {
             Ok(())
         }),
         Cmd::Bench {
+            out,
+            reps,
+            no_torch,
+            script,
+            device: DeviceArg::Cuda,
+            precision,
+            batch,
+            ..
+        } => device(DeviceArg::Cuda, precision.into()).and_then(|d| {
+            let opts = lrprune::bench::gpu::GpuOptions {
+                precision: precision.into(),
+                size: 224,
+                batch,
+                reps,
+                torch: (!no_torch).then_some(script.as_path()),
+            };
+            let section = lrprune::bench::gpu::run(&d, &opts)?;
+            match out {
+                Some(p) => {
+                    let old = std::fs::read_to_string(&p).unwrap_or_default();
+                    let text = lrprune::bench::gpu::splice(&old, &section);
+                    lrprune::results::write_atomic(&p, |tmp| Ok(std::fs::write(tmp, &text)?))?;
+                    outln!("wrote the GPU section of {}", p.display());
+                }
+                None => out!("{section}"),
+            }
+            Ok(())
+        }),
+        Cmd::Bench {
             spec,
             spec_224,
             out,
@@ -452,7 +550,10 @@ fn main() -> ExitCode {
             no_torch,
             no_sweeps,
             script,
+            precision,
+            ..
         } => (|| {
+            Precision::from(precision).apply(false)?;
             let text = lrprune::bench::run(&lrprune::bench::BenchOptions {
                 spec,
                 spec_224,

@@ -187,6 +187,7 @@ pub fn run_frame(
     cfg: &crate::spec::RunConfig,
     meta: &RunMeta,
     device: &candle_core::Device,
+    precision: crate::model::precision::Precision,
 ) -> Result<DataFrame> {
     let s = |name: &str, v: String| Column::new(name.into(), vec![v]);
     let df = DataFrame::new(
@@ -211,6 +212,7 @@ pub fn run_frame(
             list_str("group_names", &meta.group_names),
             Column::new("harmonic_floor".into(), vec![crate::eval::HARMONIC_FLOOR]),
             s("device", format!("{device:?}")),
+            s("precision", precision.name().to_string()),
             Column::new("wall_s".into(), vec![meta.wall_s]),
             s("lrprune_version", env!("CARGO_PKG_VERSION").to_string()),
         ],

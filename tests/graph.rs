@@ -81,6 +81,19 @@ fn logits_equal_pytorch() {
     }
 }
 
+/// What a GPU runs (Candle's ops, the shifted depthwise conv of src/model/conv/shifted.rs)
+/// checked on the CPU: an input on an autograd tape turns lrprune's CPU kernels off.
+#[test]
+fn device_generic_ops_equal_pytorch() {
+    for name in ARCHS {
+        let f = fixture(name);
+        let x = candle_core::Var::from_tensor(&f.images).unwrap();
+        let ours = f.net.forward(x.as_tensor()).unwrap();
+        let d = rel_diff(&ours, &f.expected["logits"]);
+        assert!(d <= 1e-4, "{name}: relative max |Δlogit| = {d}");
+    }
+}
+
 #[test]
 fn per_filter_relevance_matches_zennit() {
     let comp = composite::by_name("epsilon-plus", Preprocess::Torchvision, &Device::Cpu).unwrap();

@@ -7,6 +7,7 @@
 
 pub mod child;
 pub mod conv;
+pub mod gpu;
 pub mod reference;
 
 use crate::lrp::composite;

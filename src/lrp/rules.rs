@@ -107,6 +107,9 @@ fn transpose_sym(
         };
         return s.contiguous()?.apply_op2_no_bwd(&w.contiguous()?, &op);
     }
+    if depthwise {
+        return crate::model::conv::shifted::depthwise_transpose(s, w, p, stride, in_hw);
+    }
     transpose_by_gradient(s, w, p, stride, groups, in_hw)
 }
 

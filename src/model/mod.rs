@@ -16,6 +16,7 @@ pub mod layer;
 pub mod load;
 pub mod network;
 pub mod pool;
+pub mod precision;
 pub mod prefix;
 pub mod summary;
 pub mod weights;

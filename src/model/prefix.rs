@@ -26,30 +26,28 @@ impl PrefixCache {
     pub fn build(net: &Network, images: &Tensor, batch: usize, budget: usize) -> Result<Self> {
         let n = images.dim(0)?;
         let last_conv = net.conv_nodes().last().copied().unwrap_or(0);
-        let mut per_layer: Vec<Vec<Tensor>> = vec![Vec::new(); last_conv + 1];
+        // Which values fit is decided on the first batch (scaled to the split), so that the
+        // others are never held: at 224² VGG16's every activation of a 700-image split is
+        // ~38 GB, of which the budget keeps the first one or two.
+        let mut shared: Vec<bool> = Vec::new();
+        let mut per_layer: Vec<Vec<Tensor>> = Vec::new();
         for (start, len) in batch_ranges(n, batch) {
             let acts = net.trace(&images.narrow(0, start, len)?)?;
-            for (i, a) in acts.into_iter().take(last_conv + 1).enumerate() {
-                per_layer[i].push(a);
+            if start == 0 {
+                shared = fitting(&acts[..=last_conv.min(acts.len() - 1)], len, n, budget);
+                per_layer = vec![Vec::new(); shared.len()];
+            }
+            for (parts, a) in per_layer.iter_mut().zip(acts) {
+                parts.push(a);
             }
         }
         let mut inputs: Vec<Tensor> = Vec::new();
-        let mut used = 0usize;
-        let mut prev_ids = Vec::new();
-        for parts in per_layer {
-            let ids: Vec<_> = parts.iter().map(|t| t.id()).collect();
-            // A fused conv + ReLU records one tensor as two values: share it.
-            if ids == prev_ids {
-                inputs.push(inputs.last().expect("previous layer").clone());
-                continue;
-            }
-            let bytes = parts.iter().map(|t| t.elem_count() * 4).sum::<usize>();
-            if !inputs.is_empty() && used + bytes > budget {
-                break;
-            }
-            used += bytes;
-            inputs.push(Tensor::cat(&parts, 0)?);
-            prev_ids = ids;
+        for (parts, shared) in per_layer.into_iter().zip(shared) {
+            let t = match (shared, inputs.last()) {
+                (true, Some(prev)) => prev.clone(),
+                _ => Tensor::cat(&parts, 0)?,
+            };
+            inputs.push(t);
         }
         Ok(Self { inputs })
     }
@@ -94,6 +92,28 @@ impl PrefixCache {
     pub fn depth(&self) -> usize {
         self.inputs.len()
     }
+}
+
+/// The leading values of one batch's trace (`len` images) that fit `budget` bytes for the
+/// whole split of `n` images (always the first), each flagged when it is the previous value's
+/// tensor (a fused conv + ReLU records one tensor as two values), which costs nothing.
+fn fitting(acts: &[Tensor], len: usize, n: usize, budget: usize) -> Vec<bool> {
+    let mut used = 0usize;
+    let mut shared = Vec::new();
+    for (i, a) in acts.iter().enumerate() {
+        let same = i > 0 && a.id() == acts[i - 1].id();
+        let bytes = if same {
+            0
+        } else {
+            a.elem_count() / len * n * 4
+        };
+        if i > 0 && used + bytes > budget {
+            break;
+        }
+        used += bytes;
+        shared.push(same);
+    }
+    shared
 }
 
 /// Where a pass over the cached split begins: the stored prefix and the first layer to run.

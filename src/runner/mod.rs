@@ -4,6 +4,7 @@
 //! `task` prepares a task, `methods` maps a method to its schedule; this file runs them.
 
 pub mod lock;
+pub mod memory;
 mod methods;
 pub mod shard;
 mod task;
@@ -125,11 +126,16 @@ fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// Options of `lrprune run`.
 pub struct RunOptions {
     pub device: Device,
+    /// How the GPU multiplies f32 (set up before `device` was made); recorded per run.
+    pub precision: crate::model::precision::Precision,
     /// Run only this shard's share of the runs.
     pub shard: Option<shard::Shard>,
     pub resume: bool,
     /// Hide progress bars (tests, CI logs).
     pub quiet: bool,
+    /// When the process started: on CUDA the sweep reports how long its first task took to
+    /// be ready, kernel loading included (docs/performance.md, GPU).
+    pub started: Instant,
 }
 
 /// How many of the spec's runs have results in its folder.
@@ -231,7 +237,16 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
             let task = match &cached {
                 Some((k, t)) if *k == key => t.clone(),
                 _ => {
+                    let first = cached.is_none();
                     let t = Rc::new(guard(|| prepare_task(cfg, &opts.device))?);
+                    if first && opts.device.is_cuda() {
+                        let s = opts.started.elapsed().as_secs_f64();
+                        multi.suspend(|| {
+                            eprintln!(
+                                "cuda: first task ready (data, head, step 0) {s:.1} s after start"
+                            )
+                        });
+                    }
                     cached = Some((key.clone(), t.clone()));
                     t
                 }
@@ -269,7 +284,7 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
             group_names: task.plan.names(),
             wall_s: t0.elapsed().as_secs_f64(),
         };
-        let mut meta = results::run_frame(&ident, cfg, &run_meta, &opts.device)?;
+        let mut meta = results::run_frame(&ident, cfg, &run_meta, &opts.device, opts.precision)?;
         results::write_parquet_atomic(&results::runs_path(dir, &id), &mut meta)?;
         let (first, last) = (&rows[0], rows.last().unwrap());
         multi.suspend(|| {

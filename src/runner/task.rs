@@ -1,6 +1,7 @@
 //! Task preparation: the data split drawn from the seed, the fixed backbone's stored
 //! prefixes on each split, the head trained on its features, and the step-0 metrics.
 
+use super::memory;
 use crate::data::{self, split::TaskData};
 use crate::eval::{self, Metrics};
 use crate::model::load;
@@ -54,6 +55,13 @@ pub fn prepare_task(cfg: &RunConfig, device: &Device) -> Result<Task> {
         device,
     )?;
     let bs = cfg.data.batch_size;
+    let splits: Vec<usize> = [Some(&data.train), Some(&data.test), data.control.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|s| s.labels.len())
+        .collect();
+    let what = format!("model `{}` at {}²", cfg.model.name, cfg.model.input_size);
+    memory::check(&what, &memory::estimate(&net, &splits, bs), bs)?;
     // The intact backbone's layer inputs on each split, computed once: the head comes after
     // the last conv, so they stay valid, and the head's features, the intact metrics and
     // every later pass start from them instead of running the network again.

@@ -11,6 +11,7 @@ pub mod depthwise;
 pub mod im2col;
 pub mod lanes;
 pub mod reuse;
+pub mod shifted;
 pub mod winograd;
 
 use super::cpu_op::{self, f32_slice};
@@ -88,8 +89,8 @@ pub fn pad_zeros(x: &Tensor, pad: Pad2d) -> Result<Tensor> {
 }
 
 /// [`conv2d`] with any padding (asymmetric padding is applied to the input first) and
-/// grouped / depthwise convs (a direct CPU kernel for depthwise, Candle's grouped conv
-/// otherwise).
+/// grouped / depthwise convs (depthwise: a direct CPU kernel, else shifted multiply-adds;
+/// other groupings: Candle's grouped conv).
 pub fn conv2d_full(
     x: &Tensor,
     w: &Tensor,
@@ -126,7 +127,11 @@ pub fn conv2d_full(
             },
         );
     }
-    let mut y = x.conv2d(w, p, stride, 1, groups)?;
+    let mut y = if depthwise {
+        shifted::depthwise(&pad_zeros(x, Pad2d::same(p))?, w, stride)?
+    } else {
+        x.conv2d(w, p, stride, 1, groups)?
+    };
     if let Some(b) = b {
         y = y.broadcast_add(&b.reshape((1, b.dims()[0], 1, 1))?)?;
     }

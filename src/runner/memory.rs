@@ -1,0 +1,176 @@
+//! A task's peak memory, estimated before its data and prefixes are built and held against
+//! `--max-memory` (default: 80% of physical memory), so that a spec too big for the machine
+//! is refused with its numbers and the fix instead of being killed by the kernel hours in.
+//!
+//! Batches are the spec's `data.batch_size`, never shrunk to fit: a batch size that
+//! depended on the machine's memory would make results depend on it too (the per-class
+//! relevance sums are added batch by batch). The estimate names the largest batch that fits.
+
+use crate::model::network::Shape;
+use crate::model::prefix;
+use crate::model::Network;
+use anyhow::{bail, Result};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static LIMIT: AtomicU64 = AtomicU64::new(0);
+
+/// Memory in use per image of a batch, per byte of all its values: the forward pass keeps
+/// every value for the reverse pass, which holds a relevance tensor per value and the z⁺
+/// temporaries of the layer at hand. Calibrated on VGG16 at 224², batch 25: 5.6 GiB
+/// measured, 6.2 GiB estimated (docs/performance.md, "Memory at 224²").
+const BATCH_FACTOR: f64 = 2.0;
+
+/// Set `--max-memory` (bytes) for this process.
+pub fn set_limit(bytes: u64) {
+    LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+/// The limit in force: `--max-memory`, else 80% of physical memory.
+pub fn limit() -> u64 {
+    match LIMIT.load(Ordering::Relaxed) {
+        0 => physical() / 10 * 8,
+        b => b,
+    }
+}
+
+/// Physical memory from /proc/meminfo (16 GiB where it cannot be read).
+pub fn physical() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            let line = t.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(16 << 30)
+}
+
+/// `--max-memory` as given: `12G`, `800M`, `0.5T` or a byte count.
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let (num, unit) = t.split_at(t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len()));
+    let scale: u64 = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => bail!("--max-memory '{s}': unknown unit (fix: a number with K, M, G or T, e.g. 12G)"),
+    };
+    match num.trim().parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok((v * scale as f64) as u64),
+        _ => bail!("--max-memory '{s}': not a positive size (fix: e.g. 12G)"),
+    }
+}
+
+/// The parts of one task's peak, bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Estimate {
+    /// Preprocessed images of every split.
+    pub data: u64,
+    /// The stored prefixes ([`prefix::PrefixCache`], bounded by its budget per split).
+    pub prefix: u64,
+    /// One batch's forward values and reverse pass.
+    pub batch: u64,
+    /// The same for one image.
+    pub per_image: u64,
+}
+
+impl Estimate {
+    pub fn total(&self) -> u64 {
+        self.data + self.prefix + self.batch
+    }
+
+    /// The largest batch whose estimate fits `limit`, if any does.
+    pub fn max_batch(&self, limit: u64) -> Option<u64> {
+        let room = limit.checked_sub(self.data + self.prefix)?;
+        Some(room / self.per_image.max(1)).filter(|&b| b > 0)
+    }
+}
+
+/// The estimate for `net` (backbone) on splits of `splits` images, batches of `batch`.
+pub fn estimate(net: &Network, splits: &[usize], batch: usize) -> Estimate {
+    let bytes = |s: &Shape| {
+        4 * match *s {
+            Shape::Map { c, h, w } => c * h * w,
+            Shape::Flat(n) => n,
+        } as u64
+    };
+    let shapes = net.shapes();
+    let image = bytes(&shapes[0]);
+    let values: u64 = shapes.iter().map(bytes).sum();
+    let per_image = (values as f64 * BATCH_FACTOR) as u64;
+    // The prefix keeps values front to back within its budget; at least the images.
+    let prefix_per_split = |n: usize| {
+        let mut used = 0u64;
+        for s in &shapes {
+            let b = bytes(s) * n as u64;
+            if used > 0 && used + b > prefix::DEFAULT_BUDGET as u64 {
+                break;
+            }
+            used += b;
+        }
+        used
+    };
+    let n: u64 = splits.iter().map(|&n| n as u64).sum();
+    Estimate {
+        data: n * image,
+        prefix: splits.iter().map(|&n| prefix_per_split(n)).sum(),
+        batch: per_image * batch as u64,
+        per_image,
+    }
+}
+
+/// Refuse a task whose estimate exceeds the limit, with the numbers and the fix.
+pub fn check(what: &str, e: &Estimate, batch: usize) -> Result<()> {
+    let limit = limit();
+    if e.total() <= limit {
+        return Ok(());
+    }
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let fix = match e.max_batch(limit) {
+        Some(b) => format!("set [data] batch_size to {b} or less, or raise --max-memory"),
+        None => "use fewer images per class or a smaller input_size, or raise --max-memory".into(),
+    };
+    bail!(
+        "{what}: needs about {:.1} GiB (images {:.1} + stored prefixes {:.1} + one batch of {batch} {:.1}), over the {:.1} GiB allowed (--max-memory, default 80% of RAM) (fix: {fix})",
+        gib(e.total()),
+        gib(e.data),
+        gib(e.prefix),
+        gib(e.batch),
+        gib(limit)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_units_and_refuse_junk() {
+        assert_eq!(parse_size("12G").unwrap(), 12 << 30);
+        assert_eq!(parse_size("512MiB").unwrap(), 512 << 20);
+        assert_eq!(parse_size("1000").unwrap(), 1000);
+        assert_eq!(parse_size("0.5g").unwrap(), 1 << 29);
+        for bad in ["", "-1G", "12Q", "G", "nanG"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn max_batch_leaves_room_for_data_and_prefix() {
+        let e = Estimate {
+            data: 100,
+            prefix: 100,
+            batch: 0,
+            per_image: 50,
+        };
+        assert_eq!(e.max_batch(1000), Some(16));
+        assert_eq!(e.max_batch(220), None);
+        assert_eq!(e.max_batch(150), None);
+    }
+}
