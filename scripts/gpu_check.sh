@@ -9,8 +9,9 @@
 # 2. runs experiments/gpu_check.toml on cuda (a fresh process: its start-up time is the
 #    kernel-loading stall a new machine sees) and on the CPU, and compares every step file;
 # 3. times experiments/gpu_check_224.toml (224²) on cuda;
-# 4. lrprune bench --device cuda at fp32 and tf32: conv per VGG16 layer vs PyTorch on this
-#    GPU (PyTorch side skipped with --no-torch or when python3 has no torch);
+# 4. lrprune bench --device cuda at fp32 and tf32, cuDNN algorithms by heuristics and timed:
+#    conv per VGG16 layer vs PyTorch on this GPU (PyTorch side skipped with --no-torch or
+#    when python3 has no torch);
 # 5. prints one summary (also DIR/summary.txt) and exits non-zero if a check failed.
 # Assets come from the cache ($LRPRUNE_CACHE); `lrprune fetch` fills it where there is
 # internet. Nothing else is written outside DIR (default: a temporary folder).
@@ -60,10 +61,10 @@ esac
 # cuBLAS, cuRAND, NVRTC, cuDNN: a toolkit's, else the nvidia-* wheels next to PyTorch.
 libdirs=""
 for py in python3 /opt/torch/.venv/bin/python3; do
-  d="$("$py" -c 'import nvidia, os; print(" ".join(p for n in sorted(os.listdir(nvidia.__path__[0])) for p in [os.path.join(nvidia.__path__[0], n, "lib")] if os.path.isdir(p)))' 2>/dev/null)" || continue
+  d="$("$py" -c 'import nvidia, os; r = list(nvidia.__path__)[0]; print(" ".join(p for n in sorted(os.listdir(r)) for p in [os.path.join(r, n, "lib")] if os.path.isdir(p)))' 2>/dev/null)" || continue
   libdirs="$libdirs $d"
 done
-for d in $libdirs /usr/local/cuda/lib64; do [ -d "$d" ] && LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; done
+for d in $libdirs /usr/local/cuda/lib64 /usr/local/nvidia/lib64; do [ -d "$d" ] && LD_LIBRARY_PATH="$d:${LD_LIBRARY_PATH:-}"; done
 export LD_LIBRARY_PATH
 missing="$(ldd "$bin" | grep 'not found' || true)"
 [ -z "$missing" ] || { echo "gpu_check: libraries not found for $bin:" >&2; echo "$missing" >&2; exit 1; }
@@ -76,7 +77,7 @@ spec="$repo/experiments/gpu_check.toml"
 t0="$(now)"
 "$bin" run "$spec" --device cuda --quiet --results-dir "$out/cuda" > "$out/cuda.log" 2>&1
 rc=$?; t1="$(now)"
-check "sweep on cuda" "$rc" "$(grep -c 'top1' "$out/cuda.log") runs in $(secs "$t0" "$t1") s (log: $out/cuda.log)"
+check "sweep on cuda" "$rc" "$(grep -c ': top1 ' "$out/cuda.log") runs in $(secs "$t0" "$t1") s (log: $out/cuda.log)"
 ready="$(sed -n 's/.*first task ready.* \([0-9.]*\) s after start/\1/p' "$out/cuda.log" | head -1)"
 dev="$(sed -n 's/^cuda: device 0 ready in \([0-9.]*\) s.*/\1/p' "$out/cuda.log" | head -1)"
 stall=1; [ -n "$ready" ] && python3 -c "import sys; sys.exit(0 if $ready <= 5 else 1)" 2>/dev/null && stall=0
@@ -84,7 +85,7 @@ check "start-up" "$stall" "first task (data, head, step 0) ready ${ready:-?} s a
 t0="$(now)"
 "$bin" run "$spec" --device cpu --quiet --results-dir "$out/cpu" > "$out/cpu.log" 2>&1
 rc=$?; t1="$(now)"
-check "sweep on cpu" "$rc" "$(grep -c 'top1' "$out/cpu.log") runs in $(secs "$t0" "$t1") s"
+check "sweep on cpu" "$rc" "$(grep -c ': top1 ' "$out/cpu.log") runs in $(secs "$t0" "$t1") s"
 "$bin" digest "$out/cuda" | sort > "$out/cuda.digest"
 "$bin" digest "$out/cpu" | sort > "$out/cpu.digest"
 same="$(comm -12 "$out/cuda.digest" "$out/cpu.digest" | wc -l)"
@@ -120,15 +121,20 @@ fi
 t0="$(now)"
 "$bin" run "$repo/experiments/gpu_check_224.toml" --device cuda --quiet --results-dir "$out/cuda224" > "$out/cuda224.log" 2>&1
 rc=$?; t1="$(now)"
-check "224² sweep on cuda" "$rc" "$(grep -h 'top1' "$out/cuda224.log" | sed 's/.*(\(.*\))/\1/' | paste -sd ';') — $(secs "$t0" "$t1") s in all"
+check "224² sweep on cuda" "$rc" "$(grep -h ': top1 ' "$out/cuda224.log" | sed 's/.*(\(.*\))/\1/' | paste -sd ';') — $(secs "$t0" "$t1") s in all"
 
 # -- 4. conv vs PyTorch -------------------------------------------------------------------------
 targs=(); [ "$torch" = 1 ] && python3 -c 'import torch; assert torch.cuda.is_available()' 2>/dev/null || targs=(--no-torch)
-for p in fp32 tf32; do
-  "$bin" bench --device cuda --precision "$p" "${targs[@]}" --script "$here/torch_reference.py" --out "$out/gpu-$p.md" > "$out/bench-$p.log" 2>&1
-  rc=$?
-  line="$(grep -h 'runs at' "$out/gpu-$p.md" 2>/dev/null | sed 's/\*//g')"
-  check "conv $p" "$rc" "${line:-no PyTorch ratio} ($out/gpu-$p.md)"
+# Default algorithm choice (cuDNN's heuristics, deterministic), then timed once per shape.
+for algo in heuristic find; do
+  for p in fp32 tf32; do
+    md="$out/gpu-$algo-$p.md"
+    LRPRUNE_CUDNN_ALGO="$algo" "$bin" bench --device cuda --precision "$p" "${targs[@]}" \
+      --script "$here/torch_reference.py" --out "$md" > "$out/bench-$algo-$p.log" 2>&1
+    rc=$?
+    line="$(grep -h 'runs at' "$md" 2>/dev/null | sed 's/\*//g')"
+    check "conv $p, $algo" "$rc" "${line:-no PyTorch ratio} ($md)"
+  done
 done
 
 say ""

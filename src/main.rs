@@ -242,6 +242,7 @@ fn device(arg: DeviceArg, precision: Precision) -> Result<candle_core::Device> {
             }
             let t = std::time::Instant::now();
             let d = candle_core::Device::new_cuda(0)?;
+            model::gpu::keep_freed_memory(&d)?;
             eprintln!(
                 "cuda: device 0 ready in {:.1} s ({})",
                 t.elapsed().as_secs_f64(),

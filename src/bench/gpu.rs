@@ -65,7 +65,11 @@ pub fn run(device: &Device, o: &GpuOptions) -> Result<String> {
     let torch_v = torch.as_ref().map_or("not run".into(), |t| {
         t["torch_version"].as_str().unwrap_or("?").to_string()
     });
-    writeln!(out, "Measured by `lrprune bench --device cuda --precision {}` (binary from `scripts/build_cuda.sh`: cuDNN, kernels ahead of time). {}² input, batch {}, bias added, medians of {} after a warm-up, the device synchronised after every call. PyTorch {torch_v} runs `F.conv2d` on the same GPU with cuDNN's TF32 switched to match. × PyTorch = PyTorch time / lrprune time.\n", o.precision.name(), o.size, o.batch, o.reps)?;
+    let algo = match std::env::var("LRPRUNE_CUDNN_ALGO").as_deref() {
+        Ok("find") => "timed once per shape (`LRPRUNE_CUDNN_ALGO=find`)",
+        _ => "cuDNN's first heuristic choice (the default)",
+    };
+    writeln!(out, "Measured by `lrprune bench --device cuda --precision {}` (binary from `scripts/build_cuda.sh`: cuDNN through `src/model/conv/cudnn.rs`, algorithm: {algo}; kernels ahead of time). {}² input, batch {}, bias added, medians of {} after a warm-up, the device synchronised after every call. PyTorch {torch_v} runs `F.conv2d` on the same GPU (its defaults: no cuDNN benchmarking) with cuDNN's TF32 switched to match. × PyTorch = PyTorch time / lrprune time.\n", o.precision.name(), o.size, o.batch, o.reps)?;
     writeln!(out, "| layer | in→out | map | GFLOP | PyTorch ms | lrprune ms | PyTorch TFLOP/s | lrprune TFLOP/s | × PyTorch |\n|---|---|---|---|---|---|---|---|---|")?;
     let layers = torch
         .as_ref()

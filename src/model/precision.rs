@@ -36,6 +36,8 @@ impl Precision {
                 // SAFETY of set_var: called from `main` before any thread is started.
                 std::env::set_var("NVIDIA_TF32_OVERRIDE", "0");
                 candle_core::cuda::set_gemm_reduced_precision_f32(false);
+                #[cfg(feature = "cudnn")]
+                super::conv::cudnn::set_tf32(false);
                 Ok(())
             }
             (Precision::Tf32, true) => {
@@ -43,6 +45,8 @@ impl Precision {
                     bail!("--precision tf32: NVIDIA_TF32_OVERRIDE=0 in the environment forbids TF32 (fix: unset it)");
                 }
                 candle_core::cuda::set_gemm_reduced_precision_f32(true);
+                #[cfg(feature = "cudnn")]
+                super::conv::cudnn::set_tf32(true);
                 Ok(())
             }
         }

@@ -7,6 +7,8 @@
 //! own `conv2d`, so the CUDA path stays on Candle's kernels and gradients keep working.
 //! `tests/conv.rs` checks both kernels against `candle_nn::Conv2d` to 1e-4.
 
+#[cfg(feature = "cudnn")]
+pub mod cudnn;
 pub mod depthwise;
 pub mod im2col;
 pub mod lanes;
@@ -55,6 +57,10 @@ pub fn conv2d(
 ) -> Result<Tensor> {
     let kernel = kernel_for(x, w, stride);
     if kernel == Kernel::Candle || b.is_some_and(|b| !cpu_op::applies(&[b])) {
+        #[cfg(feature = "cudnn")]
+        if cudnn::applies(&[x, w]) && b.is_none_or(|b| cudnn::applies(&[b])) {
+            return cudnn::conv2d(x, w, b, padding, stride, relu);
+        }
         let mut y = x.conv2d(w, padding, stride, 1, 1)?;
         if let Some(b) = b {
             y = y.broadcast_add(&b.reshape((1, b.dims()[0], 1, 1))?)?;
