@@ -5,7 +5,7 @@ mod common;
 use candle_core::Device;
 use lrprune::prune::{FilterMask, Step};
 use lrprune::runner::{self, Task};
-use lrprune::spec::{ControlSettings, MethodKind, MethodSpec, RunConfig};
+use lrprune::spec::{AfterStep, ControlSettings, MethodKind, MethodSpec, RunConfig};
 
 fn tiny() -> (tempfile::TempDir, RunConfig) {
     let dir = tempfile::tempdir().unwrap();
@@ -42,7 +42,7 @@ fn method_config(
 
 /// Every decision a schedule makes, driven the way the runner drives it.
 fn decisions(cfg: &RunConfig, task: &Task) -> Vec<Step> {
-    let ctx = runner::context(task, cfg.data.batch_size);
+    let ctx = runner::context(task, cfg);
     let mut schedule = runner::schedule_for(cfg, task.data.n_classes(), &Device::Cpu).unwrap();
     let mut mask = FilterMask::all_alive(&task.plan.sizes());
     let mut out = Vec::new();
@@ -66,6 +66,84 @@ fn same(a: &[Step], b: &[Step]) -> bool {
 #[test]
 fn permuting_test_labels_changes_no_decision() {
     let (_dir, cfg) = tiny();
+    test_labels_change_no_decision(&cfg);
+}
+
+/// With the head re-fitted after every step (on training features), still no decision
+/// depends on the test split.
+#[test]
+fn a_refitted_head_reads_no_test_label_either() {
+    let (_dir, cfg) = tiny();
+    for kind in [AfterStep::RefitHead, AfterStep::Restandardize] {
+        let mut c = plain_method(&cfg, "lrp", MethodKind::Lrp);
+        c.pruning.after_step = kind;
+        test_labels_change_no_decision(&c);
+    }
+}
+
+/// On the intact network `restandardize` and `refit-head` give back the head it has: the
+/// same statistics and the same seeded training on the same features.
+#[test]
+fn after_step_leaves_an_intact_network_unchanged() {
+    let (_dir, cfg) = tiny();
+    let task = runner::prepare_task(&cfg, &Device::Cpu).unwrap();
+    let x = &task.data.test.images;
+    let want = task.net.forward(x).unwrap().to_vec2::<f32>().unwrap();
+    for kind in [AfterStep::Restandardize, AfterStep::RefitHead] {
+        let mut c = cfg.clone();
+        c.pruning.after_step = kind;
+        let ctx = runner::context(&task, &c);
+        let net = ctx
+            .compact(&FilterMask::all_alive(&task.plan.sizes()))
+            .unwrap();
+        let got = net.forward(x).unwrap().to_vec2::<f32>().unwrap();
+        assert_eq!(got, want, "{kind:?} changed the intact network");
+    }
+    // Pruning the first conv moves every later feature: each policy gives a head of its
+    // own. (Pruning only the last conv would leave the surviving features as they were.)
+    let mut mask = FilterMask::all_alive(&task.plan.sizes());
+    let half = mask.keep[0].len() / 2;
+    mask.keep[0][..half].iter_mut().for_each(|k| *k = false);
+    let outputs: Vec<Vec<Vec<f32>>> = [
+        AfterStep::None,
+        AfterStep::Restandardize,
+        AfterStep::RefitHead,
+    ]
+    .into_iter()
+    .map(|kind| {
+        let mut c = cfg.clone();
+        c.pruning.after_step = kind;
+        let net = runner::context(&task, &c).compact(&mask).unwrap();
+        net.forward(x).unwrap().to_vec2::<f32>().unwrap()
+    })
+    .collect();
+    assert_ne!(
+        outputs[0], outputs[1],
+        "restandardize changed nothing when pruned"
+    );
+    assert_ne!(
+        outputs[0], outputs[2],
+        "refit-head changed nothing when pruned"
+    );
+    assert_ne!(outputs[1], outputs[2]);
+}
+
+#[test]
+fn aa_lrp_with_a_refitted_head_needs_a_control_set() {
+    let (_dir, cfg) = tiny();
+    let mut c = cfg.clone();
+    c.pruning.after_step = AfterStep::RefitHead;
+    let err = match runner::schedule_for(&c, 3, &Device::Cpu) {
+        Ok(_) => panic!("aa-lrp + refit-head without a control set was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("data.control_per_class"), "{err}");
+    c.data.control_per_class = 2;
+    assert!(runner::schedule_for(&c, 3, &Device::Cpu).is_ok());
+}
+
+fn test_labels_change_no_decision(cfg: &RunConfig) {
+    let cfg = cfg.clone();
     let task = runner::prepare_task(&cfg, &Device::Cpu).unwrap();
     let before = decisions(&cfg, &task);
     let rows_before = runner::run_one(&cfg, &task, &indicatif::ProgressBar::hidden()).unwrap();

@@ -169,7 +169,7 @@ fn line_of(text: &str, needle: &str) -> usize {
 /// allocated terabytes at run time; now each is a located error at load.
 #[test]
 fn out_of_range_settings_are_refused_at_load() {
-    let cases: [(&str, &str, &str, &str); 12] = [
+    let cases: [(&str, &str, &str, &str); 13] = [
         (
             "\n[pruning]\nmin_filters_per_layer = 0\n",
             "min_filters_per_layer",
@@ -224,6 +224,12 @@ fn out_of_range_settings_are_refused_at_load() {
             "weight_decay",
             "head.weight_decay",
             "weight_decay ≥ 0",
+        ),
+        (
+            "\n[pruning]\nafter_step = \"restandardize\"\n[head]\ninput_norm = \"none\"\n",
+            "after_step",
+            "pruning.after_step",
+            "standardised head input",
         ),
         (
             "\n[[override]]\nname = \"zero\"\ndata = { train_per_class = 0 }\n",

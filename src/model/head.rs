@@ -31,11 +31,7 @@ pub fn train(
         bail!("no training images for the head");
     }
     let (mean, std) = match cfg.input_norm {
-        InputNorm::Standardize => {
-            let mean = features.mean_keepdim(0)?;
-            let var = features.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
-            (mean, (var + 1e-6)?.sqrt()?)
-        }
+        InputNorm::Standardize => moments(features)?,
         InputNorm::None => (
             Tensor::zeros((1, f), DType::F32, dev)?,
             Tensor::ones((1, f), DType::F32, dev)?,
@@ -98,10 +94,7 @@ pub fn train(
 
     let mut layers = Vec::new();
     if cfg.input_norm == InputNorm::Standardize {
-        layers.push(Op::Standardize {
-            mean: mean.squeeze(0)?,
-            inv_std: std.recip()?.squeeze(0)?,
-        });
+        layers.push(standardize_op(&mean, &std)?);
     }
     for (i, (w, b)) in vars.iter().enumerate() {
         if i > 0 {
@@ -113,6 +106,34 @@ pub fn train(
         }));
     }
     Ok(layers)
+}
+
+/// Per-feature mean and standard deviation (ε = 1e-6 under the root) of `features` (N, F),
+/// each (1, F).
+fn moments(features: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+    let mean = features.mean_keepdim(0)?;
+    let var = features.broadcast_sub(&mean)?.sqr()?.mean_keepdim(0)?;
+    Ok((mean, (var + 1e-6)?.sqrt()?))
+}
+
+fn standardize_op(mean: &Tensor, std: &Tensor) -> candle_core::Result<Op> {
+    Ok(Op::Standardize {
+        mean: mean.squeeze(0)?,
+        inv_std: std.recip()?.squeeze(0)?,
+    })
+}
+
+/// `head` (as [`train`] made it) with its standardisation re-estimated on `features`, the
+/// training features of a pruned backbone; the linear layers are kept. Computed exactly as
+/// at training, so on the intact backbone's features it returns the same head.
+pub fn restandardize(head: &[Op], features: &Tensor) -> Result<Vec<Op>> {
+    let (mean, std) = moments(features)?;
+    let mut out = head.to_vec();
+    match out.first_mut() {
+        Some(first @ Op::Standardize { .. }) => *first = standardize_op(&mean, &std)?,
+        _ => bail!("restandardize: the head has no standardisation (head.input_norm = \"none\")"),
+    }
+    Ok(out)
 }
 
 fn dropout(h: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {

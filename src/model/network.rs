@@ -129,6 +129,31 @@ impl Network {
         Ok(vals.pop().expect("output"))
     }
 
+    /// The backbone's output from node `start`, given the values before it that later
+    /// nodes read (as [`Self::forward_from`]).
+    pub fn backbone_from(&self, start: usize, given: Vec<Option<Tensor>>) -> Result<Tensor> {
+        let vals = self.execute(start, self.head_start, given, false)?;
+        take(vals, self.head_start)
+    }
+
+    /// The head's ops, in order.
+    pub fn head(&self) -> Vec<Op> {
+        self.nodes[self.head_start..]
+            .iter()
+            .map(|n| n.op.clone())
+            .collect()
+    }
+
+    /// This network with its head replaced by `ops` (a chain on the backbone's output).
+    pub fn with_head(&self, ops: Vec<Op>) -> Self {
+        let mut net = self.clone();
+        net.nodes.truncate(self.head_start);
+        for op in ops {
+            net.push_chain(op);
+        }
+        net
+    }
+
     /// Head only, on backbone outputs.
     pub fn head_forward(&self, x: &Tensor) -> Result<Tensor> {
         let mut given = vec![None; self.head_start + 1];

@@ -138,6 +138,12 @@ impl<'a> Start<'a> {
         net.forward_from(self.layer, given)
     }
 
+    /// The backbone's output (the head's input) of `net` on images `start..start + len`.
+    pub fn features(&self, net: &Network, start: usize, len: usize) -> Result<Tensor> {
+        let given = self.cache.given(net, self.layer, true, start, len)?;
+        net.backbone_from(self.layer, given)
+    }
+
     /// Every value of `net` on images `start..start + len`, as [`Network::trace`] gives
     /// them.
     pub fn trace(&self, net: &Network, start: usize, len: usize) -> Result<Vec<Tensor>> {

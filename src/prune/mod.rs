@@ -3,6 +3,7 @@
 //! (zero-masking or physical compaction), how filters are ranked ([`Criterion`]) and how the
 //! ranking turns into a sequence of masks ([`Schedule`]).
 
+pub mod after_step;
 pub mod compact;
 pub mod controller;
 pub mod criteria;

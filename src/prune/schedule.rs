@@ -1,5 +1,6 @@
 //! Schedules turn a criterion into the sequence of masks of a pruning curve.
 
+use super::after_step::HeadPolicy;
 use super::compact::compact;
 use super::criteria::{Criterion, ScoreInput};
 use super::mask::FilterMask;
@@ -36,6 +37,8 @@ pub struct Context<'a> {
     pub control: &'a Split,
     /// The intact network's stored layer inputs on `control`, if kept.
     pub control_prefix: Option<&'a PrefixCache>,
+    /// What a pruned network's head goes through (`[pruning] after_step`).
+    pub head_policy: HeadPolicy<'a>,
 }
 
 impl Context<'_> {
@@ -44,9 +47,12 @@ impl Context<'_> {
         self.reference_prefix.map(|c| self.plan.start(c, mask))
     }
 
-    /// The original network compacted to `mask`.
-    pub fn compact(&self, mask: &FilterMask) -> candle_core::Result<Network> {
-        compact(self.original, self.plan, mask)
+    /// The original network compacted to `mask`, its head as `after_step` leaves it (the
+    /// network every evaluation, criterion and controller measurement of the step sees).
+    pub fn compact(&self, mask: &FilterMask) -> Result<Network> {
+        let net = compact(self.original, self.plan, mask)?;
+        self.head_policy
+            .apply(net, self.reference, self.from(mask), self.batch_size)
     }
 
     /// Score the network at `mask` with `criterion`, in the unpruned indexing.

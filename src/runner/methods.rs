@@ -5,8 +5,8 @@ use crate::prune::criteria::{Criterion, RandomScores, Taylor, WeightNorm};
 use crate::prune::relevance::LrpCriterion;
 use crate::prune::schedule::{GlobalSchedule, Schedule};
 use crate::rng;
-use crate::spec::{MethodKind, RunConfig};
-use anyhow::Result;
+use crate::spec::{AfterStep, MethodKind, RunConfig};
+use anyhow::{bail, Result};
 use candle_core::Device;
 
 /// The schedule a method runs. Criteria only ever see the reference (training) split.
@@ -26,6 +26,12 @@ pub fn schedule_for(
         }))
     };
     if cfg.method.kind == MethodKind::AaLrp {
+        if cfg.pruning.after_step == AfterStep::RefitHead && cfg.data.control_per_class == 0 {
+            bail!(
+                "method `{}` with pruning.after_step = \"refit-head\": a re-fitted head fits its training images, so the controller's accuracy read on them says nothing (fix: set data.control_per_class, e.g. 10, so that it reads a held-out control set)",
+                cfg.method.name
+            );
+        }
         let lrp = cfg.lrp.clone().unwrap_or_default();
         let composite =
             crate::lrp::composite::by_name(&lrp.composite, cfg.model.preprocess, device)?;

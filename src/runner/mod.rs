@@ -66,7 +66,7 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
         None,
         t0.elapsed().as_secs_f64() * 1e3,
     )];
-    let ctx = context(task, bs);
+    let ctx = context(task, cfg);
     let mut schedule = schedule_for(cfg, n_classes, task.net.device())?;
     let n_steps = (cfg.pruning.max_rate / cfg.pruning.step - 1e-9).ceil() as u64;
     bar.set_length(n_steps);

@@ -8,6 +8,7 @@ use crate::model::load;
 use crate::model::network::batch_ranges;
 use crate::model::prefix::{self, PrefixCache, Start};
 use crate::model::{head, Network};
+use crate::prune::after_step::HeadPolicy;
 use crate::prune::schedule::Context;
 use crate::prune::Plan;
 use crate::spec::RunConfig;
@@ -123,12 +124,18 @@ pub fn prepare_task(cfg: &RunConfig, device: &Device) -> Result<Task> {
 
 /// What schedules may see: the unpruned network and the **training** split. The test split
 /// is not reachable from here, so no pruning decision can depend on it.
-pub fn context(task: &Task, batch_size: usize) -> Context<'_> {
+pub fn context<'a>(task: &'a Task, cfg: &'a RunConfig) -> Context<'a> {
     Context {
         original: &task.net,
         plan: &task.plan,
         reference: &task.data.train,
-        batch_size,
+        batch_size: cfg.data.batch_size,
+        head_policy: HeadPolicy {
+            after_step: cfg.pruning.after_step,
+            head: &cfg.head,
+            seed: cfg.seed,
+            n_classes: task.data.n_classes(),
+        },
         reference_prefix: Some(&task.train_prefix),
         control: task.data.control_split(),
         control_prefix: Some(task.control_prefix.as_ref().unwrap_or(&task.train_prefix)),

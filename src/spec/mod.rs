@@ -17,8 +17,8 @@ pub use catalog::{
 };
 pub use control::{ClassWeights, ControlSettings, RelevanceSource, Signal, Take};
 pub use settings::{
-    DataSettings, GroupPolicy, GroupReduce, HeadSettings, InputNorm, LayerNorm, LrpSettings,
-    Optimizer, PruningSettings, COMPOSITES,
+    AfterStep, DataSettings, GroupPolicy, GroupReduce, HeadSettings, InputNorm, LayerNorm,
+    LrpSettings, Optimizer, PruningSettings, COMPOSITES,
 };
 
 use anyhow::{bail, Result};
@@ -537,6 +537,7 @@ fn check_sections(
         ("data", validate::check_data(&v.data)),
         ("pruning", validate::check_pruning(&v.pruning)),
         ("head", validate::check_head(&v.head)),
+        ("pruning", validate::check_after_step(&v.pruning, &v.head)),
     ];
     for (section, result) in checks {
         let Err((key, why)) = result else { continue };

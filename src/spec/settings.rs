@@ -69,6 +69,9 @@ pub struct PruningSettings {
     /// How a group's score combines its producing convs' scores.
     #[serde(default, skip_serializing_if = "is_default")]
     pub group_reduce: GroupReduce,
+    /// What happens to the head after every step (docs/method.md, "After a step").
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub after_step: AfterStep,
 }
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
@@ -90,6 +93,7 @@ impl Default for PruningSettings {
             min_filters_per_layer: d_min_filters(),
             groups: GroupPolicy::default(),
             group_reduce: GroupReduce::default(),
+            after_step: AfterStep::default(),
         }
     }
 }
@@ -205,6 +209,22 @@ pub enum GroupPolicy {
     /// Only channels inside residual blocks: groups coupled through an `Add` (the residual
     /// stream) stay intact.
     Internal,
+}
+
+/// What the network's head goes through after each pruning step (`[pruning] after_step`).
+/// The backbone stays fixed either way; every method of a spec gets the same treatment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AfterStep {
+    /// The head stays as trained on the intact network.
+    #[default]
+    None,
+    /// The head's input standardisation is re-estimated on the pruned network's training
+    /// features (needs `head.input_norm = "standardize"`).
+    Restandardize,
+    /// The head is trained again, from the same seeded start, on the pruned network's
+    /// training features.
+    RefitHead,
 }
 
 /// How a group's score combines its producing convs' scores (`[pruning] group_reduce`).

@@ -5,7 +5,8 @@
 //! Each check returns the offending key (the field, as written in its section) and a
 //! message with the fix; `spec::parse` locates it in the file.
 
-use super::{Arch, CfgItem, DataSettings, HeadSettings, ModelSpec, PruningSettings};
+use super::settings::AfterStep;
+use super::{Arch, CfgItem, DataSettings, HeadSettings, InputNorm, ModelSpec, PruningSettings};
 
 /// The field at fault and what to do about it.
 pub(super) type Problem = (&'static str, String);
@@ -73,6 +74,17 @@ pub(super) fn check_pruning(p: &PruningSettings) -> Result<(), Problem> {
         ));
     }
     at_least_one("min_filters_per_layer", p.min_filters_per_layer)
+}
+
+/// `after_step = "restandardize"` re-estimates a standardisation the head must have.
+pub(super) fn check_after_step(p: &PruningSettings, h: &HeadSettings) -> Result<(), Problem> {
+    if p.after_step == AfterStep::Restandardize && h.input_norm != InputNorm::Standardize {
+        return Err((
+            "after_step",
+            "\"restandardize\" needs a standardised head input (fix: [head] input_norm = \"standardize\", or after_step = \"refit-head\")".into(),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn check_head(h: &HeadSettings) -> Result<(), Problem> {
