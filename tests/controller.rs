@@ -35,6 +35,8 @@ fn method_config(
         kind,
         lrp: None,
         control: control.clone(),
+        normalize: None,
+        schedule: Default::default(),
     };
     c.control = control;
     c

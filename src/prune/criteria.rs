@@ -56,6 +56,19 @@ impl Criterion for WeightNorm {
     }
 }
 
+/// Another criterion's scores normalised per pruning group (Yeom et al.'s `--norm`):
+/// a per-group scale, so the order within a group is the inner criterion's own.
+pub struct Normalized {
+    pub inner: Box<dyn Criterion>,
+    pub norm: crate::spec::LayerNorm,
+}
+
+impl Criterion for Normalized {
+    fn score(&mut self, input: &ScoreInput) -> Result<Vec<Vec<f64>>> {
+        Ok(postprocess(self.inner.score(input)?, false, self.norm))
+    }
+}
+
 /// Uniform random scores from the run's seeded stream: a random pruning order.
 pub struct RandomScores {
     pub rng: ChaCha8Rng,

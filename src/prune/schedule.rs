@@ -5,11 +5,11 @@ use super::compact::compact;
 use super::criteria::{Criterion, ScoreInput};
 use super::mask::FilterMask;
 use super::plan::Plan;
-use super::select::{expand, prune_lowest, target_count, Scores};
+use super::select::{expand, prune_lowest, prune_uniform, target_count, Scores};
 use crate::data::split::Split;
 use crate::model::prefix::{PrefixCache, Start};
 use crate::model::Network;
-use crate::spec::PruningSettings;
+use crate::spec::{PruningSettings, Spread};
 use anyhow::Result;
 
 /// What a schedule decided for one step.
@@ -82,6 +82,8 @@ pub struct GlobalSchedule {
     pub criterion: Box<dyn Criterion>,
     pub settings: PruningSettings,
     pub recompute: bool,
+    /// Spread each step evenly over the groups instead of one global ranking.
+    pub spread: Spread,
     k: usize,
     cached: Option<Scores>,
 }
@@ -92,9 +94,16 @@ impl GlobalSchedule {
             criterion,
             settings,
             recompute,
+            spread: Spread::Global,
             k: 0,
             cached: None,
         }
+    }
+
+    /// The same schedule spreading its removals as `spread` says.
+    pub fn spread(mut self, spread: Spread) -> Self {
+        self.spread = spread;
+        self
     }
 }
 
@@ -122,9 +131,15 @@ impl Schedule for GlobalSchedule {
                 s
             }
         };
-        let removed = mask.total() - mask.alive();
-        let n = target_count(rate, mask.total()).saturating_sub(removed);
-        let next = prune_lowest(mask, &scores, n, self.settings.min_filters_per_layer)?;
+        let min = self.settings.min_filters_per_layer;
+        let next = match self.spread {
+            Spread::Global => {
+                let removed = mask.total() - mask.alive();
+                let n = target_count(rate, mask.total()).saturating_sub(removed);
+                prune_lowest(mask, &scores, n, min)?
+            }
+            Spread::LayerUniform => prune_uniform(mask, &scores, rate, min)?,
+        };
         Ok(Some(Step {
             mask: next,
             step_size: rate - rate_at(self.k - 1, &self.settings),

@@ -20,19 +20,7 @@ pub fn prune_lowest(
     n: usize,
     min_per_layer: usize,
 ) -> Result<FilterMask> {
-    let mut cand = Vec::new();
-    for (l, row) in mask.keep.iter().enumerate() {
-        for (f, &alive) in row.iter().enumerate() {
-            if alive {
-                let s = scores[l][f];
-                if s.is_nan() {
-                    bail!("criterion produced NaN for conv {l} filter {f} (check the weights and inputs for NaN/Inf)");
-                }
-                cand.push((s, l, f));
-            }
-        }
-    }
-    cand.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let cand = ranked(mask, scores)?;
     let mut out = mask.clone();
     let mut alive = mask.per_layer();
     let mut removed = 0;
@@ -47,6 +35,47 @@ pub fn prune_lowest(
         }
     }
     Ok(out)
+}
+
+/// Prune every group to `rate` of its own width (Li et al.'s layer-uniform schedule):
+/// each loses its lowest-scored alive filters until `round(rate · width)` are gone, never
+/// going below `min_per_layer`.
+pub fn prune_uniform(
+    mask: &FilterMask,
+    scores: &Scores,
+    rate: f64,
+    min_per_layer: usize,
+) -> Result<FilterMask> {
+    let mut out = mask.clone();
+    let mut alive = mask.per_layer();
+    for (_, l, f) in ranked(mask, scores)? {
+        let width = mask.keep[l].len();
+        let keep = (width - target_count(rate, width)).max(min_per_layer);
+        if alive[l] > keep {
+            out.keep[l][f] = false;
+            alive[l] -= 1;
+        }
+    }
+    Ok(out)
+}
+
+/// Alive filters as (score, layer, filter), lowest score first (ties: earlier layer, lower
+/// index); a NaN score is an error naming the filter.
+fn ranked(mask: &FilterMask, scores: &Scores) -> Result<Vec<(f64, usize, usize)>> {
+    let mut cand = Vec::new();
+    for (l, row) in mask.keep.iter().enumerate() {
+        for (f, &alive) in row.iter().enumerate() {
+            if alive {
+                let s = scores[l][f];
+                if s.is_nan() {
+                    bail!("criterion produced NaN for conv {l} filter {f} (check the weights and inputs for NaN/Inf)");
+                }
+                cand.push((s, l, f));
+            }
+        }
+    }
+    cand.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    Ok(cand)
 }
 
 /// Expand per-alive-filter scores of a compacted network to the unpruned indexing.

@@ -1,11 +1,11 @@
 //! The method factory: which schedule and criterion a run's method kind means.
 
 use crate::prune::controller::AccuracyAware;
-use crate::prune::criteria::{Criterion, RandomScores, Taylor, WeightNorm};
+use crate::prune::criteria::{Criterion, Normalized, RandomScores, Taylor, WeightNorm};
 use crate::prune::relevance::LrpCriterion;
 use crate::prune::schedule::{GlobalSchedule, Schedule};
 use crate::rng;
-use crate::spec::{AfterStep, MethodKind, RunConfig};
+use crate::spec::{AfterStep, MethodKind, RunConfig, Spread};
 use anyhow::{bail, Result};
 use candle_core::Device;
 
@@ -26,6 +26,12 @@ pub fn schedule_for(
         }))
     };
     if cfg.method.kind == MethodKind::AaLrp {
+        if cfg.method.schedule != Spread::Global {
+            bail!(
+                "method `{}`: method.schedule = \"layer-uniform\" does not apply to aa-lrp, whose controller sets its own steps (fix: leave schedule out)",
+                cfg.method.name
+            );
+        }
         if cfg.pruning.after_step == AfterStep::RefitHead && cfg.data.control_per_class == 0 {
             bail!(
                 "method `{}` with pruning.after_step = \"refit-head\": a re-fitted head fits its training images, so the controller's accuracy read on them says nothing (fix: set data.control_per_class, e.g. 10, so that it reads a held-out control set)",
@@ -44,6 +50,13 @@ pub fn schedule_for(
             n_classes,
         )));
     }
+    let spread = cfg.method.schedule;
+    if cfg.method.kind.uses_relevance() && cfg.method.normalize.is_some() {
+        bail!(
+            "method `{}`: method.normalize is for weight and Taylor criteria (fix: LRP methods normalise through lrp.normalize)",
+            cfg.method.name
+        );
+    }
     let (criterion, recompute): (Box<dyn Criterion>, bool) = match cfg.method.kind {
         MethodKind::L1 => (Box::new(WeightNorm { p: 1 }), true),
         MethodKind::L2 => (Box::new(WeightNorm { p: 2 }), true),
@@ -58,9 +71,14 @@ pub fn schedule_for(
         MethodKind::Taylor => (Box::new(Taylor), true),
         MethodKind::AaLrp => unreachable!("handled above"),
     };
-    Ok(Box::new(GlobalSchedule::new(
-        criterion,
-        cfg.pruning.clone(),
-        recompute,
-    )))
+    let criterion = match cfg.method.normalize {
+        Some(norm) => Box::new(Normalized {
+            inner: criterion,
+            norm,
+        }),
+        None => criterion,
+    };
+    Ok(Box::new(
+        GlobalSchedule::new(criterion, cfg.pruning.clone(), recompute).spread(spread),
+    ))
 }

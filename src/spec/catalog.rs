@@ -1,7 +1,7 @@
 //! What a run prunes and with what: backbones, datasets, methods, and the built-in ones a
 //! spec can name without defining them.
 
-use super::{ControlSettings, LrpSettings};
+use super::{ControlSettings, LayerNorm, LrpSettings};
 use serde::{Deserialize, Serialize};
 
 /// Input preprocessing convention the weights were trained with.
@@ -166,7 +166,49 @@ pub struct MethodSpec {
     /// Controller knobs for `aa-lrp`; `None` = the defaults in docs/method.md.
     #[serde(default)]
     pub control: Option<ControlSettings>,
+    /// Per-layer normalisation of a weight or Taylor criterion's scores before the global
+    /// ranking (Yeom et al.'s `--norm`); `None` = the criterion's own (raw for `l1`, `l2`,
+    /// `random`; L2 for `taylor`). LRP methods normalise through `lrp.normalize`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<LayerNorm>,
+    /// How a step's removals are spread over the pruning groups.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub schedule: Spread,
 }
+
+fn is_default<T: Default + PartialEq>(v: &T) -> bool {
+    *v == T::default()
+}
+
+/// How a fixed-step schedule spreads a step's removals (`schedule` in a `[[method]]`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Spread {
+    /// One global ranking: the lowest scores anywhere go first (Yeom et al.).
+    #[default]
+    Global,
+    /// Every group loses the same fraction of its width (Li et al. 2017), lowest scores
+    /// within the group first.
+    LayerUniform,
+}
+
+/// Methods known by name beyond the bare kinds: the baselines as their papers run them.
+/// (name, kind, normalize, schedule)
+pub const NAMED_METHODS: &[(&str, MethodKind, Option<LayerNorm>, Spread)] = &[
+    (
+        "l1-sum",
+        MethodKind::L1,
+        Some(LayerNorm::Sum),
+        Spread::Global,
+    ),
+    (
+        "l2-sum",
+        MethodKind::L2,
+        Some(LayerNorm::Sum),
+        Spread::Global,
+    ),
+    ("l1-uniform", MethodKind::L1, None, Spread::LayerUniform),
+];
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]

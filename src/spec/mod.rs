@@ -12,8 +12,8 @@ pub mod validate;
 
 pub use catalog::builtin_model;
 pub use catalog::{
-    Arch, CfgItem, DataFormat, DatasetSpec, MethodKind, MethodSpec, ModelSpec, Preprocess,
-    BUILTIN_MODELS,
+    Arch, CfgItem, DataFormat, DatasetSpec, MethodKind, MethodSpec, ModelSpec, Preprocess, Spread,
+    BUILTIN_MODELS, NAMED_METHODS,
 };
 pub use control::{ClassWeights, ControlSettings, RelevanceSource, Signal, Take};
 pub use settings::{
@@ -225,11 +225,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
     })
     .collect::<Result<Vec<_>>>()?;
     let builtin_method = |name: &str| {
-        MethodKind::parse(name).map(|kind| MethodSpec {
+        let named = NAMED_METHODS.iter().find(|m| m.0 == name);
+        let (kind, normalize, schedule) = match named {
+            Some(&(_, kind, normalize, schedule)) => (kind, normalize, schedule),
+            None => (MethodKind::parse(name)?, None, Spread::Global),
+        };
+        Some(MethodSpec {
             name: name.to_string(),
             kind,
             lrp: None,
             control: None,
+            normalize,
+            schedule,
         })
     };
     let methods = resolve_names(
@@ -239,7 +246,11 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
         &raw.method,
         builtin_method,
         |n| {
-            let known: Vec<_> = MethodKind::ALL.iter().map(|(n, _)| *n).collect();
+            let known: Vec<_> = MethodKind::ALL
+                .iter()
+                .map(|(n, _)| *n)
+                .chain(NAMED_METHODS.iter().map(|m| m.0))
+                .collect();
             format!(
                 "unknown method `{n}` (fix: use one of {} or define it in a [[method]] table)",
                 known.join(", ")
