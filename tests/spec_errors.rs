@@ -414,3 +414,18 @@ fn a_failing_run_does_not_lose_the_others() {
         "{err}"
     );
 }
+
+/// A task estimated to need more than `--max-memory` is refused before it allocates, with
+/// its numbers and the batch size that would fit.
+#[test]
+fn a_task_over_the_memory_limit_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::tiny_spec(dir.path(), "mem", r#"["l1"]"#, "[0]");
+    let (ok, err) = lrprune_on(&["run", "--quiet", "--max-memory", "200K"], &spec);
+    assert!(!ok, "ran within 200 KiB?");
+    for words in ["needs about", "--max-memory", "fix", "mem.toml"] {
+        assert!(err.contains(words), "`{words}` not in: {err}");
+    }
+    let (ok, err) = lrprune_on(&["run", "--quiet", "--max-memory", "lots"], &spec);
+    assert!(!ok && err.contains("--max-memory 'lots'"), "{err}");
+}

@@ -16,9 +16,9 @@ static LIMIT: AtomicU64 = AtomicU64::new(0);
 
 /// Memory in use per image of a batch, per byte of all its values: the forward pass keeps
 /// every value for the reverse pass, which holds a relevance tensor per value and the z⁺
-/// temporaries of the layer at hand. Calibrated on VGG16 at 224², batch 25: 5.6 GiB
-/// measured, 6.2 GiB estimated (docs/performance.md, "Memory at 224²").
-const BATCH_FACTOR: f64 = 2.0;
+/// temporaries of the layer at hand. Calibrated on VGG16 at 224², batch 25: 5.8 and 6.2 GiB
+/// measured (150 and 700 images), 6.6 GiB estimated (docs/performance.md, "Memory at 224²").
+const BATCH_FACTOR: f64 = 2.2;
 
 /// Set `--max-memory` (bytes) for this process.
 pub fn set_limit(bytes: u64) {
