@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rebuild docs/results.md from the harness's own reports (no hand-edited numbers).
 # Usage: scripts/update_results_doc.sh [EXPERIMENT...]
-#        (default: quickstart ablation_aa_validation ablation_aa_heldout ablation_aa architectures)
+#        (default: quickstart ablation_aa_validation ablation_aa_heldout ablation_aa architectures
+#        after_step)
 #        OUT=FILE writes there instead of docs/results.md.
 # Each experiment gets its summary twice: ratios to plain `lrp` (the paper's baseline) and
 # to `lrp-oneshot` (the stronger conventional baseline, which the target is measured against).
@@ -9,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${LRPRUNE:-${CARGO_TARGET_DIR:-target}/release/lrprune}
 exps=("$@")
-[ ${#exps[@]} -eq 0 ] && exps=(quickstart ablation_aa_validation ablation_aa_heldout ablation_aa architectures)
+[ ${#exps[@]} -eq 0 ] && exps=(quickstart ablation_aa_validation ablation_aa_heldout ablation_aa architectures after_step)
 OUT=${OUT:-docs/results.md}
 {
   echo "# Results"
@@ -58,6 +59,10 @@ OUT=${OUT:-docs/results.md}
   fi
   if [ -f docs/results-analysis.md ]; then echo; cat docs/results-analysis.md; fi
   if [ -f docs/results-architectures.md ]; then echo; cat docs/results-architectures.md; fi
+  if [ -d "results/after_step/steps" ]; then
+    cp "results/after_step/report-vs-lrp/balanced_vs_rate-vgg16-fashion-mnist.png" docs/img/after_step_balanced_vs_rate.png
+  fi
+  if [ -f docs/results-after-step.md ]; then echo; cat docs/results-after-step.md; fi
 } > "$OUT.partial"
 mv "$OUT.partial" "$OUT"
 echo "wrote $OUT"
