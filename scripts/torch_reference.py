@@ -186,11 +186,15 @@ def cmd_conv(args, torch):
         tf32 = args.precision == "tf32"
         torch.backends.cudnn.allow_tf32 = tf32
         torch.backends.cuda.matmul.allow_tf32 = tf32
+        # Off by default, as in PyTorch; on, cuDNN times every algorithm once per shape
+        # (what lrprune's LRPRUNE_CUDNN_ALGO=find does).
+        torch.backends.cudnn.benchmark = args.cudnn_benchmark
     sizes = [tuple(int(v) for v in p.split("x")) for p in args.sizes.split(",")]
     tables = [conv_table(torch, size, batch, args.reps, args.device) for size, batch in sizes]
     gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else None
     return {"torch_version": torch.__version__, "threads": torch.get_num_threads(), "reps": args.reps,
-            "device": args.device, "gpu": gpu, "precision": args.precision, "tables": tables}
+            "device": args.device, "gpu": gpu, "precision": args.precision,
+            "cudnn_benchmark": args.cudnn_benchmark, "tables": tables}
 
 
 # --------------------------------------------------------------------------------------------
@@ -735,6 +739,7 @@ def main():
     c.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     c.add_argument("--precision", choices=["fp32", "tf32"], default="fp32", help="on cuda: cuDNN's math")
     c.add_argument("--sizes", default="32x64,224x8", help="SIZExBATCH,… (default 32x64,224x8)")
+    c.add_argument("--cudnn-benchmark", action="store_true", help="on cuda: torch.backends.cudnn.benchmark")
     s = sub.add_parser("sweep", help="the pruning sweep on an `lrprune export` directory")
     s.add_argument("dir")
     s.add_argument("--methods", default="lrp,l1", help="comma-separated: lrp, l1, l2")
