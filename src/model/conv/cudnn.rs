@@ -15,6 +15,7 @@ use candle_core::cuda_backend::cudarc::cudnn::sys;
 use candle_core::cuda_backend::cudarc::driver::{CudaSlice, DevicePtr, DevicePtrMut};
 use candle_core::{CpuStorage, CudaStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -284,10 +285,10 @@ impl CustomOp3 for Conv {
         let b = bs.as_cuda_slice::<f32>()?.slice(bl.start_offset()..);
         PLANS.with(|plans| {
             let mut plans = plans.borrow_mut();
-            if !plans.contains_key(&key) {
-                plans.insert(key, plan(handle, key)?);
-            }
-            let p = &plans[&key];
+            let p = match plans.entry(key) {
+                Entry::Occupied(e) => e.into_mut(),
+                Entry::Vacant(e) => e.insert(plan(handle, key)?),
+            };
             let (n, o, ho, wo) = p.out;
             // SAFETY: every element of y is written by the convolution (beta = 0).
             let mut y = unsafe { dev.alloc::<f32>(n * o * ho * wo)? };
