@@ -2,6 +2,7 @@
 //! "After a step"). Only the head changes; the backbone stays the fixed feature extractor.
 //! Everything here reads the training split alone.
 
+use super::mask::FilterMask;
 use crate::data::split::Split;
 use crate::model::network::batch_ranges;
 use crate::model::prefix::Start;
@@ -10,28 +11,48 @@ use crate::rng;
 use crate::spec::{AfterStep, HeadSettings};
 use anyhow::Result;
 use candle_core::Tensor;
+use std::cell::RefCell;
 
 /// How a pruned network gets its head.
 pub struct HeadPolicy<'a> {
-    pub after_step: AfterStep,
-    pub head: &'a HeadSettings,
+    after_step: AfterStep,
+    head: &'a HeadSettings,
     /// The run's seed: a re-fitted head starts from the same draw as the intact one.
-    pub seed: u64,
-    pub n_classes: usize,
+    seed: u64,
+    n_classes: usize,
+    /// The last mask adjusted and its network: a step's mask is formed once for its
+    /// evaluation and again for the next step's criterion, and the answer is the same.
+    last: RefCell<Option<(FilterMask, Network)>>,
 }
 
-impl HeadPolicy<'_> {
-    /// `net` (a pruned backbone carrying the intact network's head) after the step, its
-    /// features taken on `train` (from the stored prefix when `from` is given).
+impl<'a> HeadPolicy<'a> {
+    pub fn new(after_step: AfterStep, head: &'a HeadSettings, seed: u64, n_classes: usize) -> Self {
+        Self {
+            after_step,
+            head,
+            seed,
+            n_classes,
+            last: RefCell::new(None),
+        }
+    }
+
+    /// `net` (the backbone pruned to `mask`, carrying the intact network's head) after the
+    /// step, its features taken on `train` (from the stored prefix when `from` is given).
     pub fn apply(
         &self,
         net: Network,
+        mask: &FilterMask,
         train: &Split,
         from: Option<Start>,
         batch: usize,
     ) -> Result<Network> {
         if self.after_step == AfterStep::None {
             return Ok(net);
+        }
+        if let Some((m, done)) = self.last.borrow().as_ref() {
+            if m == mask {
+                return Ok(done.clone());
+            }
         }
         let feats = batch_ranges(train.labels.len(), batch)
             .map(|(start, len)| match from {
@@ -51,6 +72,8 @@ impl HeadPolicy<'_> {
                 &mut rng::stream(self.seed, "head"),
             )?,
         };
-        Ok(net.with_head(ops))
+        let adjusted = net.with_head(ops);
+        *self.last.borrow_mut() = Some((mask.clone(), adjusted.clone()));
+        Ok(adjusted)
     }
 }

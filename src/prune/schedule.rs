@@ -52,7 +52,7 @@ impl Context<'_> {
     pub fn compact(&self, mask: &FilterMask) -> Result<Network> {
         let net = compact(self.original, self.plan, mask)?;
         self.head_policy
-            .apply(net, self.reference, self.from(mask), self.batch_size)
+            .apply(net, mask, self.reference, self.from(mask), self.batch_size)
     }
 
     /// Score the network at `mask` with `criterion`, in the unpruned indexing.

@@ -130,12 +130,12 @@ pub fn context<'a>(task: &'a Task, cfg: &'a RunConfig) -> Context<'a> {
         plan: &task.plan,
         reference: &task.data.train,
         batch_size: cfg.data.batch_size,
-        head_policy: HeadPolicy {
-            after_step: cfg.pruning.after_step,
-            head: &cfg.head,
-            seed: cfg.seed,
-            n_classes: task.data.n_classes(),
-        },
+        head_policy: HeadPolicy::new(
+            cfg.pruning.after_step,
+            &cfg.head,
+            cfg.seed,
+            task.data.n_classes(),
+        ),
         reference_prefix: Some(&task.train_prefix),
         control: task.data.control_split(),
         control_prefix: Some(task.control_prefix.as_ref().unwrap_or(&task.train_prefix)),
