@@ -186,3 +186,51 @@ fn depthwise_kernel_and_its_transpose_match_candle() {
         .unwrap();
     assert!(rel_err(&got, &want) <= 1e-5);
 }
+
+/// Removing filters leaves every other output channel bit for bit as it was: the measured
+/// layer search takes a pruned conv's output as a channel selection of the unpruned one
+/// (src/prune/search.rs), and its decisions must not depend on which way it went.
+#[test]
+fn dropping_filters_leaves_the_other_channels_bit_for_bit() {
+    let dev = Device::Cpu;
+    for (cin, cout, hw, batch) in [
+        (64, 64, 32, 7),
+        (3, 64, 32, 5),
+        (128, 256, 8, 9),
+        (512, 512, 2, 11),
+        (256, 512, 4, 3),
+        (40, 51, 5, 2),
+    ] {
+        let x = Tensor::randn(0f32, 1.0, (batch, cin, hw, hw), &dev)
+            .unwrap()
+            .relu()
+            .unwrap();
+        let w = Tensor::randn(0f32, 0.05, (cout, cin, 3, 3), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, cout, &dev).unwrap();
+        let keep: Vec<u32> = (0..cout as u32)
+            .filter(|o| o % 7 != 3 && o % 5 != 1)
+            .collect();
+        let ids = Tensor::new(keep.as_slice(), &dev).unwrap();
+        for relu in [false, true] {
+            let full = conv::conv2d(&x, &w, Some(&b), 1, 1, relu).unwrap();
+            let pruned = conv::conv2d(
+                &x,
+                &w.index_select(&ids, 0).unwrap(),
+                Some(&b.index_select(&ids, 0).unwrap()),
+                1,
+                1,
+                relu,
+            )
+            .unwrap();
+            let selected = full.index_select(&ids, 1).unwrap();
+            let a = pruned.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let s = selected.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+            let same = a.iter().zip(&s).all(|(p, q)| p.to_bits() == q.to_bits());
+            assert!(
+                same,
+                "cin {cin} cout {cout} {hw}² relu {relu}: {:?}",
+                conv::kernel_for(&x, &w, 1)
+            );
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! Results stay what they were: every method on the real assets gives, bit for bit (all
 //! columns but `wall_ms`), the step rows the code before the graph model wrote. The digests
-//! in `tests/fixtures/golden/golden.digest` come from that code (`lrprune digest`); the
+//! in `tests/fixtures/golden/golden.digest` come from that code (`lrprune digest`), those of
+//! `aa-search-best` and `aa-search-all` from the measured search before it kept candidates'
+//! values between rounds and steps (so its speed-ups are held to the same decisions); the
 //! quickstart's own digests are checked by `scripts/check_golden.sh` (4–7 min).
 
 mod common;

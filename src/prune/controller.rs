@@ -13,7 +13,7 @@
 use super::mask::FilterMask;
 use super::relevance::{grouped, postprocess};
 use super::schedule::{is_last, rate_at, Context, Schedule, Step};
-use super::search::{search, Offers};
+use super::search::{search, Memory, Offers};
 use super::select::{expand, prune_lowest, target_count, Scores};
 use super::signal::Reader;
 use crate::lrp::filters::filter_relevance;
@@ -36,8 +36,8 @@ pub struct AccuracyAware {
     done: bool,
     /// Per-class relevance of the intact network, for the `intact` / `blend` sources.
     intact: Option<FilterRelevance>,
-    /// Each layer's last measured search cost (lazy layer search), across steps.
-    search_memory: Vec<f64>,
+    /// What the layer search carries from step to step.
+    search_memory: Memory,
     /// A and class accuracies of the last accepted mask (the next step's "before").
     last: Option<(FilterMask, f64, Vec<f64>)>,
 }
@@ -61,7 +61,7 @@ impl AccuracyAware {
             k: 0,
             done: false,
             intact: None,
-            search_memory: Vec::new(),
+            search_memory: Memory::default(),
             last: None,
         }
     }

@@ -9,9 +9,14 @@
 //! tentatively, measures A on the control split, and keeps the chunk that costs the least A
 //! per filter removed. Rounds repeat until the step's quota is met.
 //!
-//! Cost: one forward per layer and round, but only from the pruned layer on: every value of
-//! the current network on the control split is cached, and removing channels of a group
-//! changes nothing before its first conv.
+//! Cost: a measurement runs a candidate network only from its first changed node on, from
+//! the current network's values on the control split (removing channels of a group changes
+//! nothing before its first conv). And a measured candidate keeps its own values (within
+//! [`KEEP_BUDGET`]): when the round's winner changes the network at node N, a candidate
+//! from an earlier layer is still right up to N, so the next round runs it from N on only.
+//! The winner's values become the current network's. Every value is computed by the same
+//! operations on the same inputs as a measurement from scratch would, so the decisions do
+//! not depend on what was kept (tests/golden.rs holds them to digests written before).
 
 use super::compact::compact;
 use super::mask::FilterMask;
@@ -20,10 +25,11 @@ use super::select::Scores;
 use super::signal::Reader;
 use crate::model::network::batch_ranges;
 use crate::model::prefix;
-use crate::model::Network;
+use crate::model::{Network, Op};
 pub use crate::spec::Take;
 use anyhow::Result;
 use candle_core::Tensor;
+use rayon::prelude::*;
 
 /// The `q` lowest-scored alive filters of `layer` (original indices; ties: lower index).
 fn lowest_in_layer(mask: &FilterMask, scores: &Scores, layer: usize, q: usize) -> Vec<usize> {
@@ -39,51 +45,60 @@ fn lowest_in_layer(mask: &FilterMask, scores: &Scores, layer: usize, q: usize) -
     alive
 }
 
-/// Every value of the current network on the control split, per batch, so that a pass can
-/// restart at any node.
-struct Traces {
-    /// `per_batch[b][v]`: value v on batch b.
-    per_batch: Vec<Vec<Tensor>>,
+/// A network's values on the control split, per batch: `[b][v]` is value v on batch b.
+type Values = Vec<Vec<Tensor>>;
+
+/// Memory for measured candidates' own values, kept between rounds. At 32² all of
+/// VGG16's candidates on a 200-image control split take about half of it; at 224² the
+/// deep layers' candidates fit and the shallow ones are measured from scratch.
+pub const KEEP_BUDGET: usize = 1 << 30;
+
+/// Every value of `net` (pruned by `mask`) on the control split, and its logits.
+fn trace_all(net: &Network, mask: &FilterMask, reader: &Reader) -> Result<(Values, Tensor)> {
+    let control = reader.control;
+    let from = reader.prefix.map(|c| reader.plan.start(c, mask));
+    let values: Values = batch_ranges(control.labels.len(), reader.batch)
+        .map(|(start, len)| prefix::trace(net, &control.images, from, start, len))
+        .collect::<candle_core::Result<_>>()?;
+    let logits = logits_of(&values)?;
+    Ok((values, logits))
 }
 
-impl Traces {
-    fn build(net: &Network, mask: &FilterMask, reader: &Reader) -> Result<Self> {
-        let control = reader.control;
-        let from = reader.prefix.map(|c| reader.plan.start(c, mask));
-        let per_batch = batch_ranges(control.labels.len(), reader.batch)
-            .map(|(start, len)| Ok(prefix::trace(net, &control.images, from, start, len)?))
-            .collect::<Result<_>>()?;
-        Ok(Self { per_batch })
-    }
+/// The network outputs of every batch, concatenated.
+fn logits_of(values: &Values) -> Result<Tensor> {
+    let outs: Vec<Tensor> = values
+        .iter()
+        .map(|acts| acts.last().expect("output").clone())
+        .collect();
+    Ok(Tensor::cat(&outs, 0)?)
+}
 
-    /// The values up to `node` that nodes from `node` on read, of one batch.
-    fn live(net: &Network, acts: &[Tensor], node: usize) -> Vec<Option<Tensor>> {
-        let mut given = vec![None; node + 1];
-        for v in net.live_before(node) {
-            given[v] = Some(acts[v].clone());
-        }
-        given
-    }
-
-    /// After the network changed from `node` on (now `net`): values before it stay, the
-    /// rest are recomputed.
-    fn update_after(&mut self, net: &Network, node: usize) -> Result<()> {
-        for acts in &mut self.per_batch {
-            let before = acts[..=node].iter().cloned().map(Some).collect();
-            *acts = net.trace_from(node, before)?;
-        }
-        Ok(())
-    }
-
-    /// Logits of `net` on the control split, running it from `node` on.
-    fn logits_from(&self, net: &Network, node: usize) -> Result<Tensor> {
-        let outs = self
-            .per_batch
+/// Run `net` from node `start` on every batch, given `base`'s values up to `start` (those
+/// are `net`'s too): its logits, and with `keep` all its values.
+fn run_from(
+    net: &Network,
+    base: &Values,
+    start: usize,
+    keep: bool,
+) -> Result<(Tensor, Option<Values>)> {
+    if keep {
+        let values: Values = base
             .iter()
-            .map(|acts| net.forward_from(node, Self::live(net, acts, node)))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Tensor::cat(&outs, 0)?)
+            .map(|acts| net.trace_from(start, acts[..=start].iter().cloned().map(Some).collect()))
+            .collect::<candle_core::Result<_>>()?;
+        return Ok((logits_of(&values)?, Some(values)));
     }
+    let outs = base
+        .iter()
+        .map(|acts| {
+            let mut given = vec![None; start + 1];
+            for v in net.live_before(start) {
+                given[v] = Some(acts[v].clone());
+            }
+            net.forward_from(start, given)
+        })
+        .collect::<candle_core::Result<Vec<_>>>()?;
+    Ok((Tensor::cat(&outs, 0)?, None))
 }
 
 /// How the search cuts and accepts offers (the `control.search_*` knobs).
@@ -96,32 +111,163 @@ pub struct Offers {
     pub min_per_layer: usize,
 }
 
-/// One layer's measured offer on the current network.
+/// A node index past every node: nothing has changed.
+const UNCHANGED: usize = usize::MAX;
+
+/// One layer's measured offer.
 struct Offer {
-    /// A lost per filter removed.
-    damage: f64,
     filters: Vec<usize>,
-    /// The current network without them, and its A.
+    /// The mask of the network it was measured on (without `filters` removed).
+    on: FilterMask,
+    /// The network it was measured on without them, and its A.
     net: Network,
     a: f64,
+    /// `net`'s values on the control split, if kept; before the layer's first node they
+    /// are shared with the network it was measured on.
+    values: Option<Values>,
+    /// Bytes of `values` it holds of its own.
+    own_bytes: usize,
+    /// The first node the current network has changed at since the measurement
+    /// ([`UNCHANGED`]: the offer is fresh).
+    stale_from: usize,
 }
 
-/// The search's view of the current state.
-struct State<'a> {
+/// One offer to measure: `net` (the current network without `filters`), run from
+/// `base`, values of a network it equals up to the group `dropped` names.
+struct Job {
+    layer: usize,
+    filters: Vec<usize>,
+    on: FilterMask,
+    net: Network,
+    base: Values,
+    /// The group whose channels at these positions `net` keeps, where `net` first differs
+    /// from `base`'s network (`None`: nowhere).
+    dropped: Option<(usize, Vec<u32>)>,
+}
+
+impl Job {
+    fn run(self, reader: &Reader, keep: bool) -> Result<(usize, Offer)> {
+        let Job {
+            layer,
+            filters,
+            on,
+            net,
+            mut base,
+            dropped,
+        } = self;
+        let start = match &dropped {
+            Some((g, positions)) => skip_producer(&net, reader.plan, *g, positions, &mut base)?,
+            None => net.nodes.len(),
+        };
+        let (logits, values) = run_from(&net, &base, start, keep)?;
+        let (a, _) = reader.read(&logits)?;
+        let own_bytes = if keep {
+            own_bytes(
+                &net,
+                reader.plan.first_node(layer),
+                reader.control.labels.len(),
+            )
+        } else {
+            0
+        };
+        let offer = Offer {
+            filters,
+            on,
+            net,
+            a,
+            values,
+            own_bytes,
+            stale_from: UNCHANGED,
+        };
+        Ok((layer, offer))
+    }
+}
+
+/// What the search carries from one call (step) to the next: each layer's last measured
+/// cost (for `Take::Lazy`), and the state it ended in, which the next call continues from
+/// when it starts at the mask this one returned (no rate-control retry in between).
+#[derive(Default)]
+pub struct Memory {
+    costs: Vec<f64>,
+    state: Option<State>,
+}
+
+/// The current network and the offers measured on it.
+struct State {
     mask: FilterMask,
     net: Network,
     a: f64,
-    inputs: Traces,
-    reader: &'a Reader<'a>,
-    plan: &'a Plan,
+    values: Values,
+    /// Each layer's last measured offer, fresh or stale.
+    offers: Vec<Option<Offer>>,
+    /// Bytes of offers' own values held.
+    kept: usize,
 }
 
-impl State<'_> {
-    /// Layer `layer`'s offer of (at most) `q` filters, measured.
-    fn measure(&self, layer: usize, q: usize, scores: &Scores) -> Result<Offer> {
+impl State {
+    fn new(net: Network, mask: &FilterMask, reader: &Reader) -> Result<Self> {
+        let (values, logits) = trace_all(&net, mask, reader)?;
+        Ok(Self {
+            a: reader.read(&logits)?.0,
+            mask: mask.clone(),
+            net,
+            values,
+            offers: (0..mask.keep.len()).map(|_| None).collect(),
+            kept: 0,
+        })
+    }
+
+    /// Measure the offers of `asked` (layer, at most that many filters) on the current
+    /// network, each from its layer's previous offer where that is still right, in
+    /// parallel; returns their damage (A lost per filter removed), in order.
+    fn measure(
+        &mut self,
+        asked: &[(usize, usize)],
+        scores: &Scores,
+        reader: &Reader,
+    ) -> Result<Vec<f64>> {
+        let jobs = asked
+            .iter()
+            .map(|&(layer, q)| self.prepare(layer, q, scores, reader))
+            .collect::<Result<Vec<_>>>()?;
+        let images = reader.control.labels.len();
+        // What is kept is decided up front, in order, so it never depends on timing.
+        let keep: Vec<bool> = jobs
+            .iter()
+            .map(|j| {
+                let bytes = own_bytes(&j.net, reader.plan.first_node(j.layer), images);
+                let fits = self.kept + bytes <= KEEP_BUDGET;
+                self.kept += if fits { bytes } else { 0 };
+                fits
+            })
+            .collect();
+        let a0 = self.a;
+        let done = jobs
+            .into_par_iter()
+            .zip(keep)
+            .map(|(job, keep)| job.run(reader, keep))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(done
+            .into_iter()
+            .map(|(layer, offer)| {
+                let damage = (a0 - offer.a) / offer.filters.len() as f64;
+                self.offers[layer] = Some(offer);
+                damage
+            })
+            .collect())
+    }
+
+    /// What measuring layer `layer`'s offer of (at most) `q` filters takes.
+    fn prepare(&mut self, layer: usize, q: usize, scores: &Scores, reader: &Reader) -> Result<Job> {
+        let plan = reader.plan;
         let filters = lowest_in_layer(&self.mask, scores, layer, q);
+        let first = plan.first_node(layer);
+        let previous = self.offers[layer].take();
+        if let Some(p) = &previous {
+            self.kept -= p.own_bytes;
+        }
         // The same removal, in the current (compacted) network's indexing.
-        let mut rel = FilterMask::all_alive(&self.plan.sizes_in(&self.net));
+        let mut rel = FilterMask::all_alive(&plan.sizes_in(&self.net));
         let alive_idx = self.mask.alive_indices(layer);
         for f in &filters {
             let j = alive_idx
@@ -130,33 +276,141 @@ impl State<'_> {
                 .expect("alive");
             rel.keep[layer][j] = false;
         }
-        let net = compact(&self.net, self.plan, &rel)?;
-        let logits = self.inputs.logits_from(&net, self.plan.first_node(layer))?;
-        let (a, _) = self.reader.read(&logits)?;
-        Ok(Offer {
-            damage: (self.a - a) / filters.len() as f64,
+        let net = compact(&self.net, plan, &rel)?;
+        let reusable =
+            previous.filter(|p| p.filters == filters && p.stale_from > first && p.values.is_some());
+        // Values to start from, and the group whose channels they have too many of.
+        let (base, dropped) = match reusable {
+            Some(p) if p.stale_from >= net.nodes.len() => (p.values.expect("kept"), None),
+            Some(p) => {
+                // The current network lost channels of the group starting at `stale_from`
+                // since: from `p.on`'s alive ones to the current mask's.
+                let g = (0..self.mask.keep.len())
+                    .find(|&g| plan.first_node(g) == p.stale_from)
+                    .expect("a group starts where the network changed");
+                let keep = kept_positions(&p.on.keep[g], &self.mask.keep[g]);
+                (p.values.expect("kept"), Some((g, keep)))
+            }
+            None => {
+                let all = vec![true; rel.keep[layer].len()];
+                let keep = kept_positions(&all, &rel.keep[layer]);
+                (self.values.clone(), Some((layer, keep)))
+            }
+        };
+        Ok(Job {
+            layer,
             filters,
+            on: self.mask.clone(),
             net,
-            a,
+            base,
+            dropped,
         })
     }
 
-    fn accept(&mut self, layer: usize, offer: Offer) -> Result<()> {
+    /// The fresh offer of `layer`, if there is one.
+    fn fresh(&self, layer: usize) -> Option<&Offer> {
+        self.offers[layer]
+            .as_ref()
+            .filter(|o| o.stale_from == UNCHANGED)
+    }
+
+    /// Accept `layer`'s fresh offer: its network (and values) become the current ones.
+    fn accept(&mut self, layer: usize, plan: &Plan) -> Result<usize> {
+        let offer = self.offers[layer].take().expect("a fresh offer");
+        self.kept -= offer.own_bytes;
         for f in &offer.filters {
             self.mask.keep[layer][*f] = false;
         }
+        let first = plan.first_node(layer);
+        self.values = match offer.values {
+            Some(v) => v,
+            None => run_from(&offer.net, &self.values, first, true)?
+                .1
+                .expect("kept"),
+        };
         self.net = offer.net;
         self.a = offer.a;
-        self.inputs
-            .update_after(&self.net, self.plan.first_node(layer))
+        self.changed_from(first, plan);
+        Ok(offer.filters.len())
     }
+
+    /// The current network changed from node `node` on: every offer is stale from there,
+    /// and the values of those that can no longer be reused are freed.
+    fn changed_from(&mut self, node: usize, plan: &Plan) {
+        for (l, slot) in self.offers.iter_mut().enumerate() {
+            if let Some(o) = slot {
+                o.stale_from = o.stale_from.min(node);
+                if o.stale_from <= plan.first_node(l) && o.values.take().is_some() {
+                    self.kept -= o.own_bytes;
+                    o.own_bytes = 0;
+                }
+            }
+        }
+    }
+}
+
+/// Positions, among the channels alive in `before`, of those alive in `after` too.
+fn kept_positions(before: &[bool], after: &[bool]) -> Vec<u32> {
+    let alive = (0..before.len()).filter(|&i| before[i]);
+    alive
+        .enumerate()
+        .filter(|&(_, i)| after[i])
+        .map(|(j, _)| j as u32)
+        .collect()
+}
+
+/// Make `values` (of a network that `net` equals up to group `g`'s first node, where `net`
+/// keeps only the channels at positions `keep` of `g`) right for `net` as far as that can
+/// be done without running it, and return the node `net` must run from.
+///
+/// When `g` is the output of one plain conv, `net`'s conv output (and the ReLU after it)
+/// is the same tensor with the dropped channels left out, bit for bit (tests/conv.rs), so
+/// the conv need not run again: the search's most frequent case, and its costliest conv.
+fn skip_producer(
+    net: &Network,
+    plan: &Plan,
+    g: usize,
+    keep: &[u32],
+    values: &mut Values,
+) -> Result<usize> {
+    let node = plan.first_node(g);
+    let plain_conv = matches!(&net.nodes[node].op, Op::Conv(c) if c.groups == 1);
+    if plan.groups[g].producers.len() != 1 || !plain_conv {
+        return Ok(node);
+    }
+    let mut selected = vec![node + 1];
+    if net
+        .nodes
+        .get(node + 1)
+        .is_some_and(|n| matches!(n.op, Op::Relu) && n.inputs == [node + 1])
+    {
+        selected.push(node + 2);
+    }
+    let ids = Tensor::new(keep, net.device())?;
+    for acts in values.iter_mut() {
+        for &v in &selected {
+            acts[v] = acts[v].index_select(&ids, 1)?;
+        }
+    }
+    Ok(selected[selected.len() - 1])
+}
+
+/// Bytes of the values of `net` after node `first`'s input, on `images` images.
+fn own_bytes(net: &Network, first: usize, images: usize) -> usize {
+    let per_image: usize = net.shapes()[first + 1..]
+        .iter()
+        .map(|s| match *s {
+            crate::model::network::Shape::Map { c, h, w } => c * h * w,
+            crate::model::network::Shape::Flat(n) => n,
+        })
+        .sum();
+    per_image * images * 4
 }
 
 /// Remove `n` filters from `mask` by measured layer search (see the module docs): every
 /// layer offers its `offers.fraction` (of its original width) least relevant filters,
 /// offers are measured on `reader`'s control split, and the cheapest per filter are accepted
-/// (`offers.take`). `memory` carries each layer's last measured cost between calls (for
-/// `Take::Lazy`).
+/// (`offers.take`). `memory` carries what one call leaves to the next ([`Memory`]).
 pub fn search(
     original: &Network,
     mask: &FilterMask,
@@ -164,7 +418,7 @@ pub fn search(
     n: usize,
     offers: &Offers,
     reader: &Reader,
-    memory: &mut Vec<f64>,
+    memory: &mut Memory,
 ) -> Result<FilterMask> {
     let Offers {
         fraction,
@@ -172,24 +426,17 @@ pub fn search(
         min_per_layer,
     } = *offers;
     let plan = reader.plan;
-    let net = compact(original, plan, mask)?;
-    let (a, _) = reader.measure(&net, mask)?;
-    let inputs = Traces::build(&net, mask, reader)?;
-    let mut st = State {
-        mask: mask.clone(),
-        net,
-        a,
-        inputs,
-        reader,
-        plan,
+    // The network searched is a function of the mask: `original` compacted to it.
+    let mut st = match memory.state.take() {
+        Some(s) if s.mask == *mask => s,
+        _ => State::new(compact(original, plan, mask)?, mask, reader)?,
     };
     let layers = mask.keep.len();
-    if memory.len() != layers || take == Take::Best {
-        *memory = vec![f64::NEG_INFINITY; layers];
+    let memory_costs = &mut memory.costs;
+    if memory_costs.len() != layers || take == Take::Best {
+        *memory_costs = vec![f64::NEG_INFINITY; layers];
     }
     let mut removed = 0;
-    // Offers measured on the current network, by layer.
-    let mut fresh: Vec<Option<Offer>> = (0..layers).map(|_| None).collect();
     while removed < n {
         let quota = |st: &State, l: usize| {
             let room = st.mask.alive_in(l).saturating_sub(min_per_layer);
@@ -203,47 +450,58 @@ pub fn search(
         let open: Vec<usize> = (0..layers).filter(|&l| quota(&st, l) > 0).collect();
         let Some(&l) = open
             .iter()
-            .min_by(|&&a, &&b| memory[a].total_cmp(&memory[b]))
+            .min_by(|&&a, &&b| memory_costs[a].total_cmp(&memory_costs[b]))
         else {
             break; // every layer is at its floor
         };
         if take == Take::All {
             // Measure every open offer once, accept them cheapest first.
-            let mut measured = Vec::new();
-            for &o in &open {
-                measured.push((o, st.measure(o, quota(&st, o), scores)?));
-            }
-            measured.sort_by(|x, y| x.1.damage.total_cmp(&y.1.damage));
-            for (o, offer) in measured {
-                let k = offer.filters.len().min(n - removed);
-                for f in &offer.filters[..k] {
+            let asked: Vec<(usize, usize)> = open.iter().map(|&o| (o, quota(&st, o))).collect();
+            let costs = st.measure(&asked, scores, reader)?;
+            let mut measured: Vec<(usize, f64)> = open.iter().copied().zip(costs).collect();
+            measured.sort_by(|x, y| x.1.total_cmp(&y.1));
+            let mut first_changed = UNCHANGED;
+            for (o, _) in measured {
+                let filters = &st.offers[o].as_ref().expect("measured").filters;
+                let k = filters.len().min(n - removed);
+                for f in &filters[..k] {
                     st.mask.keep[o][*f] = false;
                 }
+                first_changed = first_changed.min(plan.first_node(o));
                 removed += k;
                 if removed == n {
                     break;
                 }
             }
+            // Accepted layers' offers are stale from their own first node on, so spent.
+            st.changed_from(first_changed, plan);
             st.net = compact(original, plan, &st.mask)?;
-            st.a = reader.measure(&st.net, &st.mask)?.0;
-            st.inputs = Traces::build(&st.net, &st.mask, reader)?;
+            let (values, logits) = trace_all(&st.net, &st.mask, reader)?;
+            st.values = values;
+            st.a = reader.read(&logits)?.0;
             continue;
         }
-        match fresh[l].take() {
-            Some(offer) => {
-                removed += offer.filters.len();
-                st.accept(l, offer)?;
-                fresh.iter_mut().for_each(|f| *f = None);
-                if take == Take::Best {
-                    memory.iter_mut().for_each(|m| *m = f64::NEG_INFINITY);
-                }
+        if st.fresh(l).is_some() {
+            removed += st.accept(l, plan)?;
+            if take == Take::Best {
+                memory_costs.iter_mut().for_each(|m| *m = f64::NEG_INFINITY);
             }
-            None => {
-                let offer = st.measure(l, quota(&st, l), scores)?;
-                memory[l] = offer.damage;
-                fresh[l] = Some(offer);
+        } else if take == Take::Best {
+            // Every open layer is measured before the next accept: all at once.
+            let asked: Vec<(usize, usize)> = open
+                .iter()
+                .filter(|&&o| st.fresh(o).is_none())
+                .map(|&o| (o, quota(&st, o)))
+                .collect();
+            let costs = st.measure(&asked, scores, reader)?;
+            for ((o, _), c) in asked.iter().zip(costs) {
+                memory_costs[*o] = c;
             }
+        } else {
+            memory_costs[l] = st.measure(&[(l, quota(&st, l))], scores, reader)?[0];
         }
     }
-    Ok(st.mask)
+    let out = st.mask.clone();
+    memory.state = Some(st);
+    Ok(out)
 }
