@@ -209,6 +209,10 @@ enum Cmd {
         /// With --device cuda: images per conv call.
         #[arg(long, default_value_t = 32)]
         batch: usize,
+        /// Only the measured layer search against `lrp` on --spec's first task (--reps
+        /// repeats each), spliced into --out between its markers.
+        #[arg(long)]
+        search: bool,
     },
     /// Summaries, tables (md/csv/tex) and plots (png/svg) from a results directory; more
     /// directories (shards gathered from other machines) are merged in, written to the first.
@@ -420,6 +424,20 @@ fn write_report(results: &std::path::Path, opts: &report::ReportOptions) -> Resu
 /// glibc returns allocations above 128 KB–32 MB to the kernel on free and maps them afresh
 /// (page faults + zeroing) on the next call; a sweep allocates activation-sized buffers
 /// thousands of times, so keep them in the heap for reuse.
+/// Write `section` into `out` between its markers (stdout without `out`).
+fn splice_into(out: Option<PathBuf>, section: &str, start: &str, end: &str) -> Result<()> {
+    match out {
+        Some(p) => {
+            let old = std::fs::read_to_string(&p).unwrap_or_default();
+            let text = lrprune::bench::splice(&old, section, start, end);
+            lrprune::results::write_atomic(&p, |tmp| Ok(std::fs::write(tmp, &text)?))?;
+            outln!("wrote a section of {}", p.display());
+        }
+        None => out!("{section}"),
+    }
+    Ok(())
+}
+
 fn tune_allocator() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator thresholds; called before any thread starts.
@@ -532,16 +550,18 @@ fn main() -> ExitCode {
                 torch: (!no_torch).then_some(script.as_path()),
             };
             let section = lrprune::bench::gpu::run(&d, &opts)?;
-            match out {
-                Some(p) => {
-                    let old = std::fs::read_to_string(&p).unwrap_or_default();
-                    let text = lrprune::bench::gpu::splice(&old, &section);
-                    lrprune::results::write_atomic(&p, |tmp| Ok(std::fs::write(tmp, &text)?))?;
-                    outln!("wrote the GPU section of {}", p.display());
-                }
-                None => out!("{section}"),
-            }
-            Ok(())
+            use lrprune::bench::gpu::{END, START};
+            splice_into(out, &section, START, END)
+        }),
+        Cmd::Bench {
+            spec,
+            out,
+            reps,
+            search: true,
+            ..
+        } => lrprune::bench::search::run(&spec, reps).and_then(|section| {
+            use lrprune::bench::search::{END, START};
+            splice_into(out, &section, START, END)
         }),
         Cmd::Bench {
             spec,

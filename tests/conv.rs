@@ -234,3 +234,44 @@ fn dropping_filters_leaves_the_other_channels_bit_for_bit() {
         }
     }
 }
+
+/// A pruned conv's transformed filters, selected from the unpruned ones' (a recorded
+/// selection, as compaction records it), give the very outputs a fresh transform gives.
+#[test]
+fn transformed_filters_selected_from_the_source_equal_fresh_ones() {
+    use lrprune::model::conv::reuse::{record_selection, Selection};
+    let dev = Device::Cpu;
+    for (cin, cout, hw) in [(64, 64, 8), (128, 256, 4), (512, 512, 2), (40, 51, 6)] {
+        let x = Tensor::randn(0f32, 1.0, (3, cin, hw, hw), &dev).unwrap();
+        let w = Tensor::randn(0f32, 0.05, (cout, cin, 3, 3), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, cout, &dev).unwrap();
+        conv::conv2d(&x, &w, Some(&b), 1, 1, false).unwrap(); // caches w's transform
+        for dim in [0usize, 1] {
+            let n = w.dims()[dim];
+            let keep: Vec<u32> = (0..n as u32).filter(|i| i % 3 != 1).collect();
+            let ids = Tensor::new(keep.as_slice(), &dev).unwrap();
+            let selected = w.index_select(&ids, dim).unwrap();
+            let source = Selection {
+                source: w.id(),
+                dim,
+                indices: std::sync::Arc::new(keep.clone()),
+            };
+            record_selection(selected.id(), source);
+            let fresh = selected.copy().unwrap(); // same values, no recorded source
+            let (xs, bs) = match dim {
+                0 => (x.clone(), b.index_select(&ids, 0).unwrap()),
+                _ => (x.index_select(&ids, 1).unwrap(), b.clone()),
+            };
+            let got = conv::conv2d(&xs, &selected, Some(&bs), 1, 1, true).unwrap();
+            let want = conv::conv2d(&xs, &fresh, Some(&bs), 1, 1, true).unwrap();
+            let (g, w2) = (
+                got.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                want.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            assert!(
+                g.iter().zip(&w2).all(|(p, q)| p.to_bits() == q.to_bits()),
+                "{cin}→{cout} {hw}² dim {dim}"
+            );
+        }
+    }
+}

@@ -166,17 +166,7 @@ fn row(
 
 /// `text` with the GPU section put in place: replacing an earlier one, else appended.
 pub fn splice(text: &str, section: &str) -> String {
-    match (text.find(START), text.find(END)) {
-        (Some(a), Some(b)) if b > a => {
-            format!(
-                "{}{}{}",
-                &text[..a],
-                section.trim_end(),
-                &text[b + END.len()..]
-            )
-        }
-        _ => format!("{}\n\n{}\n", text.trim_end(), section.trim_end()),
-    }
+    super::splice(text, section, START, END)
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ pub mod child;
 pub mod conv;
 pub mod gpu;
 pub mod reference;
+pub mod search;
 
 use crate::lrp::composite;
 use crate::lrp::filters::filter_relevance;
@@ -19,6 +20,22 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use std::fmt::Write;
 use std::time::Instant;
+
+/// `text` with `section` (which starts with `start` and ends with `end`) put in place:
+/// replacing an earlier one, else appended.
+pub fn splice(text: &str, section: &str, start: &str, end: &str) -> String {
+    match (text.find(start), text.find(end)) {
+        (Some(a), Some(b)) if b > a => {
+            format!(
+                "{}{}{}",
+                &text[..a],
+                section.trim_end(),
+                &text[b + end.len()..]
+            )
+        }
+        _ => format!("{}\n\n{}\n", text.trim_end(), section.trim_end()),
+    }
+}
 
 /// Median wall time of `f` in seconds over `reps` runs after one warm-up.
 pub fn time<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {

@@ -36,6 +36,11 @@ impl<'a> HeadPolicy<'a> {
         }
     }
 
+    /// Whether a pruned network keeps the intact network's head (`after_step = "none"`).
+    pub fn keeps_head(&self) -> bool {
+        self.after_step == AfterStep::None
+    }
+
     /// `net` (the backbone pruned to `mask`, carrying the intact network's head) after the
     /// step, its features taken on `train` (from the stored prefix when `from` is given).
     pub fn apply(
@@ -46,7 +51,7 @@ impl<'a> HeadPolicy<'a> {
         from: Option<Start>,
         batch: usize,
     ) -> Result<Network> {
-        if self.after_step == AfterStep::None {
+        if self.keeps_head() {
             return Ok(net);
         }
         if let Some((m, done)) = self.last.borrow().as_ref() {

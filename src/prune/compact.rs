@@ -7,15 +7,27 @@
 
 use super::mask::FilterMask;
 use super::plan::{Member, Plan};
+use crate::model::conv::reuse::{self, Selection};
 use crate::model::{Network, Op};
 use candle_core::{Result, Tensor};
+use std::sync::Arc;
 
 fn select(t: &Tensor, idx: &[u32], dim: usize) -> Result<Tensor> {
     if idx.len() == t.dims()[dim] {
         return Ok(t.clone());
     }
     let ids = Tensor::new(idx, t.device())?;
-    t.index_select(&ids, dim)
+    let out = t.index_select(&ids, dim)?;
+    if t.rank() == 4 {
+        // A conv's weights: its transformed filters are the same selection of the source's.
+        let sel = Selection {
+            source: t.id(),
+            dim,
+            indices: Arc::new(idx.to_vec()),
+        };
+        reuse::record_selection(out.id(), sel);
+    }
+    Ok(out)
 }
 
 /// Channel indices expanded to feature indices, `hw` features per channel.

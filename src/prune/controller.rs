@@ -82,8 +82,16 @@ impl AccuracyAware {
     /// A of the network at `mask`, remembered as the next step's "before" (the last mask
     /// measured is the one a step accepts).
     fn measure(&mut self, mask: &FilterMask, ctx: &Context) -> Result<f64> {
-        let net = ctx.compact(mask)?;
-        let (a, class_acc) = self.reader(ctx).measure(&net, mask)?;
+        let reader = self.reader(ctx);
+        // The layer search ends on this very network unless the head changes after a step.
+        let searched = match ctx.head_policy.keeps_head() {
+            true => self.search_memory.measured(mask, &reader)?,
+            false => None,
+        };
+        let (a, class_acc) = match searched {
+            Some(m) => m,
+            None => reader.measure(&ctx.compact(mask)?, mask)?,
+        };
         self.last = Some((mask.clone(), a, class_acc));
         Ok(a)
     }

@@ -192,6 +192,17 @@ pub struct Memory {
     state: Option<State>,
 }
 
+impl Memory {
+    /// A and the per-class scores of the network the last call ended with, when that is
+    /// `original` compacted to `mask` (read from the values the search already holds).
+    pub fn measured(&self, mask: &FilterMask, reader: &Reader) -> Result<Option<(f64, Vec<f64>)>> {
+        match &self.state {
+            Some(st) if st.mask == *mask => Ok(Some(reader.read(&logits_of(&st.values)?)?)),
+            _ => Ok(None),
+        }
+    }
+}
+
 /// The current network and the offers measured on it.
 struct State {
     mask: FilterMask,
@@ -200,6 +211,10 @@ struct State {
     values: Values,
     /// Each layer's last measured offer, fresh or stale.
     offers: Vec<Option<Offer>>,
+    /// Each layer's stale offer of other filters, kept for when they are asked again: a
+    /// step's last round offers fewer filters (what is left of its quota), and the next
+    /// step's first round the usual ones.
+    spare: Vec<Option<Offer>>,
     /// Bytes of offers' own values held.
     kept: usize,
 }
@@ -213,6 +228,7 @@ impl State {
             net,
             values,
             offers: (0..mask.keep.len()).map(|_| None).collect(),
+            spare: (0..mask.keep.len()).map(|_| None).collect(),
             kept: 0,
         })
     }
@@ -262,21 +278,23 @@ impl State {
         let plan = reader.plan;
         let filters = lowest_in_layer(&self.mask, scores, layer, q);
         let first = plan.first_node(layer);
-        let previous = self.offers[layer].take();
-        if let Some(p) = &previous {
-            self.kept -= p.own_bytes;
+        let mut previous = None;
+        for p in [self.offers[layer].take(), self.spare[layer].take()]
+            .into_iter()
+            .flatten()
+        {
+            if p.filters == filters {
+                self.kept -= p.own_bytes;
+                previous = Some(p);
+            } else if p.values.is_some() && self.spare[layer].is_none() {
+                self.spare[layer] = Some(p); // the newer of the two other ones
+            } else {
+                self.kept -= p.own_bytes;
+            }
         }
-        // The same removal, in the current (compacted) network's indexing.
-        let mut rel = FilterMask::all_alive(&plan.sizes_in(&self.net));
-        let alive_idx = self.mask.alive_indices(layer);
-        for f in &filters {
-            let j = alive_idx
-                .iter()
-                .position(|&i| i as usize == *f)
-                .expect("alive");
-            rel.keep[layer][j] = false;
-        }
-        let net = compact(&self.net, plan, &rel)?;
+        // The current network without the offer.
+        let target = without(&self.mask, layer, &filters);
+        let net = compact(&self.net, plan, &relative(&self.mask, &target))?;
         let reusable =
             previous.filter(|p| p.filters == filters && p.stale_from > first && p.values.is_some());
         // Values to start from, and the group whose channels they have too many of.
@@ -292,8 +310,7 @@ impl State {
                 (p.values.expect("kept"), Some((g, keep)))
             }
             None => {
-                let all = vec![true; rel.keep[layer].len()];
-                let keep = kept_positions(&all, &rel.keep[layer]);
+                let keep = kept_positions(&self.mask.keep[layer], &target.keep[layer]);
                 (self.values.clone(), Some((layer, keep)))
             }
         };
@@ -337,7 +354,8 @@ impl State {
     /// The current network changed from node `node` on: every offer is stale from there,
     /// and the values of those that can no longer be reused are freed.
     fn changed_from(&mut self, node: usize, plan: &Plan) {
-        for (l, slot) in self.offers.iter_mut().enumerate() {
+        let slots = self.offers.iter_mut().enumerate();
+        for (l, slot) in slots.chain(self.spare.iter_mut().enumerate()) {
             if let Some(o) = slot {
                 o.stale_from = o.stale_from.min(node);
                 if o.stale_from <= plan.first_node(l) && o.values.take().is_some() {
@@ -347,6 +365,26 @@ impl State {
             }
         }
     }
+}
+
+/// `mask` with `filters` of `layer` removed too.
+fn without(mask: &FilterMask, layer: usize, filters: &[usize]) -> FilterMask {
+    let mut m = mask.clone();
+    for &f in filters {
+        m.keep[layer][f] = false;
+    }
+    m
+}
+
+/// `after` in the indexing of a network compacted to `before` (which it is within).
+fn relative(before: &FilterMask, after: &FilterMask) -> FilterMask {
+    let keep = before
+        .keep
+        .iter()
+        .zip(&after.keep)
+        .map(|(b, a)| (0..b.len()).filter(|&i| b[i]).map(|i| a[i]).collect())
+        .collect();
+    FilterMask { keep }
 }
 
 /// Positions, among the channels alive in `before`, of those alive in `after` too.
@@ -363,9 +401,10 @@ fn kept_positions(before: &[bool], after: &[bool]) -> Vec<u32> {
 /// keeps only the channels at positions `keep` of `g`) right for `net` as far as that can
 /// be done without running it, and return the node `net` must run from.
 ///
-/// When `g` is the output of one plain conv, `net`'s conv output (and the ReLU after it)
-/// is the same tensor with the dropped channels left out, bit for bit (tests/conv.rs), so
-/// the conv need not run again: the search's most frequent case, and its costliest conv.
+/// When `g` is the output of one plain conv, `net`'s conv output (and the channel-wise ops
+/// after it: ReLU, max-pool) is the same tensor with the dropped channels left out, bit for
+/// bit (tests/conv.rs), so the conv need not run again: the search's most frequent case,
+/// and its costliest conv.
 fn skip_producer(
     net: &Network,
     plan: &Plan,
@@ -378,21 +417,27 @@ fn skip_producer(
     if plan.groups[g].producers.len() != 1 || !plain_conv {
         return Ok(node);
     }
-    let mut selected = vec![node + 1];
-    if net
-        .nodes
-        .get(node + 1)
-        .is_some_and(|n| matches!(n.op, Op::Relu) && n.inputs == [node + 1])
-    {
-        selected.push(node + 2);
+    // The conv's output, then every channel-wise op reading only the value before.
+    let mut last = node + 1;
+    while net.nodes.get(last).is_some_and(|n| {
+        matches!(n.op, Op::Relu | Op::Relu6 | Op::MaxPool(_) | Op::Dropout) && n.inputs == [last]
+    }) {
+        last += 1;
     }
     let ids = Tensor::new(keep, net.device())?;
     for acts in values.iter_mut() {
-        for &v in &selected {
-            acts[v] = acts[v].index_select(&ids, 1)?;
+        // A conv fused with its ReLU recorded one tensor for both values: select it once.
+        let mut prev: Option<(candle_core::TensorId, Tensor)> = None;
+        for value in &mut acts[node + 1..=last] {
+            let selected = match &prev {
+                Some((id, t)) if *id == value.id() => t.clone(),
+                _ => value.index_select(&ids, 1)?,
+            };
+            prev = Some((value.id(), selected.clone()));
+            *value = selected;
         }
     }
-    Ok(selected[selected.len() - 1])
+    Ok(last)
 }
 
 /// Bytes of the values of `net` after node `first`'s input, on `images` images.

@@ -5,11 +5,17 @@
 //!   (36 MB for F(4,3)) costs as much as the convolution of a small map. Inference engines
 //!   pre-pack weights for the same reason. Keyed by Candle's `TensorId`, which is never
 //!   reused within a process, so a stale entry can only waste memory, never be wrong.
+//! - Where a weight tensor came from: a pruned conv's weights are a channel selection of
+//!   the unpruned ones, and so are their transformed filters (each filter/channel pair is
+//!   transformed on its own), so a miss whose source is cached is served by selecting
+//!   from it instead of transforming again. The measured layer search builds a dozen such
+//!   networks per round.
 //! - Scratch buffers, per thread: fresh multi-MB allocations are mmapped and page-faulted
 //!   on every call (glibc), which cost as much as the arithmetic on small maps.
 
 use candle_core::TensorId;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Upper bound on the transformed filters kept (all of VGG16's at 224² take ~260 MB).
@@ -19,22 +25,64 @@ type Entry = (TensorId, usize, Arc<Vec<f32>>);
 
 static FILTERS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
 
-/// The transformed filters of weight `id` for tile size `m`, computed by `make` on a miss.
-/// Most recently used entries are kept, within [`CACHE_BYTES`].
-pub fn filters(id: Option<TensorId>, m: usize, make: impl FnOnce() -> Vec<f32>) -> Arc<Vec<f32>> {
+/// A weight tensor made by selecting `indices` along `dim` (0: filters, 1: channels) of
+/// the tensor `source`.
+#[derive(Clone)]
+pub struct Selection {
+    pub source: TensorId,
+    pub dim: usize,
+    pub indices: Arc<Vec<u32>>,
+}
+
+/// Selections recorded at most; beyond, the record starts over (old sources are gone).
+const LINEAGE_MAX: usize = 4096;
+
+static LINEAGE: Mutex<Option<HashMap<TensorId, Selection>>> = Mutex::new(None);
+
+/// Record that weight `id` is `sel` of another weight tensor.
+pub fn record_selection(id: TensorId, sel: Selection) {
+    let mut map = LINEAGE.lock().unwrap_or_else(|e| e.into_inner());
+    let map = map.get_or_insert_with(HashMap::new);
+    if map.len() >= LINEAGE_MAX {
+        map.clear();
+    }
+    map.insert(id, sel);
+}
+
+fn cached(id: TensorId, m: usize) -> Option<Arc<Vec<f32>>> {
+    let mut cache = FILTERS.lock().unwrap_or_else(|e| e.into_inner());
+    let i = cache.iter().position(|(k, mm, _)| *k == id && *mm == m)?;
+    let e = cache.remove(i);
+    let u = e.2.clone();
+    cache.push(e);
+    Some(u)
+}
+
+/// The transformed filters of weight `id` for tile size `m`: cached, else selected by
+/// `derive` from those of the tensor `id` was selected from (when they are cached), else
+/// computed by `make`. Most recently used entries are kept, within [`CACHE_BYTES`].
+pub fn filters(
+    id: Option<TensorId>,
+    m: usize,
+    make: impl FnOnce() -> Vec<f32>,
+    derive: impl FnOnce(&[f32], &Selection) -> Vec<f32>,
+) -> Arc<Vec<f32>> {
     let Some(id) = id else {
         return Arc::new(make());
     };
-    {
-        let mut cache = FILTERS.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = cache.iter().position(|(k, mm, _)| *k == id && *mm == m) {
-            let e = cache.remove(i);
-            let u = e.2.clone();
-            cache.push(e);
-            return u;
-        }
+    if let Some(u) = cached(id, m) {
+        return u;
     }
-    let u = Arc::new(make());
+    let lineage = LINEAGE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|map| map.get(&id).cloned());
+    let source = lineage.and_then(|sel| Some((cached(sel.source, m)?, sel)));
+    let u = Arc::new(match source {
+        Some((src, sel)) => derive(&src, &sel),
+        None => make(),
+    });
     let mut cache = FILTERS.lock().unwrap_or_else(|e| e.into_inner());
     cache.push((id, m, u.clone()));
     let mut bytes: usize = cache.iter().map(|e| e.2.len() * 4).sum();

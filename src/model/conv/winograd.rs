@@ -152,6 +152,41 @@ fn for_each(n: usize, parallel: bool, f: impl Fn(usize) + Sync + Send) {
     }
 }
 
+/// `U[ξ][c][k]` of a selection of filters (`sel.dim` 0) or channels (1) of the weights
+/// whose transformed filters are `src`: the same selection of `src`, bit for bit, since
+/// every filter/channel pair is transformed on its own. Padding stays zero.
+fn select_filters(
+    src: &[f32],
+    sel: &reuse::Selection,
+    g: &Geometry,
+    a: usize,
+    cp: usize,
+    kp: usize,
+) -> Vec<f32> {
+    let mut u = vec![0f32; a * a * cp * kp];
+    let idx = &sel.indices;
+    if sel.dim == 1 {
+        // Channels: whole rows of `kp` filters move.
+        let cp_src = src.len() / (a * a * kp);
+        for xi in 0..a * a {
+            for (c, &from) in idx.iter().enumerate().take(g.c) {
+                let s = (xi * cp_src + from as usize) * kp;
+                let d = (xi * cp + c) * kp;
+                u[d..d + kp].copy_from_slice(&src[s..s + kp]);
+            }
+        }
+    } else {
+        let kp_src = src.len() / (a * a * cp);
+        for row in 0..a * a * cp {
+            let (s, d) = (row * kp_src, row * kp);
+            for (k, &from) in idx.iter().enumerate().take(g.k) {
+                u[d + k] = src[s + from as usize];
+            }
+        }
+    }
+    u
+}
+
 /// Transformed filters `U[ξ][c][k]`, channels and filters padded to the lane width.
 /// One task per 16 filters, whose weights are one contiguous block; for small maps this
 /// transform costs as much as the GEMMs, so it is vectorised over the 16 filters.
@@ -316,9 +351,12 @@ impl<const M: usize, const A: usize> Plan<M, A> {
         relu: bool,
     ) -> Vec<f32> {
         let g = &self.g;
-        let u = reuse::filters(weight_id, M, || {
-            transform_filters(weight, g, M, self.cp, self.kp)
-        });
+        let u = reuse::filters(
+            weight_id,
+            M,
+            || transform_filters(weight, g, M, self.cp, self.kp),
+            |src, sel| select_filters(src, sel, g, A, self.cp, self.kp),
+        );
         let n_xp = g.batch * self.hp * self.wp * self.cp;
         reuse::with_scratch(n_xp, |xp| {
             fill_padded_nhwc(x, g, self.hp, self.wp, self.cp, xp);
