@@ -44,7 +44,13 @@ fn method_config(
 
 /// Every decision a schedule makes, driven the way the runner drives it.
 fn decisions(cfg: &RunConfig, task: &Task) -> Vec<Step> {
-    let ctx = runner::context(task, cfg);
+    decisions_within(cfg, task, runner::memory::search_budget())
+}
+
+/// [`decisions`] with the layer search keeping at most `budget` bytes of candidates' values.
+fn decisions_within(cfg: &RunConfig, task: &Task, budget: usize) -> Vec<Step> {
+    let mut ctx = runner::context(task, cfg);
+    ctx.search_budget = budget;
     let mut schedule = runner::schedule_for(cfg, task.data.n_classes(), &Device::Cpu).unwrap();
     let mut mask = FilterMask::all_alive(&task.plan.sizes());
     let mut out = Vec::new();
@@ -300,21 +306,25 @@ fn switches_off_on_the_intact_relevance_is_one_shot_lrp() {
     assert!(a.iter().zip(&b).all(|(x, y)| x.mask == y.mask));
 }
 
+/// `cfg` with the measured layer search on the smoothed A (rate control off).
+fn searching(cfg: &RunConfig, take: lrprune::prune::search::Take, fraction: f64) -> RunConfig {
+    let control = ControlSettings {
+        rate_control: false,
+        layer_search: true,
+        search_take: take,
+        search_fraction: fraction,
+        signal: lrprune::spec::Signal::Confidence,
+        ..ControlSettings::default()
+    };
+    with_control(cfg, control)
+}
+
 #[test]
 fn layer_search_ignores_test_labels_and_meets_every_quota() {
     use lrprune::prune::search::Take;
     let (_dir, cfg) = tiny();
     for take in [Take::Best, Take::Lazy, Take::All] {
-        let search = with_control(
-            &cfg,
-            ControlSettings {
-                rate_control: false,
-                layer_search: true,
-                search_take: take,
-                signal: lrprune::spec::Signal::Confidence,
-                ..ControlSettings::default()
-            },
-        );
+        let search = searching(&cfg, take, 0.1);
         let task = runner::prepare_task(&search, &Device::Cpu).unwrap();
         let before = decisions(&search, &task);
         let mut shuffled = runner::prepare_task(&search, &Device::Cpu).unwrap();
@@ -329,6 +339,25 @@ fn layer_search_ignores_test_labels_and_meets_every_quota() {
                 "{take:?} step {k}"
             );
             assert!(s.mask.per_layer().iter().all(|&n| n >= 1));
+        }
+    }
+}
+
+/// What the layer search keeps between rounds is a matter of speed only: with nothing
+/// kept (every candidate measured from the current network, as the search first did), with
+/// a little and with everything, every take policy makes the same decisions, bit for bit.
+#[test]
+fn layer_search_decisions_do_not_depend_on_what_it_keeps() {
+    use lrprune::prune::search::Take;
+    let (_dir, cfg) = tiny();
+    for take in [Take::Best, Take::Lazy, Take::All] {
+        let search = searching(&cfg, take, 0.2);
+        let task = runner::prepare_task(&search, &Device::Cpu).unwrap();
+        let all = decisions_within(&search, &task, usize::MAX);
+        assert!(!all.is_empty());
+        for budget in [0, 64 << 10] {
+            let got = decisions_within(&search, &task, budget);
+            assert!(same(&all, &got), "{take:?}, budget {budget}");
         }
     }
 }

@@ -214,6 +214,19 @@ impl Network {
             && readers[i + 1] == [i + 1]
     }
 
+    /// For every value, whether a trace records it as the very tensor of the value before
+    /// (a ReLU fused into the conv before it): memory counts it once.
+    pub fn same_as_previous(&self) -> Vec<bool> {
+        let readers = self.readers();
+        let mut same = vec![false; self.nodes.len() + 1];
+        for i in 0..self.nodes.len().saturating_sub(1) {
+            if self.fuses(i, &readers) {
+                same[i + 2] = true;
+            }
+        }
+        same
+    }
+
     /// Values read by nodes `start..` that come from before node `start`.
     pub fn live_before(&self, start: usize) -> Vec<usize> {
         let mut v: Vec<usize> = self.nodes[start..]

@@ -112,6 +112,7 @@ impl AccuracyAware {
             fraction: self.control.search_fraction,
             take: self.control.search_take,
             min_per_layer,
+            keep_budget: ctx.search_budget,
         };
         search(
             ctx.original,

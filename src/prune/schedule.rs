@@ -39,6 +39,8 @@ pub struct Context<'a> {
     pub control_prefix: Option<&'a PrefixCache>,
     /// What a pruned network's head goes through (`[pruning] after_step`).
     pub head_policy: HeadPolicy<'a>,
+    /// Bytes the measured layer search may keep of its candidates' values.
+    pub search_budget: usize,
 }
 
 impl Context<'_> {

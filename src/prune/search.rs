@@ -12,8 +12,9 @@
 //! Cost: a measurement runs a candidate network only from its first changed node on, from
 //! the current network's values on the control split (removing channels of a group changes
 //! nothing before its first conv). And a measured candidate keeps its own values (within
-//! [`KEEP_BUDGET`]): when the round's winner changes the network at node N, a candidate
-//! from an earlier layer is still right up to N, so the next round runs it from N on only.
+//! `Offers::keep_budget`): when the round's winner changes the network at node N, a
+//! candidate from an earlier layer is still right up to N, so the next round runs it from N
+//! on only.
 //! The winner's values become the current network's. Every value is computed by the same
 //! operations on the same inputs as a measurement from scratch would, so the decisions do
 //! not depend on what was kept (tests/golden.rs holds them to digests written before).
@@ -47,11 +48,6 @@ fn lowest_in_layer(mask: &FilterMask, scores: &Scores, layer: usize, q: usize) -
 
 /// A network's values on the control split, per batch: `[b][v]` is value v on batch b.
 type Values = Vec<Vec<Tensor>>;
-
-/// Memory for measured candidates' own values, kept between rounds. At 32² all of
-/// VGG16's candidates on a 200-image control split take about half of it; at 224² the
-/// deep layers' candidates fit and the shallow ones are measured from scratch.
-pub const KEEP_BUDGET: usize = 1 << 30;
 
 /// Every value of `net` (pruned by `mask`) on the control split, and its logits.
 fn trace_all(net: &Network, mask: &FilterMask, reader: &Reader) -> Result<(Values, Tensor)> {
@@ -109,6 +105,9 @@ pub struct Offers {
     pub take: Take,
     /// No layer is cut below this many filters.
     pub min_per_layer: usize,
+    /// Bytes of measured candidates' own values kept between rounds; the rest are measured
+    /// from the current network again when asked (the decisions do not change).
+    pub keep_budget: usize,
 }
 
 /// A node index past every node: nothing has changed.
@@ -138,7 +137,11 @@ struct Job {
     layer: usize,
     filters: Vec<usize>,
     on: FilterMask,
-    net: Network,
+    /// `net` is this network compacted to `rel` (done in parallel, in [`Job::run`]).
+    current: Network,
+    rel: FilterMask,
+    /// Bytes its values take beyond those it shares (as the current network's shapes say).
+    own_bytes: usize,
     base: Values,
     /// The group whose channels at these positions `net` keeps, where `net` first differs
     /// from `base`'s network (`None`: nowhere).
@@ -151,32 +154,26 @@ impl Job {
             layer,
             filters,
             on,
-            net,
+            current,
+            rel,
+            own_bytes,
             mut base,
             dropped,
         } = self;
+        let net = compact(&current, reader.plan, &rel)?;
         let start = match &dropped {
             Some((g, positions)) => skip_producer(&net, reader.plan, *g, positions, &mut base)?,
             None => net.nodes.len(),
         };
         let (logits, values) = run_from(&net, &base, start, keep)?;
         let (a, _) = reader.read(&logits)?;
-        let own_bytes = if keep {
-            own_bytes(
-                &net,
-                reader.plan.first_node(layer),
-                reader.control.labels.len(),
-            )
-        } else {
-            0
-        };
         let offer = Offer {
             filters,
             on,
             net,
             a,
             values,
-            own_bytes,
+            own_bytes: if keep { own_bytes } else { 0 },
             stale_from: UNCHANGED,
         };
         Ok((layer, offer))
@@ -241,19 +238,18 @@ impl State {
         asked: &[(usize, usize)],
         scores: &Scores,
         reader: &Reader,
+        budget: usize,
     ) -> Result<Vec<f64>> {
         let jobs = asked
             .iter()
             .map(|&(layer, q)| self.prepare(layer, q, scores, reader))
             .collect::<Result<Vec<_>>>()?;
-        let images = reader.control.labels.len();
         // What is kept is decided up front, in order, so it never depends on timing.
         let keep: Vec<bool> = jobs
             .iter()
             .map(|j| {
-                let bytes = own_bytes(&j.net, reader.plan.first_node(j.layer), images);
-                let fits = self.kept + bytes <= KEEP_BUDGET;
-                self.kept += if fits { bytes } else { 0 };
+                let fits = self.kept + j.own_bytes <= budget;
+                self.kept += if fits { j.own_bytes } else { 0 };
                 fits
             })
             .collect();
@@ -294,12 +290,13 @@ impl State {
         }
         // The current network without the offer.
         let target = without(&self.mask, layer, &filters);
-        let net = compact(&self.net, plan, &relative(&self.mask, &target))?;
+        let rel = relative(&self.mask, &target);
+        let own_bytes = own_bytes(&self.net, first, reader.control.labels.len());
         let reusable =
             previous.filter(|p| p.filters == filters && p.stale_from > first && p.values.is_some());
         // Values to start from, and the group whose channels they have too many of.
         let (base, dropped) = match reusable {
-            Some(p) if p.stale_from >= net.nodes.len() => (p.values.expect("kept"), None),
+            Some(p) if p.stale_from >= self.net.nodes.len() => (p.values.expect("kept"), None),
             Some(p) => {
                 // The current network lost channels of the group starting at `stale_from`
                 // since: from `p.on`'s alive ones to the current mask's.
@@ -318,7 +315,9 @@ impl State {
             layer,
             filters,
             on: self.mask.clone(),
-            net,
+            current: self.net.clone(),
+            rel,
+            own_bytes,
             base,
             dropped,
         })
@@ -442,9 +441,11 @@ fn skip_producer(
 
 /// Bytes of the values of `net` after node `first`'s input, on `images` images.
 fn own_bytes(net: &Network, first: usize, images: usize) -> usize {
-    let per_image: usize = net.shapes()[first + 1..]
-        .iter()
-        .map(|s| match *s {
+    let same = net.same_as_previous();
+    let per_image: usize = (net.shapes().iter().enumerate())
+        .skip(first + 1)
+        .filter(|(v, _)| !same[*v])
+        .map(|(_, s)| match *s {
             crate::model::network::Shape::Map { c, h, w } => c * h * w,
             crate::model::network::Shape::Flat(n) => n,
         })
@@ -469,6 +470,7 @@ pub fn search(
         fraction,
         take,
         min_per_layer,
+        keep_budget,
     } = *offers;
     let plan = reader.plan;
     // The network searched is a function of the mask: `original` compacted to it.
@@ -502,7 +504,7 @@ pub fn search(
         if take == Take::All {
             // Measure every open offer once, accept them cheapest first.
             let asked: Vec<(usize, usize)> = open.iter().map(|&o| (o, quota(&st, o))).collect();
-            let costs = st.measure(&asked, scores, reader)?;
+            let costs = st.measure(&asked, scores, reader, keep_budget)?;
             let mut measured: Vec<(usize, f64)> = open.iter().copied().zip(costs).collect();
             measured.sort_by(|x, y| x.1.total_cmp(&y.1));
             let mut first_changed = UNCHANGED;
@@ -538,12 +540,12 @@ pub fn search(
                 .filter(|&&o| st.fresh(o).is_none())
                 .map(|&o| (o, quota(&st, o)))
                 .collect();
-            let costs = st.measure(&asked, scores, reader)?;
+            let costs = st.measure(&asked, scores, reader, keep_budget)?;
             for ((o, _), c) in asked.iter().zip(costs) {
                 memory_costs[*o] = c;
             }
         } else {
-            memory_costs[l] = st.measure(&[(l, quota(&st, l))], scores, reader)?[0];
+            memory_costs[l] = st.measure(&[(l, quota(&st, l))], scores, reader, keep_budget)?[0];
         }
     }
     let out = st.mask.clone();
