@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Rerun the quickstart into a temporary folder and compare every run's step rows (all
-# columns but wall_ms) with the committed digests, which the code before the graph model
-# wrote. Usage: scripts/check_golden.sh [SPEC [DIGESTS]]   (defaults: the quickstart)
+# columns but wall_ms) with the committed digests (those of aa-lrp written when its default
+# was re-chosen in #13, the others by the code before the graph model).
+# Usage: scripts/check_golden.sh [SPEC [DIGESTS]]   (defaults: the quickstart)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 spec="${1:-experiments/quickstart.toml}"

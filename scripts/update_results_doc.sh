@@ -63,6 +63,7 @@ OUT=${OUT:-docs/results.md}
     cp "results/after_step/report-vs-lrp/balanced_vs_rate-vgg16-fashion-mnist.png" docs/img/after_step_balanced_vs_rate.png
   fi
   if [ -f docs/results-after-step.md ]; then echo; cat docs/results-after-step.md; fi
+  if [ -f docs/results-default.md ]; then echo; cat docs/results-default.md; fi
 } > "$OUT.partial"
 mv "$OUT.partial" "$OUT"
 echo "wrote $OUT"

@@ -2,7 +2,8 @@
 //! columns but `wall_ms`), the step rows the code before the graph model wrote. The digests
 //! in `tests/fixtures/golden/golden.digest` come from that code (`lrprune digest`), those of
 //! `aa-search-best` and `aa-search-all` from the measured search before it kept candidates'
-//! values between rounds and steps (so its speed-ups are held to the same decisions); the
+//! values between rounds and steps (so its speed-ups are held to the same decisions), that
+//! of `aa-lrp` from its re-chosen default (#13: the measured search, docs/method.md); the
 //! quickstart's own digests are checked by `scripts/check_golden.sh` (4–7 min).
 
 mod common;

@@ -4,7 +4,7 @@
 //! repeats. Written between markers into docs/performance.md.
 
 use crate::runner;
-use crate::spec::{ControlSettings, MethodKind, MethodSpec, RelevanceSource, RunConfig, Signal};
+use crate::spec::{ControlSettings, MethodKind, MethodSpec, RunConfig};
 use anyhow::{Context, Result};
 use std::fmt::Write;
 use std::time::Instant;
@@ -12,19 +12,12 @@ use std::time::Instant;
 pub const START: &str = "<!-- lrprune bench --search: start -->";
 pub const END: &str = "<!-- lrprune bench --search: end -->";
 
-/// `cfg` running the measured search as `aa-search-conf` does (README, "Spec").
+/// `cfg` running the default `aa-lrp`, the measured search ([`ControlSettings::chosen`]).
 pub fn search_config(cfg: &RunConfig) -> RunConfig {
-    let control = ControlSettings {
-        rate_control: false,
-        order_control: false,
-        relevance: RelevanceSource::Intact,
-        layer_search: true,
-        signal: Signal::Confidence,
-        ..ControlSettings::default()
-    };
+    let control = ControlSettings::chosen();
     let mut c = cfg.clone();
     c.method = MethodSpec {
-        name: "aa-search-conf".into(),
+        name: "aa-lrp".into(),
         kind: MethodKind::AaLrp,
         lrp: None,
         control: Some(control.clone()),
@@ -68,7 +61,7 @@ pub fn run(spec_path: &std::path::Path, reps: usize) -> Result<String> {
     writeln!(out, "## Measured layer search vs `lrp`\n")?;
     writeln!(
         out,
-        "`lrprune bench --search --out docs/performance.md`: the quickstart's first task (`{}`, seed {}, {} control images, {}% steps to {}%), prepared once; each run is `run_one` in this process (pruning, the controller's measurements and the test evaluation of every step), median of {} alternating repeats. The search runs as `aa-search-conf` (README): every round measures every layer's offer; a measured candidate keeps its values on the control split, so after the round's winner changes the network at a layer only what follows that layer runs again, a pruned conv's output is taken as a channel selection of the unpruned one, and a round's candidates run in parallel (`src/prune/search.rs`). Decisions are bit-identical to the search before these changes (`tests/golden.rs`).\n",
+        "`lrprune bench --search --out docs/performance.md`: the quickstart's first task (`{}`, seed {}, {} control images, {}% steps to {}%), prepared once; each run is `run_one` in this process (pruning, the controller's measurements and the test evaluation of every step), median of {} alternating repeats. The search runs as the default `aa-lrp` (`aa-search-conf` of the ablation specs): every round measures every layer's offer; a measured candidate keeps its values on the control split, so after the round's winner changes the network at a layer only what follows that layer runs again, a pruned conv's output is taken as a channel selection of the unpruned one, and a round's candidates run in parallel (`src/prune/search.rs`). Decisions are bit-identical to the search before these changes (`tests/golden.rs`).\n",
         lrp.model.name,
         lrp.seed,
         task.data.train.labels.len(),
@@ -78,7 +71,11 @@ pub fn run(spec_path: &std::path::Path, reps: usize) -> Result<String> {
     )?;
     writeln!(out, "| method | steps | s per run |\n|---|---|---|")?;
     writeln!(out, "| `lrp` | {} | {t_lrp:.1} |", steps[0])?;
-    writeln!(out, "| `aa-search-conf` | {} | {t_search:.1} |", steps[1])?;
+    writeln!(
+        out,
+        "| `aa-lrp` (measured search) | {} | {t_search:.1} |",
+        steps[1]
+    )?;
     writeln!(
         out,
         "\nThe measured search costs **{:.2}×** `lrp`'s wall time per run (target ≤ 2×).",

@@ -104,6 +104,30 @@ fn d_search_fraction() -> f64 {
     0.1
 }
 impl ControlSettings {
+    /// What `aa-lrp` runs without a `control` table: the best variant on the validation
+    /// seeds that fits the quickstart's budget (docs/method.md, "Choosing the default
+    /// variant"): the measured layer search on the smoothed A, intact relevance within
+    /// layers, no rate or order control (`aa-search-conf` of the ablation specs). A
+    /// `control` table starts from the knob defaults instead (the fields' own).
+    pub fn chosen() -> Self {
+        Self {
+            rate_control: false,
+            order_control: false,
+            relevance: RelevanceSource::Intact,
+            layer_aware: false,
+            layer_power: 1.0,
+            layer_search: true,
+            signal: Signal::Confidence,
+            ..Self::default()
+        }
+    }
+
+    /// The default `aa-lrp` before #13 (`aa-layer-p2`): intact relevance, layer-aware order
+    /// with the remaining fraction squared, rate control.
+    pub fn layer_p2() -> Self {
+        Self::default()
+    }
+
     /// The formalisation in docs/method.md exactly as written: relevance recomputed on the pruned network, both
     /// mechanisms on, no layer-aware order.
     pub fn paper() -> Self {

@@ -274,8 +274,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
                                 .kind
                                 .uses_relevance()
                                 .then(|| method.lrp.clone().unwrap_or_else(|| v.lrp.clone())),
-                            control: (method.kind == MethodKind::AaLrp)
-                                .then(|| method.control.clone().unwrap_or_default()),
+                            control: (method.kind == MethodKind::AaLrp).then(|| {
+                                (method.control.clone()).unwrap_or_else(ControlSettings::chosen)
+                            }),
                             experiment: name.clone(),
                             model: model.clone(),
                             dataset: dataset.clone(),
