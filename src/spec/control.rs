@@ -122,12 +122,6 @@ impl ControlSettings {
         }
     }
 
-    /// The default `aa-lrp` before #13 (`aa-layer-p2`): intact relevance, layer-aware order
-    /// with the remaining fraction squared, rate control.
-    pub fn layer_p2() -> Self {
-        Self::default()
-    }
-
     /// The formalisation in docs/method.md exactly as written: relevance recomputed on the pruned network, both
     /// mechanisms on, no layer-aware order.
     pub fn paper() -> Self {
