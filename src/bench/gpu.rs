@@ -164,14 +164,13 @@ fn row(
     Ok(())
 }
 
-/// `text` with the GPU section put in place: replacing an earlier one, else appended.
-pub fn splice(text: &str, section: &str) -> String {
-    super::splice(text, section, START, END)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn splice(text: &str, section: &str) -> String {
+        super::super::splice(text, section, START, END)
+    }
 
     #[test]
     fn splice_replaces_the_section_once() {

@@ -36,6 +36,16 @@ pub enum Shape {
     Flat(usize),
 }
 
+impl Shape {
+    /// Numbers in one image's value of this shape.
+    pub fn elements(&self) -> usize {
+        match *self {
+            Shape::Map { c, h, w } => c * h * w,
+            Shape::Flat(n) => n,
+        }
+    }
+}
+
 impl Network {
     /// A chain of `ops` (node `i` reads value `i`), with default names.
     pub fn chain(ops: Vec<Op>, head_start: usize, input_shape: (usize, usize, usize)) -> Self {

@@ -84,9 +84,10 @@ impl AccuracyAware {
     fn measure(&mut self, mask: &FilterMask, ctx: &Context) -> Result<f64> {
         let reader = self.reader(ctx);
         // The layer search ends on this very network unless the head changes after a step.
-        let searched = match ctx.head_policy.keeps_head() {
-            true => self.search_memory.measured(mask, &reader)?,
-            false => None,
+        let searched = if ctx.head_policy.keeps_head() {
+            self.search_memory.measured(mask, &reader)?
+        } else {
+            None
         };
         let (a, class_acc) = match searched {
             Some(m) => m,

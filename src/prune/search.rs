@@ -218,16 +218,25 @@ struct State {
 
 impl State {
     fn new(net: Network, mask: &FilterMask, reader: &Reader) -> Result<Self> {
-        let (values, logits) = trace_all(&net, mask, reader)?;
-        Ok(Self {
-            a: reader.read(&logits)?.0,
+        let mut st = Self {
+            a: 0.0,
             mask: mask.clone(),
             net,
-            values,
+            values: Vec::new(),
             offers: (0..mask.keep.len()).map(|_| None).collect(),
             spare: (0..mask.keep.len()).map(|_| None).collect(),
             kept: 0,
-        })
+        };
+        st.run_current(reader)?;
+        Ok(st)
+    }
+
+    /// The current network's values and A, run from the stored prefix.
+    fn run_current(&mut self, reader: &Reader) -> Result<()> {
+        let (values, logits) = trace_all(&self.net, &self.mask, reader)?;
+        self.values = values;
+        self.a = reader.read(&logits)?.0;
+        Ok(())
     }
 
     /// Measure the offers of `asked` (layer, at most that many filters) on the current
@@ -292,8 +301,8 @@ impl State {
         let target = without(&self.mask, layer, &filters);
         let rel = relative(&self.mask, &target);
         let own_bytes = own_bytes(&self.net, first, reader.control.labels.len());
-        let reusable =
-            previous.filter(|p| p.filters == filters && p.stale_from > first && p.values.is_some());
+        // `previous` offered these very filters; its values hold before the change since.
+        let reusable = previous.filter(|p| p.stale_from > first && p.values.is_some());
         // Values to start from, and the group whose channels they have too many of.
         let (base, dropped) = match reusable {
             Some(p) if p.stale_from >= self.net.nodes.len() => (p.values.expect("kept"), None),
@@ -445,10 +454,7 @@ fn own_bytes(net: &Network, first: usize, images: usize) -> usize {
     let per_image: usize = (net.shapes().iter().enumerate())
         .skip(first + 1)
         .filter(|(v, _)| !same[*v])
-        .map(|(_, s)| match *s {
-            crate::model::network::Shape::Map { c, h, w } => c * h * w,
-            crate::model::network::Shape::Flat(n) => n,
-        })
+        .map(|(_, s)| s.elements())
         .sum();
     per_image * images * 4
 }
@@ -523,9 +529,7 @@ pub fn search(
             // Accepted layers' offers are stale from their own first node on, so spent.
             st.changed_from(first_changed, plan);
             st.net = compact(original, plan, &st.mask)?;
-            let (values, logits) = trace_all(&st.net, &st.mask, reader)?;
-            st.values = values;
-            st.a = reader.read(&logits)?.0;
+            st.run_current(reader)?;
             continue;
         }
         if st.fresh(l).is_some() {

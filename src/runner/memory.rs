@@ -102,12 +102,7 @@ impl Estimate {
 
 /// The estimate for `net` (backbone) on splits of `splits` images, batches of `batch`.
 pub fn estimate(net: &Network, splits: &[usize], batch: usize) -> Estimate {
-    let bytes = |s: &Shape| {
-        4 * match *s {
-            Shape::Map { c, h, w } => c * h * w,
-            Shape::Flat(n) => n,
-        } as u64
-    };
+    let bytes = |s: &Shape| 4 * s.elements() as u64;
     let shapes = net.shapes();
     let image = bytes(&shapes[0]);
     let values: u64 = shapes.iter().map(bytes).sum();
