@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds lrprune with CUDA + cuDNN, on a machine with or without a GPU or a CUDA toolkit.
 #
-#   scripts/build_cuda.sh [--compute-cap 90] [--cuda 13.0] [--no-aot] [--check]
+#   scripts/build_cuda.sh [--compute-cap 90] [--cuda 13.0] [--no-aot] [--check | --clippy]
 #
 # What it does, and why (scripts/cuda/README.md has the long form):
 # 1. Finds nvcc. Without a toolkit it installs nvcc, the runtime headers, cuBLAS, cuRAND,
@@ -15,7 +15,8 @@
 #    JIT stall when a fresh machine first runs a kernel.
 # 4. cargo build --release --features cudnn into $CARGO_TARGET_DIR (default
 #    ~/.cache/lrprune/target-cuda), leaving Cargo.lock as it was; prints the binary's path.
-# --check runs `cargo check` instead of the build (CI's guard that the feature compiles).
+# --check runs `cargo check` instead of the build (CI's guard that the feature compiles);
+# --clippy runs `cargo clippy -D warnings` on the CUDA-only code.
 set -euo pipefail
 
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -31,7 +32,8 @@ while [ $# -gt 0 ]; do
     --cuda) cuda="$2"; shift 2 ;;
     --no-aot) aot=0; shift ;;
     --check) mode=check; shift ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    --clippy) mode=clippy; shift ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "build_cuda.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -134,6 +136,9 @@ trap 'cp "$CARGO_TARGET_DIR/Cargo.lock.orig" "$repo/Cargo.lock"' EXIT
 if [ "$mode" = check ]; then
   cargo check --release --features cudnn "${patch_args[@]}"
   say "cargo check --features cudnn passed"
+elif [ "$mode" = clippy ]; then
+  cargo clippy --release --features cudnn "${patch_args[@]}" -- -D warnings
+  say "cargo clippy --features cudnn passed"
 else
   cargo build --release --features cudnn "${patch_args[@]}"
   bin="$CARGO_TARGET_DIR/release/lrprune"

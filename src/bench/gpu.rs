@@ -69,7 +69,11 @@ pub fn run(device: &Device, o: &GpuOptions) -> Result<String> {
         Ok("find") => "timed once per shape (`LRPRUNE_CUDNN_ALGO=find`)",
         _ => "cuDNN's first heuristic choice (the default)",
     };
-    writeln!(out, "Measured by `lrprune bench --device cuda --precision {}` (binary from `scripts/build_cuda.sh`: cuDNN through `src/model/conv/cudnn.rs`, algorithm: {algo}; kernels ahead of time). {}² input, batch {}, bias added, medians of {} after a warm-up, the device synchronised after every call. PyTorch {torch_v} runs `F.conv2d` on the same GPU (its defaults: no cuDNN benchmarking) with cuDNN's TF32 switched to match. × PyTorch = PyTorch time / lrprune time.\n", o.precision.name(), o.size, o.batch, o.reps)?;
+    let api = match std::env::var("LRPRUNE_CUDNN_API").as_deref() {
+        Ok("legacy") => "cuDNN's legacy API (`LRPRUNE_CUDNN_API=legacy`)",
+        _ => "cuDNN's graph API (`src/model/conv/cudnn_graph.rs`)",
+    };
+    writeln!(out, "Measured by `lrprune bench --device cuda --precision {}` (binary from `scripts/build_cuda.sh`: {api}, kernel: {algo}; kernels ahead of time). {}² input, batch {}, bias added, medians of {} after a warm-up, the device synchronised after every call. PyTorch {torch_v} runs `F.conv2d` on the same GPU (its defaults: no cuDNN benchmarking) with cuDNN's TF32 switched to match. × PyTorch = PyTorch time / lrprune time.\n", o.precision.name(), o.size, o.batch, o.reps)?;
     writeln!(out, "| layer | in→out | map | GFLOP | PyTorch ms | lrprune ms | PyTorch TFLOP/s | lrprune TFLOP/s | × PyTorch |\n|---|---|---|---|---|---|---|---|---|")?;
     let layers = torch
         .as_ref()
@@ -131,6 +135,19 @@ pub fn run(device: &Device, o: &GpuOptions) -> Result<String> {
         "\nThe first conv call of the process (cuDNN and kernel modules loading) took {:.2} s.",
         first_call.unwrap_or(0.0)
     )?;
+    #[cfg(feature = "cudnn")]
+    {
+        let chosen = conv::cudnn::chosen();
+        if !chosen.is_empty() {
+            writeln!(
+                out,
+                "\nKernels, one line per distinct shape (input · filters):\n"
+            )?;
+            for c in chosen {
+                writeln!(out, "- {c}")?;
+            }
+        }
+    }
     writeln!(out, "\n{END}")?;
     Ok(out)
 }

@@ -9,6 +9,8 @@
 
 #[cfg(feature = "cudnn")]
 pub mod cudnn;
+#[cfg(feature = "cudnn")]
+pub mod cudnn_graph;
 pub mod depthwise;
 pub mod im2col;
 pub mod lanes;
