@@ -329,6 +329,22 @@ fn inspect(path: &std::path::Path) -> Result<()> {
             gib(e.batch),
             gib(runner::memory::limit())
         );
+        // A control split as large as the training split (its default).
+        if let Some(s) =
+            (spec.runs.iter()).find(|s| s.model.name == r.model.name && runner::searches_layers(s))
+        {
+            let control = n * match s.data.control_per_class {
+                0 => s.data.train_per_class,
+                c => c,
+            };
+            let w = e.with_search(&net, control);
+            outln!(
+                "  a run of `{}` (layer search) adds {:.1} GiB: the current network's values on {control} control images, and kept candidates; {:.1} GiB in all",
+                s.method.name,
+                gib(w.search),
+                gib(w.total())
+            );
+        }
     }
     Ok(())
 }

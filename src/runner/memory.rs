@@ -86,17 +86,36 @@ pub struct Estimate {
     pub batch: u64,
     /// The same for one image.
     pub per_image: u64,
+    /// The measured layer search's, for a run that uses it ([`Estimate::with_search`]): the
+    /// current network's values on the control split, and what it keeps of its candidates'.
+    pub search: u64,
 }
 
 impl Estimate {
     pub fn total(&self) -> u64 {
-        self.data + self.prefix + self.batch
+        self.data + self.prefix + self.batch + self.search
     }
 
     /// The largest batch whose estimate fits `limit`, if any does.
     pub fn max_batch(&self, limit: u64) -> Option<u64> {
-        let room = limit.checked_sub(self.data + self.prefix)?;
+        let room = limit.checked_sub(self.data + self.prefix + self.search)?;
         Some(room / self.per_image.max(1)).filter(|&b| b > 0)
+    }
+
+    /// The estimate of a run whose method searches layers by measurement
+    /// (src/prune/search.rs): it holds every value of the current network on the
+    /// `control_images` of the control split, beside its candidates' within
+    /// [`search_budget`].
+    pub fn with_search(self, net: &Network, control_images: usize) -> Self {
+        let same = net.same_as_previous();
+        let per_image: u64 = (net.shapes().iter().enumerate())
+            .filter(|(v, _)| !same[*v])
+            .map(|(_, s)| 4 * s.elements() as u64)
+            .sum();
+        Estimate {
+            search: per_image * control_images as u64 + search_budget() as u64,
+            ..self
+        }
     }
 }
 
@@ -125,28 +144,46 @@ pub fn estimate(net: &Network, splits: &[usize], batch: usize) -> Estimate {
         prefix: splits.iter().map(|&n| prefix_per_split(n)).sum(),
         batch: per_image * batch as u64,
         per_image,
+        search: 0,
     }
 }
 
-/// Refuse a task whose estimate exceeds the limit, with the numbers and the fix.
+/// Refuse a task (or a run) whose estimate exceeds the limit, with the numbers and the fix.
 pub fn check(what: &str, e: &Estimate, batch: usize) -> Result<()> {
-    let limit = limit();
+    match refusal(what, e, batch, limit()) {
+        Some(msg) => bail!(msg),
+        None => Ok(()),
+    }
+}
+
+/// Why `e` does not fit `limit`, with the fix, or `None` when it does.
+pub fn refusal(what: &str, e: &Estimate, batch: usize, limit: u64) -> Option<String> {
     if e.total() <= limit {
-        return Ok(());
+        return None;
     }
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    let without_search = Estimate { search: 0, ..*e };
     let fix = match e.max_batch(limit) {
+        _ if e.search > 0 && without_search.total() <= limit => "use fewer images on the control split (data.train_per_class, or data.control_per_class), a smaller input_size, or a method without control.layer_search, or raise --max-memory".to_string(),
         Some(b) => format!("set [data] batch_size to {b} or less, or raise --max-memory"),
         None => "use fewer images per class or a smaller input_size, or raise --max-memory".into(),
     };
-    bail!(
-        "{what}: needs about {:.1} GiB (images {:.1} + stored prefixes {:.1} + one batch of {batch} {:.1}), over the {:.1} GiB allowed (--max-memory, default 80% of RAM) (fix: {fix})",
+    let search = if e.search > 0 {
+        format!(
+            " + the layer search's control-split values and kept candidates {:.1}",
+            gib(e.search)
+        )
+    } else {
+        String::new()
+    };
+    Some(format!(
+        "{what}: needs about {:.1} GiB (images {:.1} + stored prefixes {:.1} + one batch of {batch} {:.1}{search}), over the {:.1} GiB allowed (--max-memory, default 80% of RAM) (fix: {fix})",
         gib(e.total()),
         gib(e.data),
         gib(e.prefix),
         gib(e.batch),
         gib(limit)
-    )
+    ))
 }
 
 #[cfg(test)]
@@ -171,6 +208,7 @@ mod tests {
             prefix: 100,
             batch: 0,
             per_image: 50,
+            search: 0,
         };
         assert_eq!(e.max_batch(1000), Some(16));
         assert_eq!(e.max_batch(220), None);

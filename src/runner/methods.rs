@@ -10,6 +10,12 @@ use anyhow::{bail, Result};
 use candle_core::Device;
 
 /// The schedule a method runs. Criteria only ever see the reference (training) split.
+/// Whether the run's method searches layers by measurement (src/prune/search.rs), which
+/// holds the control split's values: its memory is checked per run (`memory::Estimate`).
+pub fn searches_layers(cfg: &RunConfig) -> bool {
+    cfg.method.kind == MethodKind::AaLrp && cfg.control.clone().unwrap_or_default().layer_search
+}
+
 pub fn schedule_for(
     cfg: &RunConfig,
     n_classes: usize,

@@ -9,7 +9,7 @@ mod methods;
 pub mod shard;
 mod task;
 
-pub use methods::schedule_for;
+pub use methods::{schedule_for, searches_layers};
 pub use task::{context, prepare_task, Task};
 
 use crate::eval::{self, Metrics};
@@ -66,6 +66,13 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
         None,
         t0.elapsed().as_secs_f64() * 1e3,
     )];
+    if methods::searches_layers(cfg) {
+        let control = task.data.control_split().labels.len();
+        let e = memory::estimate(&task.net, &task::split_sizes(&task.data), bs)
+            .with_search(&task.net, control);
+        let what = format!("method `{}` (layer search)", cfg.method.name);
+        memory::check(&what, &e, bs)?;
+    }
     let ctx = context(task, cfg);
     let mut schedule = schedule_for(cfg, n_classes, task.net.device())?;
     let n_steps = (cfg.pruning.max_rate / cfg.pruning.step - 1e-9).ceil() as u64;

@@ -56,11 +56,7 @@ pub fn prepare_task(cfg: &RunConfig, device: &Device) -> Result<Task> {
         device,
     )?;
     let bs = cfg.data.batch_size;
-    let splits: Vec<usize> = [Some(&data.train), Some(&data.test), data.control.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|s| s.labels.len())
-        .collect();
+    let splits = split_sizes(&data);
     let what = format!("model `{}` at {}²", cfg.model.name, cfg.model.input_size);
     memory::check(&what, &memory::estimate(&net, &splits, bs), bs)?;
     // The intact backbone's layer inputs on each split, computed once: the head comes after
@@ -120,6 +116,15 @@ pub fn prepare_task(cfg: &RunConfig, device: &Device) -> Result<Task> {
         test_prefix,
         train_prefix,
     })
+}
+
+/// Images in each split the task holds (train, test, and the control set if any).
+pub fn split_sizes(data: &TaskData) -> Vec<usize> {
+    [Some(&data.train), Some(&data.test), data.control.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|s| s.labels.len())
+        .collect()
 }
 
 /// What schedules may see: the unpruned network and the **training** split. The test split
