@@ -303,6 +303,9 @@ fn inspect(path: &std::path::Path) -> Result<()> {
         spec.runs.len(),
         spec.results_dir.display()
     );
+    for c in runner::caveats(&spec.runs) {
+        outln!("warning: {c}");
+    }
     for r in &spec.runs {
         outln!("  {}", r.run_id());
     }
