@@ -237,6 +237,17 @@ impl Network {
         same
     }
 
+    /// Floats per image of the values a trace holds from value `first` on (a fused ReLU
+    /// counted once): what the layer search keeps of a network on its control split.
+    pub fn trace_floats_per_image(&self, first: usize) -> usize {
+        let same = self.same_as_previous();
+        (self.shapes().iter().enumerate())
+            .skip(first)
+            .filter(|(v, _)| !same[*v])
+            .map(|(_, s)| s.elements())
+            .sum()
+    }
+
     /// Values read by nodes `start..` that come from before node `start`.
     pub fn live_before(&self, start: usize) -> Vec<usize> {
         let mut v: Vec<usize> = self.nodes[start..]

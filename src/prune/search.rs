@@ -450,13 +450,7 @@ fn skip_producer(
 
 /// Bytes of the values of `net` after node `first`'s input, on `images` images.
 fn own_bytes(net: &Network, first: usize, images: usize) -> usize {
-    let same = net.same_as_previous();
-    let per_image: usize = (net.shapes().iter().enumerate())
-        .skip(first + 1)
-        .filter(|(v, _)| !same[*v])
-        .map(|(_, s)| s.elements())
-        .sum();
-    per_image * images * 4
+    net.trace_floats_per_image(first + 1) * images * 4
 }
 
 /// Remove `n` filters from `mask` by measured layer search (see the module docs): every

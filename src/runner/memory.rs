@@ -107,11 +107,7 @@ impl Estimate {
     /// `control_images` of the control split, beside its candidates' within
     /// [`search_budget`].
     pub fn with_search(self, net: &Network, control_images: usize) -> Self {
-        let same = net.same_as_previous();
-        let per_image: u64 = (net.shapes().iter().enumerate())
-            .filter(|(v, _)| !same[*v])
-            .map(|(_, s)| 4 * s.elements() as u64)
-            .sum();
+        let per_image = 4 * net.trace_floats_per_image(0) as u64;
         Estimate {
             search: per_image * control_images as u64 + search_budget() as u64,
             ..self
