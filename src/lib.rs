@@ -7,7 +7,8 @@
 //! fixed backbone + trained head) → `eval` (per-class metrics) → `lrp` (relevance by an
 //! explicit reverse pass) → `prune` (pruning groups, criteria, masks, compaction, schedules,
 //! the controller) → `runner` (tasks, methods, the sweep) → `results` (atomic Parquet)
-//! → `report` (tables and plots); `bench` measures them, `rng` serves all.
+//! → `report` (tables and plots); `bench` measures them; `rng` and `sysmem` (memory facts and
+//! the `--max-memory` limit) serve all.
 
 pub mod assets;
 pub mod bench;
@@ -21,5 +22,6 @@ pub mod results;
 pub mod rng;
 pub mod runner;
 pub mod spec;
+pub mod sysmem;
 
 pub use anyhow::{Error, Result};

@@ -303,9 +303,6 @@ fn inspect(path: &std::path::Path) -> Result<()> {
         spec.runs.len(),
         spec.results_dir.display()
     );
-    for c in runner::caveats(&spec.runs) {
-        outln!("warning: {c}");
-    }
     for r in &spec.runs {
         outln!("  {}", r.run_id());
     }
@@ -342,10 +339,11 @@ fn inspect(path: &std::path::Path) -> Result<()> {
             };
             let w = e.with_search(&net, control);
             outln!(
-                "  a run of `{}` (layer search) adds {:.1} GiB: the current network's values on {control} control images, and kept candidates; {:.1} GiB in all",
+                "  a run of `{}` (layer search) adds {:.1} GiB, the current network's values on {control} control images: {:.1} GiB in all; and up to {:.1} GiB of kept candidates where memory allows (they give way when it runs short)",
                 s.method.name,
                 gib(w.search),
-                gib(w.total())
+                gib(w.total()),
+                gib(w.search_cache)
             );
         }
     }

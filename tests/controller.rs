@@ -362,6 +362,32 @@ fn layer_search_decisions_do_not_depend_on_what_it_keeps() {
     }
 }
 
+/// Under `restandardize` and `refit-head` the search reads each candidate with its head
+/// re-standardised on the candidate's own features (and under `refit-head` starts from the
+/// step's re-fitted head): its decisions differ from the fixed-head ones, still read no
+/// test label, and still do not depend on what it keeps (the kept and the recomputed paths
+/// give the same features bit for bit).
+#[test]
+fn the_search_reads_candidates_under_the_runs_head_policy() {
+    use lrprune::prune::search::Take;
+    let (_dir, cfg) = tiny();
+    let mut search = searching(&cfg, Take::Best, 0.2);
+    search.data.control_per_class = 2;
+    let task = runner::prepare_task(&search, &Device::Cpu).unwrap();
+    let fixed = decisions(&search, &task);
+    for kind in [AfterStep::Restandardize, AfterStep::RefitHead] {
+        let mut c = search.clone();
+        c.pruning.after_step = kind;
+        let all = decisions_within(&c, &task, usize::MAX);
+        assert!(
+            !same(&fixed, &all),
+            "{kind:?} searched as with the head fixed"
+        );
+        assert!(same(&all, &decisions_within(&c, &task, 0)), "{kind:?}");
+        test_labels_change_no_decision(&c);
+    }
+}
+
 /// Rows of an (N, …) tensor, flattened.
 fn rows(t: &candle_core::Tensor) -> Vec<Vec<f32>> {
     t.flatten_from(1).unwrap().to_vec2::<f32>().unwrap()

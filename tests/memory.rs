@@ -18,8 +18,10 @@ fn the_layer_search_adds_its_control_split_values_once_per_fused_relu() {
     // conv 16×4² (+ReLU), pool 16×2²: 4,928 floats per image.
     let per_image = 4 * (768 + 2048 + 512 + 1024 + 256 + 256 + 64) as u64;
     let s = e.with_search(&net, 7);
-    assert_eq!(s.search, 7 * per_image + memory::search_budget() as u64);
+    assert_eq!(s.search, 7 * per_image);
     assert_eq!(s.total(), e.total() + s.search);
+    // Kept candidates come on top where there is room, and are not what refuses a run.
+    assert_eq!(s.search_cache, 2 * memory::search_budget() as u64);
 }
 
 /// A run that fits without its search and not with it is refused with the search's share
@@ -33,6 +35,7 @@ fn a_search_over_the_limit_is_refused_naming_the_search() {
         batch: gib,
         per_image: gib / 100,
         search: 3 * gib,
+        search_cache: 8 * gib,
     };
     let msg = memory::refusal("method `aa`", &e, 100, 4 * gib).expect("6 GiB in 4 refused");
     for words in [

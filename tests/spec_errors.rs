@@ -429,32 +429,3 @@ fn a_task_over_the_memory_limit_is_refused_with_the_fix() {
     let (ok, err) = lrprune_on(&["run", "--quiet", "--max-memory", "lots"], &spec);
     assert!(!ok && err.contains("--max-memory 'lots'"), "{err}");
 }
-
-/// The layer search (the default `aa-lrp`) under a head that changes after each step is
-/// warned about before anything runs, once per method; the fixed head is not.
-#[test]
-fn the_search_under_a_changing_head_is_warned_about() {
-    let dir = tempfile::tempdir().unwrap();
-    let spec = common::tiny_spec(dir.path(), "warn", r#"["lrp", "aa-lrp"]"#, "[0, 1]");
-    let inspect = |spec: &Path| {
-        let out = common::lrprune().arg("inspect").arg(spec).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
-    assert!(!inspect(&spec).contains("warning:"));
-    let text = std::fs::read_to_string(&spec).unwrap()
-        + "\n[[override]]\nname = \"fixed\"\n\n[[override]]\nname = \"restd\"\npruning = { after_step = \"restandardize\" }\n";
-    std::fs::write(&spec, text).unwrap();
-    let out = inspect(&spec);
-    let warnings: Vec<&str> = out.lines().filter(|l| l.starts_with("warning:")).collect();
-    assert_eq!(warnings.len(), 1, "{out}");
-    assert!(
-        warnings[0].contains("method `aa-lrp` searches layers"),
-        "{out}"
-    );
-    assert!(warnings[0].contains("aa-layer-p2"), "{out}");
-}

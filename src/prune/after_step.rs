@@ -36,6 +36,11 @@ impl<'a> HeadPolicy<'a> {
         }
     }
 
+    /// What the head goes through after a step.
+    pub fn after_step(&self) -> AfterStep {
+        self.after_step
+    }
+
     /// Whether a pruned network keeps the intact network's head (`after_step = "none"`).
     pub fn keeps_head(&self) -> bool {
         self.after_step == AfterStep::None

@@ -20,7 +20,9 @@ use crate::lrp::filters::filter_relevance;
 use crate::lrp::Composite;
 use crate::lrp::FilterRelevance;
 use crate::model::Network;
-use crate::spec::{ClassWeights, ControlSettings, LrpSettings, PruningSettings, RelevanceSource};
+use crate::spec::{
+    AfterStep, ClassWeights, ControlSettings, LrpSettings, PruningSettings, RelevanceSource,
+};
 use anyhow::Result;
 
 pub struct AccuracyAware {
@@ -109,14 +111,22 @@ impl AccuracyAware {
         if !self.control.layer_search {
             return prune_lowest(mask, scores, n, min_per_layer);
         }
+        let after_step = ctx.head_policy.after_step();
         let offers = Offers {
             fraction: self.control.search_fraction,
             take: self.control.search_take,
             min_per_layer,
             keep_budget: ctx.search_budget,
+            restandardize: after_step != AfterStep::None,
+        };
+        // A re-fitted head is a new classifier every step: candidates are read with it.
+        let current = match after_step {
+            AfterStep::RefitHead => Some(ctx.compact(mask)?),
+            _ => None,
         };
         search(
             ctx.original,
+            current,
             mask,
             scores,
             n,

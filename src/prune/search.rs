@@ -25,9 +25,10 @@ use super::plan::Plan;
 use super::select::Scores;
 use super::signal::Reader;
 use crate::model::network::batch_ranges;
-use crate::model::prefix;
+use crate::model::{head, prefix};
 use crate::model::{Network, Op};
 pub use crate::spec::Take;
+use crate::sysmem;
 use anyhow::Result;
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -50,51 +51,96 @@ fn lowest_in_layer(mask: &FilterMask, scores: &Scores, layer: usize, q: usize) -
 type Values = Vec<Vec<Tensor>>;
 
 /// Every value of `net` (pruned by `mask`) on the control split, and its logits.
-fn trace_all(net: &Network, mask: &FilterMask, reader: &Reader) -> Result<(Values, Tensor)> {
+fn trace_all(
+    net: &Network,
+    mask: &FilterMask,
+    reader: &Reader,
+    restandardize: bool,
+) -> Result<(Values, Tensor)> {
     let control = reader.control;
     let from = reader.prefix.map(|c| reader.plan.start(c, mask));
     let values: Values = batch_ranges(control.labels.len(), reader.batch)
         .map(|(start, len)| prefix::trace(net, &control.images, from, start, len))
         .collect::<candle_core::Result<_>>()?;
-    let logits = logits_of(&values)?;
+    let logits = logits_of(net, &values, restandardize)?;
     Ok((values, logits))
 }
 
-/// The network outputs of every batch, concatenated.
-fn logits_of(values: &Values) -> Result<Tensor> {
-    let outs: Vec<Tensor> = values
-        .iter()
-        .map(|acts| acts.last().expect("output").clone())
-        .collect();
-    Ok(Tensor::cat(&outs, 0)?)
+/// The network's outputs on every batch, concatenated: its last values, or with
+/// `restandardize` its head re-standardised on these features first.
+fn logits_of(net: &Network, values: &Values, restandardize: bool) -> Result<Tensor> {
+    let at = if restandardize {
+        net.head_start
+    } else {
+        net.nodes.len()
+    };
+    let outs: Vec<Tensor> = values.iter().map(|acts| acts[at].clone()).collect();
+    let outs = Tensor::cat(&outs, 0)?;
+    if restandardize {
+        restandardized_head(net, &outs)
+    } else {
+        Ok(outs)
+    }
+}
+
+/// `net`'s head on its backbone outputs `features`, its input standardisation re-estimated
+/// on them: how the search measures a candidate when the run re-standardises or re-fits
+/// the head after a step (docs/method.md, "After a step"), with the control split standing
+/// in for the training split the step itself reads.
+/// A head without a standardisation (`head.input_norm = "none"`) is read as it is.
+fn restandardized_head(net: &Network, features: &Tensor) -> Result<Tensor> {
+    let head = net.head();
+    if !matches!(head.first(), Some(Op::Standardize { .. })) {
+        return Ok(net.head_forward(features)?);
+    }
+    let head = head::restandardize(&head, features)?;
+    Ok(net.with_head(head).head_forward(features)?)
 }
 
 /// Run `net` from node `start` on every batch, given `base`'s values up to `start` (those
-/// are `net`'s too): its logits, and with `keep` all its values.
+/// are `net`'s too): its logits (`restandardize`: as [`logits_of`]), and with `keep` all
+/// its values.
 fn run_from(
     net: &Network,
     base: &Values,
     start: usize,
     keep: bool,
+    restandardize: bool,
 ) -> Result<(Tensor, Option<Values>)> {
     if keep {
         let values: Values = base
             .iter()
             .map(|acts| net.trace_from(start, acts[..=start].iter().cloned().map(Some).collect()))
             .collect::<candle_core::Result<_>>()?;
-        return Ok((logits_of(&values)?, Some(values)));
+        return Ok((logits_of(net, &values, restandardize)?, Some(values)));
     }
+    let end = if restandardize {
+        net.head_start
+    } else {
+        net.nodes.len()
+    };
     let outs = base
         .iter()
         .map(|acts| {
+            if start >= end {
+                return Ok(acts[end].clone());
+            }
             let mut given = vec![None; start + 1];
             for v in net.live_before(start) {
                 given[v] = Some(acts[v].clone());
             }
-            net.forward_from(start, given)
+            if restandardize {
+                net.backbone_from(start, given)
+            } else {
+                net.forward_from(start, given)
+            }
         })
         .collect::<candle_core::Result<Vec<_>>>()?;
-    Ok((Tensor::cat(&outs, 0)?, None))
+    let outs = Tensor::cat(&outs, 0)?;
+    if restandardize {
+        return Ok((restandardized_head(net, &outs)?, None));
+    }
+    Ok((outs, None))
 }
 
 /// How the search cuts and accepts offers (the `control.search_*` knobs).
@@ -108,6 +154,9 @@ pub struct Offers {
     /// Bytes of measured candidates' own values kept between rounds; the rest are measured
     /// from the current network again when asked (the decisions do not change).
     pub keep_budget: usize,
+    /// Read every candidate with its head's input standardisation re-estimated on its own
+    /// features (for runs whose head changes after a step: `after_step` ≠ none).
+    pub restandardize: bool,
 }
 
 /// A node index past every node: nothing has changed.
@@ -142,6 +191,9 @@ struct Job {
     rel: FilterMask,
     /// Bytes its values take beyond those it shares (as the current network's shapes say).
     own_bytes: usize,
+    /// Bytes of `base` that are its own (a kept offer's values it starts from; 0 when it
+    /// starts from the current network's): counted in `State::kept` until the job ends.
+    held: usize,
     base: Values,
     /// The group whose channels at these positions `net` keeps, where `net` first differs
     /// from `base`'s network (`None`: nowhere).
@@ -149,7 +201,7 @@ struct Job {
 }
 
 impl Job {
-    fn run(self, reader: &Reader, keep: bool) -> Result<(usize, Offer)> {
+    fn run(self, reader: &Reader, keep: bool, restandardize: bool) -> Result<(usize, Offer)> {
         let Job {
             layer,
             filters,
@@ -159,13 +211,14 @@ impl Job {
             own_bytes,
             mut base,
             dropped,
+            ..
         } = self;
         let net = compact(&current, reader.plan, &rel)?;
         let start = match &dropped {
             Some((g, positions)) => skip_producer(&net, reader.plan, *g, positions, &mut base)?,
             None => net.nodes.len(),
         };
-        let (logits, values) = run_from(&net, &base, start, keep)?;
+        let (logits, values) = run_from(&net, &base, start, keep, restandardize)?;
         let (a, _) = reader.read(&logits)?;
         let offer = Offer {
             filters,
@@ -194,7 +247,10 @@ impl Memory {
     /// `original` compacted to `mask` (read from the values the search already holds).
     pub fn measured(&self, mask: &FilterMask, reader: &Reader) -> Result<Option<(f64, Vec<f64>)>> {
         match &self.state {
-            Some(st) if st.mask == *mask => Ok(Some(reader.read(&logits_of(&st.values)?)?)),
+            Some(st) if st.mask == *mask => {
+                let logits = logits_of(&st.net, &st.values, st.restandardize)?;
+                Ok(Some(reader.read(&logits)?))
+            }
             _ => Ok(None),
         }
     }
@@ -214,10 +270,12 @@ struct State {
     spare: Vec<Option<Offer>>,
     /// Bytes of offers' own values held.
     kept: usize,
+    /// Whether candidates are read with their head re-standardised ([`Offers::restandardize`]).
+    restandardize: bool,
 }
 
 impl State {
-    fn new(net: Network, mask: &FilterMask, reader: &Reader) -> Result<Self> {
+    fn new(net: Network, mask: &FilterMask, reader: &Reader, restandardize: bool) -> Result<Self> {
         let mut st = Self {
             a: 0.0,
             mask: mask.clone(),
@@ -226,6 +284,7 @@ impl State {
             offers: (0..mask.keep.len()).map(|_| None).collect(),
             spare: (0..mask.keep.len()).map(|_| None).collect(),
             kept: 0,
+            restandardize,
         };
         st.run_current(reader)?;
         Ok(st)
@@ -233,7 +292,7 @@ impl State {
 
     /// The current network's values and A, run from the stored prefix.
     fn run_current(&mut self, reader: &Reader) -> Result<()> {
-        let (values, logits) = trace_all(&self.net, &self.mask, reader)?;
+        let (values, logits) = trace_all(&self.net, &self.mask, reader, self.restandardize)?;
         self.values = values;
         self.a = reader.read(&logits)?.0;
         Ok(())
@@ -249,33 +308,96 @@ impl State {
         reader: &Reader,
         budget: usize,
     ) -> Result<Vec<f64>> {
+        let budget = keep_allowed(
+            budget,
+            self.kept,
+            sysmem::limit(),
+            sysmem::resident(),
+            sysmem::available(),
+        );
+        if self.kept > budget {
+            self.drop_kept();
+        }
         let jobs = asked
             .iter()
             .map(|&(layer, q)| self.prepare(layer, q, scores, reader))
             .collect::<Result<Vec<_>>>()?;
-        // What is kept is decided up front, in order, so it never depends on timing.
+        // What is kept is decided up front, in order, so it never depends on timing. The
+        // values a job starts from stay until it ends, whatever the order the jobs run in:
+        // a job's own values take the place of those only when it is the one holding them.
+        let mut released = 0;
         let keep: Vec<bool> = jobs
             .iter()
             .map(|j| {
-                let fits = self.kept + j.own_bytes <= budget;
-                self.kept += if fits { j.own_bytes } else { 0 };
+                let after = self.kept - j.held + j.own_bytes;
+                let fits = after <= budget;
+                if fits {
+                    self.kept = after;
+                } else {
+                    released += j.held;
+                }
                 fits
             })
             .collect();
         let a0 = self.a;
+        let restandardize = self.restandardize;
         let done = jobs
             .into_par_iter()
             .zip(keep)
-            .map(|(job, keep)| job.run(reader, keep))
+            .map(|(job, keep)| job.run(reader, keep, restandardize))
             .collect::<Result<Vec<_>>>()?;
-        Ok(done
+        self.kept -= released;
+        let damage = done
             .into_iter()
             .map(|(layer, offer)| {
                 let damage = (a0 - offer.a) / offer.filters.len() as f64;
                 self.offers[layer] = Some(offer);
                 damage
             })
-            .collect())
+            .collect();
+        if std::env::var_os("LRPRUNE_SEARCH_LOG").is_some() {
+            self.log_memory(budget);
+        }
+        Ok(damage)
+    }
+
+    /// `LRPRUNE_SEARCH_LOG=1`: what the search holds, as counted and as allocated, beside
+    /// the process's resident memory.
+    fn log_memory(&self, budget: usize) {
+        let mut seen = std::collections::HashSet::new();
+        let mut bytes = |values: &Values| -> usize {
+            let tensors = values.iter().flatten();
+            tensors
+                .filter(|t| seen.insert(t.id()))
+                .map(|t| t.elem_count() * 4)
+                .sum()
+        };
+        let current = bytes(&self.values);
+        let offers: usize = (self.offers.iter().chain(&self.spare))
+            .flatten()
+            .filter_map(|o| o.values.as_ref())
+            .map(&mut bytes)
+            .sum();
+        let rss = sysmem::resident().unwrap_or(0);
+        let mib = |b: u64| b >> 20;
+        eprintln!(
+            "search: current values {} MiB, offers' values {} MiB (counted {} of {} MiB allowed), resident {} MiB",
+            mib(current as u64),
+            mib(offers as u64),
+            mib(self.kept as u64),
+            mib(budget as u64),
+            mib(rss)
+        );
+    }
+
+    /// Free every offer's values: each is measured from the current network again when
+    /// asked (the decisions do not change).
+    fn drop_kept(&mut self) {
+        for o in self.offers.iter_mut().chain(&mut self.spare).flatten() {
+            o.values = None;
+            o.own_bytes = 0;
+        }
+        self.kept = 0;
     }
 
     /// What measuring layer `layer`'s offer of (at most) `q` filters takes.
@@ -289,7 +411,6 @@ impl State {
             .flatten()
         {
             if p.filters == filters {
-                self.kept -= p.own_bytes;
                 previous = Some(p);
             } else if p.values.is_some() && self.spare[layer].is_none() {
                 self.spare[layer] = Some(p); // the newer of the two other ones
@@ -302,7 +423,15 @@ impl State {
         let rel = relative(&self.mask, &target);
         let own_bytes = own_bytes(&self.net, first, reader.control.labels.len());
         // `previous` offered these very filters; its values hold before the change since.
+        let previous_bytes = previous.as_ref().map_or(0, |p| p.own_bytes);
         let reusable = previous.filter(|p| p.stale_from > first && p.values.is_some());
+        // The job holds the values it reuses (still counted in `kept`); others are gone.
+        let held = if reusable.is_some() {
+            previous_bytes
+        } else {
+            self.kept -= previous_bytes;
+            0
+        };
         // Values to start from, and the group whose channels they have too many of.
         let (base, dropped) = match reusable {
             Some(p) if p.stale_from >= self.net.nodes.len() => (p.values.expect("kept"), None),
@@ -327,6 +456,7 @@ impl State {
             current: self.net.clone(),
             rel,
             own_bytes,
+            held,
             base,
             dropped,
         })
@@ -349,7 +479,7 @@ impl State {
         let first = plan.first_node(layer);
         self.values = match offer.values {
             Some(v) => v,
-            None => run_from(&offer.net, &self.values, first, true)?
+            None => run_from(&offer.net, &self.values, first, true, self.restandardize)?
                 .1
                 .expect("kept"),
         };
@@ -448,6 +578,36 @@ fn skip_producer(
     Ok(last)
 }
 
+/// Memory left free beside the candidates' values kept: for the round's own runs, and for
+/// the rest of the machine.
+const RESERVE: u64 = 1 << 30;
+
+/// Bytes of candidates' values the search may hold now: its `budget`, within what the
+/// process's `limit` leaves beside the rest of its `resident` memory, and within what the
+/// machine has `available` (other processes count there). While a round runs, a kept
+/// candidate's new values exist beside the old ones they replace, so the room is halved.
+/// A run is admitted on the rest (src/runner/memory.rs); this keeps the part the search
+/// controls from pushing the process past the limit or the machine into its out-of-memory
+/// killer. The decisions do not depend on it.
+fn keep_allowed(
+    budget: usize,
+    kept: usize,
+    limit: u64,
+    resident: Option<u64>,
+    available: Option<u64>,
+) -> usize {
+    let kept = kept as u64;
+    let mut allowed = budget as u64;
+    if let Some(r) = resident {
+        let rest = r.saturating_sub(kept);
+        allowed = allowed.min(limit.saturating_sub(rest + RESERVE) / 2);
+    }
+    if let Some(a) = available {
+        allowed = allowed.min((kept + a).saturating_sub(RESERVE) / 2);
+    }
+    allowed as usize
+}
+
 /// Bytes of the values of `net` after node `first`'s input, on `images` images.
 fn own_bytes(net: &Network, first: usize, images: usize) -> usize {
     net.trace_floats_per_image(first + 1) * images * 4
@@ -457,8 +617,12 @@ fn own_bytes(net: &Network, first: usize, images: usize) -> usize {
 /// layer offers its `offers.fraction` (of its original width) least relevant filters,
 /// offers are measured on `reader`'s control split, and the cheapest per filter are accepted
 /// (`offers.take`). `memory` carries what one call leaves to the next ([`Memory`]).
+/// `current` is the network at `mask` when its head is not `original`'s (re-fitted after
+/// the last step); the search then starts from it, measuring nothing carried over.
+#[allow(clippy::too_many_arguments)]
 pub fn search(
     original: &Network,
+    current: Option<Network>,
     mask: &FilterMask,
     scores: &Scores,
     n: usize,
@@ -471,12 +635,16 @@ pub fn search(
         take,
         min_per_layer,
         keep_budget,
+        restandardize,
     } = *offers;
     let plan = reader.plan;
-    // The network searched is a function of the mask: `original` compacted to it.
-    let mut st = match memory.state.take() {
-        Some(s) if s.mask == *mask => s,
-        _ => State::new(compact(original, plan, mask)?, mask, reader)?,
+    let own_head = current.is_some();
+    // The network searched is a function of the mask: `original` compacted to it, or the
+    // given one (whose head changed since anything was measured).
+    let mut st = match (memory.state.take(), current) {
+        (_, Some(net)) => State::new(net, mask, reader, restandardize)?,
+        (Some(s), None) if s.mask == *mask => s,
+        (_, None) => State::new(compact(original, plan, mask)?, mask, reader, restandardize)?,
     };
     let layers = mask.keep.len();
     let memory_costs = &mut memory.costs;
@@ -503,6 +671,7 @@ pub fn search(
         };
         if take == Take::All {
             // Measure every open offer once, accept them cheapest first.
+            let before = st.mask.clone();
             let asked: Vec<(usize, usize)> = open.iter().map(|&o| (o, quota(&st, o))).collect();
             let costs = st.measure(&asked, scores, reader, keep_budget)?;
             let mut measured: Vec<(usize, f64)> = open.iter().copied().zip(costs).collect();
@@ -522,7 +691,11 @@ pub fn search(
             }
             // Accepted layers' offers are stale from their own first node on, so spent.
             st.changed_from(first_changed, plan);
-            st.net = compact(original, plan, &st.mask)?;
+            st.net = if own_head {
+                compact(&st.net, plan, &relative(&before, &st.mask))?
+            } else {
+                compact(original, plan, &st.mask)?
+            };
             st.run_current(reader)?;
             continue;
         }
@@ -549,4 +722,30 @@ pub fn search(
     let out = st.mask.clone();
     memory.state = Some(st);
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const G: u64 = 1 << 30;
+
+    #[test]
+    fn the_kept_values_give_way_to_the_rest_of_the_process_and_the_machine() {
+        let b = 4 * G as usize;
+        // Room everywhere: the budget.
+        assert_eq!(keep_allowed(b, 0, 16 * G, Some(2 * G), Some(20 * G)), b);
+        assert_eq!(keep_allowed(b, 0, 16 * G, None, None), b);
+        // The process holds 10 GiB of which 3 are kept values: 7 + 1 reserve leave 8, half
+        // of it for kept values (the other half for those replacing them in a round).
+        let k = 3 * G as usize;
+        assert_eq!(keep_allowed(b, k, 16 * G, Some(10 * G), None), b);
+        // 4 GiB more elsewhere in the process: 2 GiB may stay.
+        let two = 2 * G as usize;
+        assert_eq!(keep_allowed(b, k, 16 * G, Some(14 * G), None), two);
+        // Over the limit without them: none.
+        assert_eq!(keep_allowed(b, k, 16 * G, Some(20 * G), None), 0);
+        // The machine has 2 GiB left: of the 3 kept, 2 stay.
+        assert_eq!(keep_allowed(b, k, 64 * G, Some(4 * G), Some(2 * G)), two);
+    }
 }

@@ -9,10 +9,8 @@
 use crate::model::network::Shape;
 use crate::model::prefix;
 use crate::model::Network;
+pub use crate::sysmem::{limit, physical, set_limit};
 use anyhow::{bail, Result};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-static LIMIT: AtomicU64 = AtomicU64::new(0);
 
 /// Memory in use per image of a batch, per byte of all its values: the forward pass keeps
 /// every value for the reverse pass, which holds a relevance tensor per value and the z⁺
@@ -20,37 +18,13 @@ static LIMIT: AtomicU64 = AtomicU64::new(0);
 /// measured (150 and 700 images), 6.6 GiB estimated (docs/performance.md, "Memory at 224²").
 const BATCH_FACTOR: f64 = 2.2;
 
-/// Set `--max-memory` (bytes) for this process.
-pub fn set_limit(bytes: u64) {
-    LIMIT.store(bytes, Ordering::Relaxed);
-}
-
-/// The limit in force: `--max-memory`, else 80% of physical memory.
-pub fn limit() -> u64 {
-    match LIMIT.load(Ordering::Relaxed) {
-        0 => physical() / 10 * 8,
-        b => b,
-    }
-}
-
-/// Memory the measured layer search may keep of its candidates' values (src/prune/search.rs),
-/// beyond the estimate: a quarter of the limit, at most 4 GiB. At 32² every candidate of
-/// VGG16 on a 200-image control split fits in about 2 GiB; at 224² the deep layers' do, and
-/// the others are measured from the current network each round (same decisions, slower).
+/// Memory the measured layer search may keep of its candidates' values (src/prune/search.rs):
+/// a quarter of the limit, at most 4 GiB, and less when the process or the machine has less
+/// room (the search measures that before every round). At 32² every candidate of VGG16 on a
+/// 200-image control split fits in about 2 GiB; at 224² the deep layers' do, and the others
+/// are measured from the current network each round (same decisions, slower).
 pub fn search_budget() -> usize {
     (limit() / 4).min(4 << 30) as usize
-}
-
-/// Physical memory from /proc/meminfo (16 GiB where it cannot be read).
-pub fn physical() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|t| {
-            let line = t.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(16 << 30)
 }
 
 /// `--max-memory` as given: `12G`, `800M`, `0.5T` or a byte count.
@@ -87,8 +61,13 @@ pub struct Estimate {
     /// The same for one image.
     pub per_image: u64,
     /// The measured layer search's, for a run that uses it ([`Estimate::with_search`]): the
-    /// current network's values on the control split, and what it keeps of its candidates'.
+    /// current network's values on the control split.
     pub search: u64,
+    /// What the search's kept candidates may add where memory allows, outside `total`: up to
+    /// twice [`search_budget`] (kept values, and while a round runs the values replacing
+    /// them). They give way to the rest of the process and the machine, so a run is refused
+    /// only when it cannot hold the rest.
+    pub search_cache: u64,
 }
 
 impl Estimate {
@@ -104,12 +83,12 @@ impl Estimate {
 
     /// The estimate of a run whose method searches layers by measurement
     /// (src/prune/search.rs): it holds every value of the current network on the
-    /// `control_images` of the control split, beside its candidates' within
-    /// [`search_budget`].
+    /// `control_images` of the control split, beside its candidates' where there is room.
     pub fn with_search(self, net: &Network, control_images: usize) -> Self {
         let per_image = 4 * net.trace_floats_per_image(0) as u64;
         Estimate {
-            search: per_image * control_images as u64 + search_budget() as u64,
+            search: per_image * control_images as u64,
+            search_cache: 2 * search_budget() as u64,
             ..self
         }
     }
@@ -141,6 +120,7 @@ pub fn estimate(net: &Network, splits: &[usize], batch: usize) -> Estimate {
         batch: per_image * batch as u64,
         per_image,
         search: 0,
+        search_cache: 0,
     }
 }
 
@@ -166,7 +146,7 @@ pub fn refusal(what: &str, e: &Estimate, batch: usize, limit: u64) -> Option<Str
     };
     let search = if e.search > 0 {
         format!(
-            " + the layer search's control-split values and kept candidates {:.1}",
+            " + the layer search's control-split values {:.1}",
             gib(e.search)
         )
     } else {
@@ -205,6 +185,7 @@ mod tests {
             batch: 0,
             per_image: 50,
             search: 0,
+            search_cache: 0,
         };
         assert_eq!(e.max_batch(1000), Some(16));
         assert_eq!(e.max_batch(220), None);

@@ -9,31 +9,13 @@ use crate::spec::{AfterStep, MethodKind, RunConfig, Spread};
 use anyhow::{bail, Result};
 use candle_core::Device;
 
-/// The schedule a method runs. Criteria only ever see the reference (training) split.
 /// Whether the run's method searches layers by measurement (src/prune/search.rs), which
 /// holds the control split's values: its memory is checked per run (`memory::Estimate`).
 pub fn searches_layers(cfg: &RunConfig) -> bool {
     cfg.method.kind == MethodKind::AaLrp && cfg.control.clone().unwrap_or_default().layer_search
 }
 
-/// What a researcher should know before running `spec`, one line per method it concerns:
-/// the layer search (the default `aa-lrp`) under a head that changes after each step
-/// measures its candidates with the head as it stood before the step, and scored below
-/// one-shot LRP there (docs/results.md, "Under `after_step`").
-pub fn caveats(runs: &[RunConfig]) -> Vec<String> {
-    let mut seen = std::collections::BTreeSet::new();
-    runs.iter()
-        .filter(|r| searches_layers(r) && r.pruning.after_step != AfterStep::None)
-        .filter(|r| seen.insert(r.method.name.clone()))
-        .map(|r| {
-            format!(
-                "method `{}` searches layers (the default `aa-lrp`) with pruning.after_step other than \"none\": its candidates are measured with the head as it was before the step, and with restandardize / refit-head it scored 0.95× / 0.84× one-shot LRP (docs/results.md); a control table such as `aa-layer-p2`'s suits that protocol better",
-                r.method.name
-            )
-        })
-        .collect()
-}
-
+/// The schedule a method runs. Criteria only ever see the reference (training) split.
 pub fn schedule_for(
     cfg: &RunConfig,
     n_classes: usize,

@@ -9,7 +9,7 @@ mod methods;
 pub mod shard;
 mod task;
 
-pub use methods::{caveats, schedule_for, searches_layers};
+pub use methods::{schedule_for, searches_layers};
 pub use task::{context, prepare_task, Task};
 
 use crate::eval::{self, Metrics};
@@ -163,9 +163,6 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
     let dir = &spec.results_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     results::remove_stale_partials(dir)?;
-    for c in caveats(&spec.runs) {
-        eprintln!("warning: {c}");
-    }
     let mine = match opts.shard {
         Some(s) => shard::assign(&spec.runs, s.count)
             .into_iter()

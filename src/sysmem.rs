@@ -1,0 +1,51 @@
+//! The machine's and the process's memory, as Linux reports it, and the process's limit
+//! (`--max-memory`). Serves every stage: the runner refuses tasks that would not fit, and
+//! the measured layer search (src/prune/search.rs) keeps fewer of its candidates' values
+//! when memory runs short.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static LIMIT: AtomicU64 = AtomicU64::new(0);
+
+/// Set `--max-memory` (bytes) for this process.
+pub fn set_limit(bytes: u64) {
+    LIMIT.store(bytes, Ordering::Relaxed);
+}
+
+/// The limit in force: `--max-memory`, else 80% of physical memory.
+pub fn limit() -> u64 {
+    match LIMIT.load(Ordering::Relaxed) {
+        0 => physical() / 10 * 8,
+        b => b,
+    }
+}
+
+/// A field of /proc/meminfo, bytes.
+fn meminfo(field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with(field))?;
+    let kib: u64 = line[field.len()..]
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// Physical memory (16 GiB where it cannot be read).
+pub fn physical() -> u64 {
+    meminfo("MemTotal:").unwrap_or(16 << 30)
+}
+
+/// Memory the kernel can still hand out without swapping, other processes counted
+/// (`None` where it cannot be read).
+pub fn available() -> Option<u64> {
+    meminfo("MemAvailable:")
+}
+
+/// This process's resident memory (`None` where it cannot be read).
+pub fn resident() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
