@@ -25,8 +25,7 @@ use super::plan::Plan;
 use super::select::Scores;
 use super::signal::Reader;
 use crate::model::network::batch_ranges;
-use crate::model::{head, prefix};
-use crate::model::{Network, Op};
+use crate::model::{head, prefix, Network, Op};
 pub use crate::spec::Take;
 use crate::sysmem;
 use anyhow::Result;
@@ -66,14 +65,19 @@ fn trace_all(
     Ok((values, logits))
 }
 
-/// The network's outputs on every batch, concatenated: its last values, or with
-/// `restandardize` its head re-standardised on these features first.
-fn logits_of(net: &Network, values: &Values, restandardize: bool) -> Result<Tensor> {
-    let at = if restandardize {
+/// The value a measurement reads: the output, or with `restandardize` the backbone's.
+fn read_at(net: &Network, restandardize: bool) -> usize {
+    if restandardize {
         net.head_start
     } else {
         net.nodes.len()
-    };
+    }
+}
+
+/// The network's outputs on every batch, concatenated: its last values, or with
+/// `restandardize` its head re-standardised on these features first.
+fn logits_of(net: &Network, values: &Values, restandardize: bool) -> Result<Tensor> {
+    let at = read_at(net, restandardize);
     let outs: Vec<Tensor> = values.iter().map(|acts| acts[at].clone()).collect();
     let outs = Tensor::cat(&outs, 0)?;
     if restandardize {
@@ -86,8 +90,7 @@ fn logits_of(net: &Network, values: &Values, restandardize: bool) -> Result<Tens
 /// `net`'s head on its backbone outputs `features`, its input standardisation re-estimated
 /// on them: how the search measures a candidate when the run re-standardises or re-fits
 /// the head after a step (docs/method.md, "After a step"), with the control split standing
-/// in for the training split the step itself reads.
-/// A head without a standardisation (`head.input_norm = "none"`) is read as it is.
+/// in for the training split the step itself reads. A head without a standardisation (`head.input_norm = "none"`) is read as it is.
 fn restandardized_head(net: &Network, features: &Tensor) -> Result<Tensor> {
     let head = net.head();
     if !matches!(head.first(), Some(Op::Standardize { .. })) {
@@ -114,11 +117,7 @@ fn run_from(
             .collect::<candle_core::Result<_>>()?;
         return Ok((logits_of(net, &values, restandardize)?, Some(values)));
     }
-    let end = if restandardize {
-        net.head_start
-    } else {
-        net.nodes.len()
-    };
+    let end = read_at(net, restandardize);
     let outs = base
         .iter()
         .map(|acts| {
