@@ -20,9 +20,9 @@ pub fn limit() -> u64 {
     }
 }
 
-/// A field of /proc/meminfo, bytes.
-fn meminfo(field: &str) -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+/// A `Field:  N kB` line of a /proc file (/proc/meminfo, /proc/self/status), bytes.
+fn kib_field(path: &str, field: &str) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
     let line = text.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line[field.len()..]
         .split_whitespace()
@@ -34,18 +34,31 @@ fn meminfo(field: &str) -> Option<u64> {
 
 /// Physical memory (16 GiB where it cannot be read).
 pub fn physical() -> u64 {
-    meminfo("MemTotal:").unwrap_or(16 << 30)
+    kib_field("/proc/meminfo", "MemTotal:").unwrap_or(16 << 30)
 }
 
 /// Memory the kernel can still hand out without swapping, other processes counted
 /// (`None` where it cannot be read).
 pub fn available() -> Option<u64> {
-    meminfo("MemAvailable:")
+    kib_field("/proc/meminfo", "MemAvailable:")
 }
 
 /// This process's resident memory (`None` where it cannot be read).
 pub fn resident() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    kib_field("/proc/self/status", "VmRSS:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fields are read in bytes: this process's resident memory lies between a
+    /// megabyte and the machine's memory, and the machine has some available.
+    #[test]
+    fn proc_fields_read_in_bytes() {
+        let rss = resident().expect("VmRSS");
+        assert!(rss > 1 << 20 && rss < physical(), "{rss}");
+        let avail = available().expect("MemAvailable");
+        assert!(avail > 0 && avail <= physical(), "{avail}");
+    }
 }

@@ -90,7 +90,8 @@ fn logits_of(net: &Network, values: &Values, restandardize: bool) -> Result<Tens
 /// `net`'s head on its backbone outputs `features`, its input standardisation re-estimated
 /// on them: how the search measures a candidate when the run re-standardises or re-fits
 /// the head after a step (docs/method.md, "After a step"), with the control split standing
-/// in for the training split the step itself reads. A head without a standardisation (`head.input_norm = "none"`) is read as it is.
+/// in for the training split the step itself reads. A head without a standardisation
+/// (`head.input_norm = "none"`) is read as it is.
 fn restandardized_head(net: &Network, features: &Tensor) -> Result<Tensor> {
     let head = net.head();
     if !matches!(head.first(), Some(Op::Standardize { .. })) {
