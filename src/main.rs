@@ -209,8 +209,9 @@ enum Cmd {
         /// With --device cuda: images per conv call.
         #[arg(long, default_value_t = 32)]
         batch: usize,
-        /// Only the measured layer search against `lrp` on --spec's first task (--reps
-        /// repeats each), spliced into --out between its markers.
+        /// Only the layer search against `lrp`: per task of --spec (first seed), `lrp` and
+        /// each `aa-lrp` method of the spec (--reps repeats each), spliced into --out
+        /// between its markers.
         #[arg(long)]
         search: bool,
     },

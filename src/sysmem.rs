@@ -48,6 +48,17 @@ pub fn resident() -> Option<u64> {
     kib_field("/proc/self/status", "VmRSS:")
 }
 
+/// This process's peak resident memory since it started or since [`reset_peak`].
+pub fn peak_resident() -> Option<u64> {
+    kib_field("/proc/self/status", "VmHWM:")
+}
+
+/// Start [`peak_resident`] again from the current resident memory (Linux: writing 5 to
+/// /proc/self/clear_refs); false where the kernel does not allow it.
+pub fn reset_peak() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -421,3 +421,141 @@ fn a_held_out_control_set_is_disjoint_and_is_where_a_is_measured() {
     let acc = |steps: &[Step]| steps.iter().map(|s| s.control_acc).collect::<Vec<_>>();
     assert_ne!(acc(&on_train), acc(&on_control));
 }
+
+/// `cfg` searching with a screen of `k` offers a round.
+fn screened(cfg: &RunConfig, k: usize, fraction: f64) -> RunConfig {
+    let mut c = searching(cfg, lrprune::prune::search::Take::Best, fraction);
+    let mut control = c.control.clone().unwrap();
+    control.search_screen = k;
+    c = with_control(&c, control);
+    c
+}
+
+/// A screen that lets every offer through measures what the exact search measures, so it
+/// makes its decisions, bit for bit (the estimates are computed but choose nothing).
+#[test]
+fn the_screened_search_is_the_exact_search_when_k_covers_every_offer() {
+    use lrprune::prune::search::Take;
+    let (_dir, cfg) = tiny();
+    let exact = searching(&cfg, Take::Best, 0.2);
+    let task = runner::prepare_task(&exact, &Device::Cpu).unwrap();
+    let want = decisions(&exact, &task);
+    let groups = task.plan.groups.len();
+    let got = decisions(&screened(&cfg, groups, 0.2), &task);
+    assert!(same(&want, &got));
+    // A narrower screen measures fewer offers and so may choose otherwise, but keeps the
+    // grid, the floors and the test labels out of it.
+    let narrow = screened(&cfg, 1, 0.2);
+    let one = decisions(&narrow, &task);
+    let mut shuffled = runner::prepare_task(&narrow, &Device::Cpu).unwrap();
+    shuffled.data.test.labels.reverse();
+    assert!(same(&one, &decisions(&narrow, &shuffled)));
+    let total = task.net.filters_per_conv().iter().sum::<usize>() as f64;
+    for (k, s) in one.iter().enumerate() {
+        let rate = lrprune::prune::schedule::rate_at(k + 1, &narrow.pruning);
+        assert!(
+            (s.mask.rate() - rate).abs() <= 0.5 / total + 1e-9,
+            "step {k}"
+        );
+        assert!(s.mask.per_layer().iter().all(|&n| n >= 1));
+    }
+}
+
+/// The screen's estimate is the derivative it claims to be: for every channel of every
+/// group, the gate derivative ∂A/∂g_c equals a central difference of A with the channel
+/// scaled by 1 ± ε — its conv's weight row and bias, or, for the group that feeds the
+/// head, its standardised features (where removal zeroes them) — on the control split.
+#[test]
+fn the_screen_estimate_is_the_derivative_of_a_in_the_channel_gates() {
+    use candle_core::Tensor;
+    use lrprune::model::{Network, Op};
+    use lrprune::prune::plan::Member;
+    use lrprune::prune::screen;
+    use lrprune::prune::signal::Reader;
+    let (_dir, cfg) = tiny();
+    let cfg = screened(&cfg, 1, 0.1);
+    let task = runner::prepare_task(&cfg, &Device::Cpu).unwrap();
+    let ctx = runner::context(&task, &cfg);
+    let reader = Reader {
+        control: ctx.control,
+        signal: lrprune::spec::Signal::Confidence,
+        floor: 1e-3,
+        n_classes: task.data.n_classes(),
+        batch: 7, // several batches, one of them short
+        prefix: None,
+        plan: &task.plan,
+    };
+    let full = FilterMask::all_alive(&task.plan.sizes());
+    let values: Vec<Vec<Tensor>> =
+        lrprune::model::network::batch_ranges(ctx.control.labels.len(), reader.batch)
+            .map(|(s, n)| {
+                task.net
+                    .trace(&ctx.control.images.narrow(0, s, n).unwrap())
+                    .unwrap()
+            })
+            .collect();
+    let costs = screen::channel_costs(&task.net, &values, &reader).unwrap();
+    // `v` scaled by 1 + t at the positions `range` of its dimension `dim`.
+    let scaled = |v: &Tensor, dim: usize, range: std::ops::Range<usize>, t: f64| {
+        let n = v.dims()[dim];
+        let s: Vec<f32> = (0..n)
+            .map(|i| {
+                if range.contains(&i) {
+                    1.0 + t as f32
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        let mut shape = vec![1; v.rank()];
+        shape[dim] = n;
+        v.broadcast_mul(&Tensor::from_vec(s, shape, v.device()).unwrap())
+            .unwrap()
+    };
+    let a_with = |g: usize, c: usize, t: f64| -> f64 {
+        let mut net: Network = task.net.clone();
+        for m in &task.plan.groups[g].members {
+            match *m {
+                Member::Standardize { node, hw } => {
+                    if let Op::Standardize { inv_std, .. } = &mut net.nodes[node].op {
+                        *inv_std = scaled(inv_std, inv_std.rank() - 1, c * hw..(c + 1) * hw, t);
+                    }
+                }
+                Member::ConvOut(n)
+                    if !task.plan.groups[g]
+                        .members
+                        .iter()
+                        .any(|m| matches!(m, Member::Standardize { .. })) =>
+                {
+                    if let Op::Conv(conv) = &mut net.nodes[n].op {
+                        conv.weight = scaled(&conv.weight, 0, c..c + 1, t);
+                        conv.bias = scaled(&conv.bias, 0, c..c + 1, t);
+                    }
+                }
+                _ => {}
+            }
+        }
+        reader.measure(&net, &full).unwrap().0
+    };
+    // Small: at 1e-2 the difference is 3.6% off the limit it converges to (0.6% here).
+    let eps = 3e-3;
+    let mut worst: f64 = 0.0;
+    let mut largest: f64 = 0.0;
+    for (g, row) in costs.iter().enumerate() {
+        assert_eq!(
+            row.len(),
+            full.keep[g].len(),
+            "group {g}: a cost per channel"
+        );
+        for (c, &cost) in row.iter().enumerate() {
+            let fd = (a_with(g, c, eps) - a_with(g, c, -eps)) / (2.0 * eps);
+            worst = worst.max((cost - fd).abs());
+            largest = largest.max(fd.abs());
+        }
+    }
+    assert!(largest > 1e-3, "the gates move A ({largest})");
+    assert!(
+        worst <= 0.02 * largest,
+        "max |estimate − difference| = {worst} of {largest}"
+    );
+}

@@ -6,6 +6,7 @@ pub mod composite;
 pub mod explain;
 pub mod filters;
 pub mod fused;
+pub mod gradient;
 pub mod propagate;
 pub mod rules;
 

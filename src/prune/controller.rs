@@ -118,6 +118,7 @@ impl AccuracyAware {
             min_per_layer,
             keep_budget: ctx.search_budget,
             restandardize: after_step != AfterStep::None,
+            screen: self.control.search_screen,
         };
         // A re-fitted head is a new classifier every step: candidates are read with it.
         let current = match after_step {

@@ -11,6 +11,7 @@ pub mod mask;
 pub mod plan;
 pub mod relevance;
 pub mod schedule;
+pub mod screen;
 pub mod search;
 pub mod select;
 pub mod signal;

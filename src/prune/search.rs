@@ -22,6 +22,7 @@
 use super::compact::compact;
 use super::mask::FilterMask;
 use super::plan::Plan;
+use super::screen;
 use super::select::Scores;
 use super::signal::Reader;
 use crate::model::network::batch_ranges;
@@ -157,6 +158,9 @@ pub struct Offers {
     /// Read every candidate with its head's input standardisation re-estimated on its own
     /// features (for runs whose head changes after a step: `after_step` ≠ none).
     pub restandardize: bool,
+    /// Measure only this many offers a round, those a first-order estimate ranks cheapest
+    /// (`super::screen`); 0 measures every offer (the exact search).
+    pub screen: usize,
 }
 
 /// A node index past every node: nothing has changed.
@@ -341,12 +345,20 @@ impl State {
             .collect();
         let a0 = self.a;
         let restandardize = self.restandardize;
+        let t = std::time::Instant::now();
         let done = jobs
             .into_par_iter()
             .zip(keep)
             .map(|(job, keep)| job.run(reader, keep, restandardize))
             .collect::<Result<Vec<_>>>()?;
         self.kept -= released;
+        if std::env::var_os("LRPRUNE_SEARCH_LOG").is_some() {
+            eprintln!(
+                "search: measured {} offers in {:.3} s",
+                asked.len(),
+                t.elapsed().as_secs_f64()
+            );
+        }
         let damage = done
             .into_iter()
             .map(|(layer, offer)| {
@@ -460,6 +472,40 @@ impl State {
             base,
             dropped,
         })
+    }
+
+    /// The `k` offers of `asked` whose first-order estimate of the A lost per filter is
+    /// lowest (ties: the earlier group), in `asked`'s order.
+    fn screened(
+        &self,
+        mut asked: Vec<(usize, usize)>,
+        k: usize,
+        scores: &Scores,
+        reader: &Reader,
+    ) -> Result<Vec<(usize, usize)>> {
+        let t = std::time::Instant::now();
+        let costs = screen::channel_costs(&self.net, &self.values, reader)?;
+        if std::env::var_os("LRPRUNE_SEARCH_LOG").is_some() {
+            eprintln!(
+                "search: screened {} offers in {:.3} s",
+                asked.len(),
+                t.elapsed().as_secs_f64()
+            );
+        }
+        let mut estimated: Vec<(f64, usize)> = asked
+            .iter()
+            .map(|&(group, q)| {
+                let filters = lowest_in_layer(&self.mask, scores, group, q);
+                (
+                    screen::offer_cost(&costs, &self.mask, group, &filters),
+                    group,
+                )
+            })
+            .collect();
+        estimated.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let chosen: Vec<usize> = estimated.iter().take(k).map(|&(_, g)| g).collect();
+        asked.retain(|(g, _)| chosen.contains(g));
+        Ok(asked)
     }
 
     /// The fresh offer of `layer`, if there is one.
@@ -636,6 +682,7 @@ pub fn search(
         min_per_layer,
         keep_budget,
         restandardize,
+        screen,
     } = *offers;
     let plan = reader.plan;
     let own_head = current.is_some();
@@ -705,12 +752,21 @@ pub fn search(
                 memory_costs.iter_mut().for_each(|m| *m = f64::NEG_INFINITY);
             }
         } else if take == Take::Best {
-            // Every open layer is measured before the next accept: all at once.
-            let asked: Vec<(usize, usize)> = open
+            // Every open layer is measured before the next accept: all at once (or, screened,
+            // the `screen` that look cheapest; the others cannot be accepted this round).
+            let mut asked: Vec<(usize, usize)> = open
                 .iter()
                 .filter(|&&o| st.fresh(o).is_none())
                 .map(|&o| (o, quota(&st, o)))
                 .collect();
+            if screen > 0 {
+                asked = st.screened(asked, screen, scores, reader)?;
+                for &o in &open {
+                    if st.fresh(o).is_none() {
+                        memory_costs[o] = f64::INFINITY;
+                    }
+                }
+            }
             let costs = st.measure(&asked, scores, reader, keep_budget)?;
             for ((o, _), c) in asked.iter().zip(costs) {
                 memory_costs[*o] = c;

@@ -87,6 +87,15 @@ pub struct ControlSettings {
     /// stay valid.)
     #[serde(default = "d_search_take", skip_serializing_if = "is_best")]
     pub search_take: Take,
+    /// Screened search: each round measures only this many offers, those a first-order
+    /// estimate of their cost in A ranks cheapest (`prune/screen.rs`); 0 measures every
+    /// offer (the exact search). Needs `search_take = "best"`. (Left out of the run id at
+    /// 0, so ids of exact-search runs stay valid.)
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub search_screen: usize,
+}
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 fn is_best(t: &Take) -> bool {
     *t == Take::Best
@@ -179,6 +188,7 @@ impl Default for ControlSettings {
             layer_search: false,
             search_fraction: d_search_fraction(),
             search_take: d_search_take(),
+            search_screen: 0,
         }
     }
 }
@@ -230,6 +240,15 @@ pub(super) fn check_control(
         if !ok || value.is_nan() {
             return Err((key, format!("got {value} (fix: a value {range})")));
         }
+    }
+    if c.search_screen > 0 && c.search_take != Take::Best {
+        return Err((
+            "search_screen",
+            format!(
+                "screens the rounds of search_take = \"best\", got search_take = \"{}\" (fix: search_take = \"best\", or search_screen = 0)",
+                serde_json::to_value(c.search_take).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+            ),
+        ));
     }
     Ok(())
 }
