@@ -1,6 +1,6 @@
 //! The `lrprune` command line.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use lrprune::model::precision::Precision;
 use lrprune::{assets, model, report, runner, spec};
@@ -535,7 +535,8 @@ fn main() -> ExitCode {
             };
             write_report(&spec.results_dir, &opts)
         }),
-        Cmd::Explain(args) => explain(args),
+        // `run` guards each run; `explain` reads inputs no spec check has seen.
+        Cmd::Explain(args) => runner::guard(|| explain(args)),
         Cmd::Export { spec, run, out } => spec::load(&spec).and_then(|spec| {
             let Some(cfg) = spec.runs.get(run) else {
                 bail!(
@@ -543,8 +544,10 @@ fn main() -> ExitCode {
                     spec.runs.len()
                 );
             };
+            lrprune::fsio::check_dir_destination(&out).context("--out")?;
             let task = runner::prepare_task(cfg, &candle_core::Device::Cpu)?;
-            std::fs::create_dir_all(&out)?;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("--out: creating {}", out.display()))?;
             model::export::write_task(cfg, &task.net, &task.data.train, &task.data.test, &out)?;
             outln!("exported {} to {}", cfg.run_id(), out.display());
             Ok(())
@@ -611,7 +614,7 @@ fn main() -> ExitCode {
                         Some(tail) => format!("{text}\n{tail}"),
                         None => text,
                     };
-                    std::fs::write(&p, &text)?;
+                    lrprune::results::write_atomic(&p, |tmp| Ok(std::fs::write(tmp, &text)?))?;
                     outln!("wrote {}", p.display());
                 }
                 None => outln!("{text}"),

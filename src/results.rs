@@ -102,29 +102,7 @@ pub fn steps_frame(id: &RunIdentity, rows: &[StepRecord]) -> Result<DataFrame> {
     Ok(df)
 }
 
-/// Write `path` atomically: `write` fills a temp file (`.partial-*`, same directory, with
-/// `path`'s extension so writers that go by it still can), which is fsynced and renamed over
-/// `path`. A killed or failing writer leaves no file at `path`, only a temp file that
-/// [`remove_stale_partials`] clears.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = path.parent().context("output path has no parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let ext = path
-        .extension()
-        .map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
-    // The writer's pid in the name: a temp file of a live writer is never cleared.
-    let prefix = format!(".partial-{}-", std::process::id());
-    let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(&ext)
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    write(tmp.path()).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::File::open(tmp.path())?.sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
-}
+pub use crate::fsio::write_atomic;
 
 /// Write `df` to `path` atomically ([`write_atomic`]).
 pub fn write_parquet_atomic(path: &Path, df: &mut DataFrame) -> Result<()> {

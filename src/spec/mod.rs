@@ -143,14 +143,13 @@ pub struct Spec {
     pub results_dir: PathBuf,
     pub runs: Vec<RunConfig>,
 }
+/// The largest spec file read (the shipped ones are under 10 KiB).
+pub const MAX_SPEC_BYTES: u64 = 16 << 20;
+
 /// Read and expand a spec file.
 pub fn load(path: &Path) -> Result<Spec> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: cannot read spec: {e} (fix: check the path; specs live in experiments/)",
-            path.display()
-        )
-    })?;
+    // A FIFO would block and /dev/zero never end: a spec is a regular file of a few KiB.
+    let bytes = crate::fsio::read_capped(path, "spec", MAX_SPEC_BYTES)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
