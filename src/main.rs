@@ -151,7 +151,8 @@ enum Cmd {
         /// Run only shard K of N (1 ≤ K ≤ N) of the runs, balanced by cost.
         #[arg(long, conflicts_with = "shard_from_env")]
         shard: Option<String>,
-        /// The shard from a Slurm job array (SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT).
+        /// The shard from a Slurm job array: the task's index in the array ((ID − MIN) / STEP)
+        /// of SLURM_ARRAY_TASK_COUNT.
         #[arg(long)]
         shard_from_env: bool,
     },
