@@ -319,15 +319,21 @@ fn inspect(path: &std::path::Path) -> Result<()> {
         // the run itself checks the real sizes).
         let n = 10;
         let splits = [n * r.data.train_per_class, n * r.data.test_per_class];
-        let e = runner::memory::estimate(&net, &splits, r.data.batch_size);
+        let e = runner::memory::estimate(&net, &splits, r.data.batch_size).with_head(
+            &net,
+            &r.head.hidden,
+            n,
+            splits[0],
+        );
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         outln!(
-            "  memory per task (estimate for {n} classes): {:.1} GiB = images {:.1} + stored prefixes {:.1} + one batch of {} {:.1}; --max-memory now {:.1} GiB",
+            "  memory per task (estimate for {n} classes): {:.1} GiB = images {:.1} + stored prefixes {:.1} + one batch of {} {:.1} + the head's training {:.1}; --max-memory now {:.1} GiB",
             gib(e.total()),
             gib(e.data),
             gib(e.prefix),
             r.data.batch_size,
             gib(e.batch),
+            gib(e.head),
             gib(runner::memory::limit())
         );
         // A control split as large as the training split (its default).

@@ -595,6 +595,9 @@ fn check_names(loc: &Locator, raw: &SpecFile) -> Result<()> {
             bail!(loc.err(loc.key_in(span, "name"), key, why));
         }
     }
+    unique_tables(loc, &raw.model, "model")?;
+    unique_tables(loc, &raw.dataset, "dataset")?;
+    unique_tables(loc, &raw.method, "method")?;
     for (list, key) in [
         (&exp.models, "experiment.models"),
         (&exp.datasets, "experiment.datasets"),
@@ -616,6 +619,28 @@ fn check_names(loc: &Locator, raw: &SpecFile) -> Result<()> {
             "experiment.seeds",
             format!("seed {dup} is listed twice (fix: list each seed once)")
         ));
+    }
+    Ok(())
+}
+
+/// Two `[[kind]]` tables of one name: a name resolves to one table, so the second would be
+/// silently ignored.
+fn unique_tables<T: Named>(loc: &Locator, tables: &[Spanned<T>], kind: &str) -> Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for t in tables {
+        let at = loc.key_in(t.span(), "name");
+        if let Some(first) = seen.insert(t.get_ref().name(), at.start) {
+            bail!(loc.err(
+                at.clone(),
+                &format!("{kind}.name"),
+                format!(
+                    "`{}` names two [[{kind}]] tables, at lines {} and {} (fix: give each table its own name)",
+                    t.get_ref().name(),
+                    loc.line(first),
+                    loc.line(at.start)
+                )
+            ));
+        }
     }
     Ok(())
 }
