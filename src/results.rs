@@ -203,13 +203,23 @@ pub fn run_frame(
 /// order, floats by their exact bits. Two result folders agree run for run exactly when
 /// their digests do (`lrprune digest`).
 pub fn step_digest(path: &Path) -> Result<String> {
+    digest_without(path, "wall_ms")
+}
+
+/// The same for a run's metadata file (`runs/`): every column but `wall_s`.
+pub fn run_digest(path: &Path) -> Result<String> {
+    digest_without(path, "wall_s")
+}
+
+/// sha256 over every column of `path` but `skip` (the one timing column).
+fn digest_without(path: &Path, skip: &str) -> Result<String> {
     use sha2::{Digest, Sha256};
     let df = read_parquet(path)?;
     let mut names: Vec<String> = df
         .get_column_names()
         .iter()
         .map(|s| s.to_string())
-        .filter(|n| n != "wall_ms")
+        .filter(|n| n != skip)
         .collect();
     names.sort();
     let mut h = Sha256::new();

@@ -104,6 +104,7 @@ pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
     let mut folders = vec![results.to_path_buf()];
     folders.extend(opts.merge.iter().cloned());
     let steps = summary::load_steps(&folders, opts.only.as_ref(), &bar)?;
+    summary::check_merged_runs(&folders)?;
     bar.finish_and_clear();
     let opts = &resolve_methods(&steps, opts)?;
 
