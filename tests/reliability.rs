@@ -93,12 +93,21 @@ fn explain_weights(dir: &Path, extra: &[(&str, Tensor)]) -> PathBuf {
 }
 
 fn explain_inputs(dir: &Path, name: &str, n: usize, size: usize, labels: &[i64]) -> PathBuf {
+    explain_inputs_of(dir, name, (n, 3, size, size), labels)
+}
+
+fn explain_inputs_of(
+    dir: &Path,
+    name: &str,
+    shape: (usize, usize, usize, usize),
+    labels: &[i64],
+) -> PathBuf {
     let path = dir.join(name);
     let mut map = HashMap::new();
-    let images = if n == 0 {
-        Tensor::zeros((0, 3, size, size), candle_core::DType::F32, &Device::Cpu).unwrap()
+    let images = if shape.0 == 0 {
+        Tensor::zeros(shape, candle_core::DType::F32, &Device::Cpu).unwrap()
     } else {
-        Tensor::randn(0f32, 1.0, (n, 3, size, size), &Device::Cpu).unwrap()
+        Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap()
     };
     map.insert("images".to_string(), images);
     map.insert(
@@ -178,6 +187,38 @@ fn explain_refuses_special_destinations_and_writes_with_the_umask() {
     // Over an existing regular file is fine.
     let (ok, err) = explain(&w, &inputs, &out);
     assert!(ok, "{err}");
+
+    // Heatmaps go through the same check, file by file.
+    let maps = d.join("maps");
+    std::fs::create_dir(&maps).unwrap();
+    mkfifo(&maps.join("sample_0001.png"));
+    let with_maps = |maps: &Path| {
+        lrprune(&[
+            "explain".as_ref(),
+            "--model".as_ref(),
+            "8 M 16 M 16 M".as_ref(),
+            "--weights".as_ref(),
+            w.as_os_str(),
+            "--inputs".as_ref(),
+            inputs.as_os_str(),
+            "--out".as_ref(),
+            out.as_os_str(),
+            "--heatmaps".as_ref(),
+            maps.as_os_str(),
+        ])
+    };
+    let (ok, err) = with_maps(&maps);
+    assert!(
+        !ok && err.contains("sample_0001.png") && err.contains("a FIFO"),
+        "{err}"
+    );
+    assert!(is_fifo(&maps.join("sample_0001.png")));
+    assert_eq!(mode(&maps.join("sample_0000.png")), 0o644);
+    let (ok, err) = with_maps(&fifo);
+    assert!(
+        !ok && err.contains("--heatmaps") && err.contains("not a directory"),
+        "{err}"
+    );
 }
 
 /// `explain` checks what `run` checks at load: labels within the head's classes, a
@@ -213,6 +254,16 @@ fn explain_refuses_bad_inputs_by_name() {
         }
         assert!(!out.exists(), "{name}: wrote a result");
     }
+    // Grey images for an RGB network: named, not a conv's shape error.
+    let grey = explain_inputs_of(d, "grey.safetensors", (2, 1, 16, 16), &[0, 1]);
+    let (ok, err) = explain(&w, &grey, &out);
+    assert!(
+        !ok && err.contains("grey.safetensors")
+            && err.contains("1×16×16")
+            && err.contains("features.0.weight")
+            && err.contains("fix"),
+        "{err}"
+    );
     // Half a standardisation is not silently skipped.
     let mean = Tensor::zeros(16, candle_core::DType::F32, &Device::Cpu).unwrap();
     let half = explain_weights(d, &[("standardize.inv_std", mean)]);

@@ -156,7 +156,10 @@ pub fn explain(opts: &ExplainOptions, device: &Device) -> Result<DataFrame> {
             labels.len()
         );
     }
-    let net = checkpoint_network(opts, (c, h, w), device)?;
+    // What the checkpoint cannot read (grey images for an RGB network) is named by the
+    // builder; say which inputs it was given.
+    let net = checkpoint_network(opts, (c, h, w), device)
+        .with_context(|| format!("the checkpoint for `images` of {c}×{h}×{w} (--inputs {file})"))?;
     if let Some(node) = net.too_small_at(net.input_shape) {
         let min = (1..=crate::spec::validate::MAX_INPUT_SIZE)
             .find(|&s| net.too_small_at((c, s, s)).is_none())
@@ -231,7 +234,8 @@ fn write_heatmaps(input_rel: &Tensor, dir: &Path) -> Result<()> {
                 image::Rgb([fade, fade, 255])
             }
         });
-        img.save(dir.join(format!("sample_{i:04}.png")))?;
+        let path = dir.join(format!("sample_{i:04}.png"));
+        crate::fsio::write_atomic(&path, |tmp| Ok(img.save(tmp)?))?;
     }
     Ok(())
 }
