@@ -7,13 +7,14 @@
 //! fixed backbone + trained head) → `eval` (per-class metrics) → `lrp` (relevance by an
 //! explicit reverse pass) → `prune` (pruning groups, criteria, masks, compaction, schedules,
 //! the controller) → `runner` (tasks, methods, the sweep) → `results` (atomic Parquet)
-//! → `report` (tables and plots); `bench` measures them; `rng` and `sysmem` (memory facts and
-//! the `--max-memory` limit) serve all.
+//! → `report` (tables and plots); `bench` measures them; `rng`, `fsio` (regular files in, atomic
+//! writes out) and `sysmem` (memory facts and the `--max-memory` limit) serve all.
 
 pub mod assets;
 pub mod bench;
 pub mod data;
 pub mod eval;
+pub mod fsio;
 pub mod lrp;
 pub mod model;
 pub mod prune;

@@ -1,6 +1,6 @@
 //! The `lrprune` command line.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use lrprune::model::precision::Precision;
 use lrprune::{assets, model, report, runner, spec};
@@ -151,7 +151,8 @@ enum Cmd {
         /// Run only shard K of N (1 ≤ K ≤ N) of the runs, balanced by cost.
         #[arg(long, conflicts_with = "shard_from_env")]
         shard: Option<String>,
-        /// The shard from a Slurm job array (SLURM_ARRAY_TASK_ID of SLURM_ARRAY_TASK_COUNT).
+        /// The shard from a Slurm job array: the task's index in the array ((ID − MIN) / STEP)
+        /// of SLURM_ARRAY_TASK_COUNT.
         #[arg(long)]
         shard_from_env: bool,
     },
@@ -319,15 +320,21 @@ fn inspect(path: &std::path::Path) -> Result<()> {
         // the run itself checks the real sizes).
         let n = 10;
         let splits = [n * r.data.train_per_class, n * r.data.test_per_class];
-        let e = runner::memory::estimate(&net, &splits, r.data.batch_size);
+        let e = runner::memory::estimate(&net, &splits, r.data.batch_size).with_head(
+            &net,
+            &r.head.hidden,
+            n,
+            splits[0],
+        );
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         outln!(
-            "  memory per task (estimate for {n} classes): {:.1} GiB = images {:.1} + stored prefixes {:.1} + one batch of {} {:.1}; --max-memory now {:.1} GiB",
+            "  memory per task (estimate for {n} classes): {:.1} GiB = images {:.1} + stored prefixes {:.1} + one batch of {} {:.1} + the head's training {:.1}; --max-memory now {:.1} GiB",
             gib(e.total()),
             gib(e.data),
             gib(e.prefix),
             r.data.batch_size,
             gib(e.batch),
+            gib(e.head),
             gib(runner::memory::limit())
         );
         // A control split as large as the training split (its default).
@@ -536,7 +543,8 @@ fn main() -> ExitCode {
             };
             write_report(&spec.results_dir, &opts)
         }),
-        Cmd::Explain(args) => explain(args),
+        // `run` guards each run; `explain` reads inputs no spec check has seen.
+        Cmd::Explain(args) => runner::guard(|| explain(args)),
         Cmd::Export { spec, run, out } => spec::load(&spec).and_then(|spec| {
             let Some(cfg) = spec.runs.get(run) else {
                 bail!(
@@ -544,8 +552,10 @@ fn main() -> ExitCode {
                     spec.runs.len()
                 );
             };
+            lrprune::fsio::check_dir_destination(&out).context("--out")?;
             let task = runner::prepare_task(cfg, &candle_core::Device::Cpu)?;
-            std::fs::create_dir_all(&out)?;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("--out: creating {}", out.display()))?;
             model::export::write_task(cfg, &task.net, &task.data.train, &task.data.test, &out)?;
             outln!("exported {} to {}", cfg.run_id(), out.display());
             Ok(())
@@ -612,7 +622,7 @@ fn main() -> ExitCode {
                         Some(tail) => format!("{text}\n{tail}"),
                         None => text,
                     };
-                    std::fs::write(&p, &text)?;
+                    lrprune::results::write_atomic(&p, |tmp| Ok(std::fs::write(tmp, &text)?))?;
                     outln!("wrote {}", p.display());
                 }
                 None => outln!("{text}"),

@@ -102,29 +102,7 @@ pub fn steps_frame(id: &RunIdentity, rows: &[StepRecord]) -> Result<DataFrame> {
     Ok(df)
 }
 
-/// Write `path` atomically: `write` fills a temp file (`.partial-*`, same directory, with
-/// `path`'s extension so writers that go by it still can), which is fsynced and renamed over
-/// `path`. A killed or failing writer leaves no file at `path`, only a temp file that
-/// [`remove_stale_partials`] clears.
-pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let dir = path.parent().context("output path has no parent")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let ext = path
-        .extension()
-        .map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
-    // The writer's pid in the name: a temp file of a live writer is never cleared.
-    let prefix = format!(".partial-{}-", std::process::id());
-    let tmp = tempfile::Builder::new()
-        .prefix(&prefix)
-        .suffix(&ext)
-        .tempfile_in(dir)
-        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    write(tmp.path()).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::File::open(tmp.path())?.sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("renaming into {}", path.display()))?;
-    Ok(())
-}
+pub use crate::fsio::write_atomic;
 
 /// Write `df` to `path` atomically ([`write_atomic`]).
 pub fn write_parquet_atomic(path: &Path, df: &mut DataFrame) -> Result<()> {
@@ -225,13 +203,23 @@ pub fn run_frame(
 /// order, floats by their exact bits. Two result folders agree run for run exactly when
 /// their digests do (`lrprune digest`).
 pub fn step_digest(path: &Path) -> Result<String> {
+    digest_without(path, "wall_ms")
+}
+
+/// The same for a run's metadata file (`runs/`): every column but `wall_s`.
+pub fn run_digest(path: &Path) -> Result<String> {
+    digest_without(path, "wall_s")
+}
+
+/// sha256 over every column of `path` but `skip` (the one timing column).
+fn digest_without(path: &Path, skip: &str) -> Result<String> {
     use sha2::{Digest, Sha256};
     let df = read_parquet(path)?;
     let mut names: Vec<String> = df
         .get_column_names()
         .iter()
         .map(|s| s.to_string())
-        .filter(|n| n != "wall_ms")
+        .filter(|n| n != skip)
         .collect();
     names.sort();
     let mut h = Sha256::new();

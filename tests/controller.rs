@@ -252,6 +252,29 @@ fn rate_control_backs_off_when_accuracy_would_drop() {
     assert!(decisions(&lax, &task).iter().all(|s| s.backoffs == 0));
 }
 
+/// Below a min_step of 1e-12 (the spec refuses it; a program may not) a refused step at
+/// one filter was halved and measured again forever; the halvings that cannot change the
+/// filters removed are now only counted, and the curve still ends at max_rate.
+#[test]
+fn a_vanishing_min_step_still_ends_every_backoff() {
+    let (_dir, cfg) = tiny();
+    let task = runner::prepare_task(&cfg, &Device::Cpu).unwrap();
+    let strict = with_control(
+        &cfg,
+        ControlSettings {
+            tolerance: 0.0,
+            min_step: 1e-300,
+            ..ControlSettings::paper()
+        },
+    );
+    let steps = decisions(&strict, &task);
+    assert!(
+        steps.iter().any(|s| s.backoffs > 0),
+        "no back-off although tolerance is 0"
+    );
+    assert!((steps.last().unwrap().mask.rate() - cfg.pruning.max_rate).abs() < 0.02);
+}
+
 #[test]
 fn both_switches_off_is_plain_lrp() {
     let (_dir, cfg) = tiny();

@@ -36,6 +36,7 @@ fn a_search_over_the_limit_is_refused_naming_the_search() {
         per_image: gib / 100,
         search: 3 * gib,
         search_cache: 8 * gib,
+        head: 0,
     };
     let msg = memory::refusal("method `aa`", &e, 100, 4 * gib).expect("6 GiB in 4 refused");
     for words in [
@@ -53,4 +54,26 @@ fn a_search_over_the_limit_is_refused_naming_the_search() {
     let plain = Estimate { search: 0, ..e };
     let msg = memory::refusal("x", &plain, 100, 2 * gib + gib / 2).unwrap();
     assert!(msg.contains("batch_size to 50 or less"), "{msg}");
+}
+
+/// A wide head is counted in the estimate (its parameters with Adam's state, its values on
+/// the training split) and refused with a fix about the head: `inspect` once estimated
+/// 0.6 GiB for a head that allocated 205 GB.
+#[test]
+fn a_wide_head_is_counted_and_refused_naming_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_weights(&dir.path().join("w.safetensors"), 1);
+    let net = common::tiny_backbone(&dir.path().join("w.safetensors"), 16);
+    let e = memory::estimate(&net, &[40, 80], 10);
+    let narrow = e.with_head(&net, &[], 4, 40);
+    // 16 features → 4 classes: 68 parameters, 20 values per image.
+    assert_eq!(narrow.head, 4 * (4 * 68 + 3 * 20 * 40));
+    let wide = e.with_head(&net, &[65536, 65536], 4, 40);
+    assert!(wide.head > 32 << 30, "{}", wide.head);
+    assert_eq!(wide.total(), e.total() + wide.head);
+    let msg = memory::refusal("model `tiny`", &wide, 10, 8 << 30).expect("refused");
+    assert!(
+        msg.contains("head's training") && msg.contains("[head] hidden"),
+        "{msg}"
+    );
 }

@@ -271,3 +271,72 @@ fn paired_ratio_and_harmonic_and_worst_class_aucs() {
         );
     }
 }
+
+/// Rows that would bend a curve or its AUC without a word — a NaN accuracy, a pruning rate
+/// outside [0, 1], a step twice — are refused naming the file and the row.
+#[test]
+fn damaged_step_rows_are_refused_by_file_and_row() {
+    let ok = |k: i64| rec(k, 0.3 * k as f64, 0.9, 0.5);
+    let cases: [(&str, Vec<StepRecord>, &str); 4] = [
+        ("nan", vec![ok(0), rec(1, 0.3, f64::NAN, 0.5)], "top1 = NaN"),
+        (
+            "negative",
+            vec![ok(0), rec(1, -0.1, 0.9, 0.5)],
+            "pruning_rate = -0.1",
+        ),
+        (
+            "over",
+            vec![ok(0), rec(1, 1.5, 0.9, 0.5)],
+            "pruning_rate = 1.5",
+        ),
+        ("twice", vec![ok(0), ok(1), ok(1)], "the step appears twice"),
+    ];
+    for (name, rows, words) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        fixture(dir.path());
+        write_run(dir.path(), name, 0, &rows);
+        let Err(e) = report::report(dir.path(), &opts_with(None)) else {
+            panic!("{name}: damaged rows were accepted");
+        };
+        let e = e.to_string();
+        for w in [&format!("m-d-{name}-s0.parquet"), "step 1", words, "fix"] {
+            assert!(e.contains(w), "{name}: `{w}` not in: {e}");
+        }
+    }
+}
+
+/// Merging folders holds a run's metadata (`runs/`) to the same rule as its step rows: the
+/// same in every folder but for its wall time, else refused naming both files.
+#[test]
+fn merged_folders_with_conflicting_run_metadata_are_refused() {
+    let meta = |dir: &Path, config: &str, wall: f64| {
+        let mut df = df!(
+            "run_id" => ["m-d-a-s0"],
+            "config_json" => [config],
+            "wall_s" => [wall]
+        )
+        .unwrap();
+        results::write_parquet_atomic(&results::runs_path(dir, "m-d-a-s0"), &mut df).unwrap();
+    };
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fixture(a.path());
+    fixture(b.path());
+    meta(a.path(), "{\"lr\":0.01}", 1.0);
+    meta(b.path(), "{\"lr\":0.01}", 2.0);
+    let merged = ReportOptions {
+        merge: vec![b.path().to_path_buf()],
+        ..opts_with(None)
+    };
+    report::report(a.path(), &merged).expect("only the wall time differs");
+    meta(b.path(), "{\"lr\":0.1}", 2.0);
+    let e = report::report(a.path(), &merged)
+        .err()
+        .expect("conflict accepted")
+        .to_string();
+    assert!(
+        e.contains("different metadata")
+            && e.contains(&a.path().join("runs/m-d-a-s0.parquet").display().to_string())
+            && e.contains(&b.path().join("runs/m-d-a-s0.parquet").display().to_string()),
+        "{e}"
+    );
+}

@@ -162,3 +162,115 @@ fn the_readme_slurm_array_runs_with_the_variables_set_by_hand() {
         "the last task wrote the report"
     );
 }
+
+/// Shard counts that only size an allocation are bounded: `--shard 1/2305843009213693952`
+/// overflowed a capacity, `1/1000000000000` asked for 8 TB; and a count above the runs
+/// gives the extra shards nothing without allocating for them.
+#[test]
+fn huge_shard_counts_are_refused_or_cost_nothing() {
+    use lrprune::runner::shard::{self, Shard, MAX_SHARDS};
+    for bad in [
+        "1/2305843009213693952",
+        "1/1000000000000",
+        "1/18446744073709551615",
+    ] {
+        let e = Shard::parse(bad).unwrap_err().to_string();
+        assert!(e.contains(bad) && e.contains("fix"), "{e}");
+    }
+    assert_eq!(
+        Shard::parse(&format!("1/{MAX_SHARDS}")).unwrap().count,
+        MAX_SHARDS
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let runs = lrprune::spec::load(&spec(dir.path())).unwrap().runs;
+    let few = shard::assign(&runs, runs.len());
+    assert_eq!(
+        shard::assign(&runs, usize::MAX),
+        few,
+        "more shards than runs: the same split"
+    );
+    // From the CLI: an error, not an abort.
+    let out = common::lrprune()
+        .args(["run", "--quiet", "--shard", "1/1000000000000"])
+        .arg(spec(dir.path()))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("--shard") && !err.contains("panicked"),
+        "{err}"
+    );
+}
+
+/// A Slurm array with a step (`--array=0-6:2`: IDs 0, 2, 4, 6) is shards 1–4 of 4 by the
+/// task's index within the array; IDs off the array and absurd counts are refused by name.
+#[test]
+fn slurm_arrays_with_a_step_map_each_task_to_its_own_shard() {
+    use lrprune::runner::shard::Shard;
+    let vars = |pairs: &[(&str, &str)]| {
+        let pairs: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Shard::from_vars(move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+    };
+    for (id, index) in [("0", 0), ("2", 1), ("4", 2), ("6", 3)] {
+        let s = vars(&[
+            ("SLURM_ARRAY_TASK_ID", id),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_STEP", "2"),
+        ])
+        .unwrap();
+        assert_eq!((s.index, s.count), (index, 4), "ID {id}");
+    }
+    // An offset array without a step, as before.
+    let s = vars(&[
+        ("SLURM_ARRAY_TASK_ID", "12"),
+        ("SLURM_ARRAY_TASK_COUNT", "3"),
+        ("SLURM_ARRAY_TASK_MIN", "10"),
+    ])
+    .unwrap();
+    assert_eq!((s.index, s.count), (2, 3));
+    for (pairs, words) in [
+        (
+            vec![
+                ("SLURM_ARRAY_TASK_ID", "3"),
+                ("SLURM_ARRAY_TASK_COUNT", "4"),
+                ("SLURM_ARRAY_TASK_STEP", "2"),
+            ],
+            "SLURM_ARRAY_TASK_ID=3",
+        ),
+        (
+            vec![
+                ("SLURM_ARRAY_TASK_ID", "8"),
+                ("SLURM_ARRAY_TASK_COUNT", "4"),
+                ("SLURM_ARRAY_TASK_STEP", "2"),
+            ],
+            "SLURM_ARRAY_TASK_ID=8",
+        ),
+        (
+            vec![
+                ("SLURM_ARRAY_TASK_ID", "0"),
+                ("SLURM_ARRAY_TASK_COUNT", "18446744073709551615"),
+            ],
+            "SLURM_ARRAY_TASK_COUNT=18446744073709551615",
+        ),
+        (
+            vec![
+                ("SLURM_ARRAY_TASK_ID", "0"),
+                ("SLURM_ARRAY_TASK_COUNT", "4"),
+                ("SLURM_ARRAY_TASK_STEP", "0"),
+            ],
+            "SLURM_ARRAY_TASK_STEP=0",
+        ),
+    ] {
+        let e = vars(&pairs).unwrap_err().to_string();
+        assert!(e.contains(words) && e.contains("fix"), "{e}");
+    }
+}

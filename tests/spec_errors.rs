@@ -429,3 +429,53 @@ fn a_task_over_the_memory_limit_is_refused_with_the_fix() {
     let (ok, err) = lrprune_on(&["run", "--quiet", "--max-memory", "lots"], &spec);
     assert!(!ok && err.contains("--max-memory 'lots'"), "{err}");
 }
+
+/// Values that size a loop or an allocation are bounded at load: a `min_step` or
+/// `search_fraction` of 1e-300 (or a min_step below 1e-12) halved or searched forever, and
+/// `hidden = [100000000]` allocated 205 GB.
+#[test]
+fn unbounded_steps_and_widths_are_refused_at_load() {
+    let aa = |control: &str| {
+        GOOD.replace("methods = [\"l1\"]", "methods = [\"aa\"]")
+            + &format!(
+                "\n[[method]]\nname = \"aa\"\nkind = \"aa-lrp\"\ncontrol = {{ {control} }}\n"
+            )
+    };
+    for (control, key) in [
+        (
+            "rate_control = true, min_step = 1e-300, tolerance = 0",
+            "min_step",
+        ),
+        ("min_step = 1e-13", "min_step"),
+        (
+            "layer_search = true, search_fraction = 1e-300",
+            "search_fraction",
+        ),
+    ] {
+        assert_error(&aa(control), 22, &format!("method.control.{key}"), "1e-6");
+    }
+    let text = format!("{GOOD}\n[head]\nhidden = [100000000]\n");
+    assert_error(&text, line_of(&text, "hidden"), "head.hidden", "≤ 65536");
+}
+
+/// Two tables of one name: the name resolved to the first and the second was silently
+/// ignored.
+#[test]
+fn two_tables_of_one_name_are_refused() {
+    let text = GOOD.replace("methods = [\"l1\"]", "methods = [\"m\"]")
+        + "\n[[method]]\nname = \"m\"\nkind = \"l1\"\n\n[[method]]\nname = \"m\"\nkind = \"l2\"\n";
+    assert_error(
+        &text,
+        24,
+        "method.name",
+        "two [[method]] tables, at lines 20 and 24",
+    );
+    let text = GOOD.to_string()
+        + "\n[[model]]\nname = \"tiny\"\narch = \"custom\"\ncfg = [16, \"M\"]\nweights = \"tiny.safetensors\"\n";
+    assert_error(
+        &text,
+        20,
+        "model.name",
+        "two [[model]] tables, at lines 9 and 20",
+    );
+}

@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 const FILE: &str = ".manifest";
-/// What [`verify`] says of a folder unpacked before manifests existed.
-pub const UNRECORDED: &str = "it has no record of its files (unpacked by an older lrprune)";
+/// What [`verify`] says of a folder without a usable manifest (unpacked before manifests
+/// existed, or the manifest damaged).
+pub const UNRECORDED: &str =
+    "it has no usable record of its files (unpacked by an older lrprune, or `.manifest` damaged)";
 
 /// Files of an asset folder (not the bookkeeping files), by name.
 fn files(dir: &Path) -> Result<Vec<String>> {
@@ -41,18 +43,29 @@ pub fn write(dir: &Path) -> Result<()> {
 }
 
 /// `None` when every recorded file is there with its size and digest, else what is wrong.
+/// A manifest that is missing, unreadable, or records nothing, a line it cannot parse, or
+/// fewer files than the folder holds is no record ([`UNRECORDED`]): checking only what it
+/// lists would let a damaged file through unchecked.
 pub fn verify(dir: &Path) -> Result<Option<String>> {
+    let unrecorded = || Ok(Some(UNRECORDED.to_string()));
     let Ok(text) = std::fs::read_to_string(dir.join(FILE)) else {
-        return Ok(Some(
-            "it has no record of its files (made by an older lrprune)".into(),
-        ));
+        return unrecorded();
     };
     let mut want: BTreeMap<&str, (&str, u64)> = BTreeMap::new();
     for line in text.lines() {
         let mut it = line.splitn(3, "  ");
-        if let (Some(sha), Some(size), Some(name)) = (it.next(), it.next(), it.next()) {
-            want.insert(name, (sha, size.parse().unwrap_or(u64::MAX)));
+        let (Some(sha), Some(Ok(size)), Some(name)) =
+            (it.next(), it.next().map(str::parse::<u64>), it.next())
+        else {
+            return unrecorded();
+        };
+        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return unrecorded();
         }
+        want.insert(name, (sha, size));
+    }
+    if want.is_empty() || files(dir)?.iter().any(|f| !want.contains_key(f.as_str())) {
+        return unrecorded();
     }
     for (name, (sha, size)) in &want {
         let p = dir.join(name);
@@ -76,4 +89,31 @@ pub fn verify(dir: &Path) -> Result<Option<String>> {
         }
     }
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An empty, garbage or partial manifest must not switch verification off: a flipped
+    /// byte behind it is still "no record", which `assets::ensure` fetches afresh.
+    #[test]
+    fn a_manifest_that_records_less_than_the_folder_is_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::write(d.join("a.bin"), b"weights").unwrap();
+        std::fs::write(d.join("b.bin"), b"labels").unwrap();
+        write(d).unwrap();
+        assert_eq!(verify(d).unwrap(), None);
+        let full = std::fs::read_to_string(d.join(FILE)).unwrap();
+        std::fs::write(d.join("a.bin"), b"weightz").unwrap();
+        assert!(verify(d).unwrap().unwrap().contains("changed"));
+        let first_line = full.lines().next().unwrap().to_string() + "\n";
+        for bad in ["", "garbage\n", "\n", first_line.as_str()] {
+            std::fs::write(d.join(FILE), bad).unwrap();
+            assert_eq!(verify(d).unwrap().as_deref(), Some(UNRECORDED), "{bad:?}");
+        }
+        std::fs::remove_file(d.join(FILE)).unwrap();
+        assert_eq!(verify(d).unwrap().as_deref(), Some(UNRECORDED));
+    }
 }

@@ -56,7 +56,15 @@ pub fn checkpoint_network(
     let (arch, cfg) = model_arch(&opts.model);
     // `asset:NAME` names a built-in model's fetched weights.
     let path = crate::assets::resolve(&opts.weights.to_string_lossy())?;
+    crate::fsio::regular_file(&path, "--weights")?;
     let tensors = weights::load(&path, device)?;
+    // Half a standardisation would silently feed the head unstandardised features.
+    if tensors.contains_key("standardize.mean") != tensors.contains_key("standardize.inv_std") {
+        bail!(
+            "--weights {}: has only one of `standardize.mean` and `standardize.inv_std` (fix: give both, as `lrprune export` writes them, or neither)",
+            path.display()
+        );
+    }
     let src = || Source::Checkpoint {
         tensors: &tensors,
         path: path.display().to_string(),
@@ -112,22 +120,72 @@ pub fn checkpoint_network(
 }
 
 pub fn explain(opts: &ExplainOptions, device: &Device) -> Result<DataFrame> {
+    // Refuse a destination that cannot be written before the work, not after it.
+    crate::fsio::check_destination(&opts.out).context("--out")?;
+    if let Some(dir) = &opts.heatmaps {
+        crate::fsio::check_dir_destination(dir).context("--heatmaps")?;
+    }
+    let file = opts.inputs.display();
+    crate::fsio::regular_file(&opts.inputs, "--inputs")?;
     let x = weights::load(&opts.inputs, device)?;
     let images = x
         .get("images")
-        .context("inputs file needs an `images` tensor (N,C,H,W)")?
+        .with_context(|| format!("--inputs {file}: needs an `images` tensor (N,C,H,W)"))?
         .to_dtype(DType::F32)?;
+    let (n, c, h, w) = images.dims4().map_err(|_| {
+        anyhow::anyhow!(
+            "--inputs {file}: `images` has shape {:?} (fix: N,C,H,W images)",
+            images.dims()
+        )
+    })?;
+    if n == 0 {
+        bail!("--inputs {file}: `images` holds no image (fix: at least one)");
+    }
     let labels = x
         .get("labels")
-        .context("inputs file needs a `labels` tensor (N,)")?;
-    let labels: Vec<u32> = labels
-        .to_dtype(DType::I64)?
-        .to_vec1::<i64>()?
-        .into_iter()
-        .map(|v| v as u32)
-        .collect();
-    let (_, c, h, w) = images.dims4()?;
-    let net = checkpoint_network(opts, (c, h, w), device)?;
+        .with_context(|| format!("--inputs {file}: needs a `labels` tensor (N,)"))?;
+    let labels: Vec<i64> = labels.to_dtype(DType::I64)?.to_vec1::<i64>().map_err(|_| {
+        anyhow::anyhow!(
+            "--inputs {file}: `labels` has shape {:?} (fix: one label per image, shape (N,))",
+            labels.dims()
+        )
+    })?;
+    if labels.len() != n {
+        bail!(
+            "--inputs {file}: {} labels for {n} images (fix: one label per image)",
+            labels.len()
+        );
+    }
+    // What the checkpoint cannot read (grey images for an RGB network) is named by the
+    // builder; say which inputs it was given.
+    let net = checkpoint_network(opts, (c, h, w), device)
+        .with_context(|| format!("the checkpoint for `images` of {c}×{h}×{w} (--inputs {file})"))?;
+    if let Some(node) = net.too_small_at(net.input_shape) {
+        let min = (1..=crate::spec::validate::MAX_INPUT_SIZE)
+            .find(|&s| net.too_small_at((c, s, s)).is_none())
+            .map_or("larger".to_string(), |s| format!("at least {s}×{s}"));
+        bail!(
+            "--inputs {file}: `images` are {h}×{w}, too small for the network (its node `{}` gets no input left) (fix: images {min})",
+            net.nodes[node].name
+        );
+    }
+    let classes = match net.shapes().last() {
+        Some(Shape::Flat(k)) => *k,
+        _ => bail!(
+            "--weights {}: the network does not end in class scores",
+            opts.weights.display()
+        ),
+    };
+    if let Some((i, l)) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, l)| !(0..classes as i64).contains(l))
+    {
+        bail!(
+            "--inputs {file}: `labels`[{i}] = {l}, but the head has {classes} classes (fix: labels in 0..{classes})"
+        );
+    }
+    let labels: Vec<u32> = labels.into_iter().map(|v| v as u32).collect();
     let comp = composite::by_name(&opts.composite, opts.preprocess, device)?;
     let rel = propagate(&net, &images, &labels, &comp)?;
     let conv_names: Vec<String> = net
@@ -176,7 +234,8 @@ fn write_heatmaps(input_rel: &Tensor, dir: &Path) -> Result<()> {
                 image::Rgb([fade, fade, 255])
             }
         });
-        img.save(dir.join(format!("sample_{i:04}.png")))?;
+        let path = dir.join(format!("sample_{i:04}.png"));
+        crate::fsio::write_atomic(&path, |tmp| Ok(img.save(tmp)?))?;
     }
     Ok(())
 }

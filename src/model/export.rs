@@ -38,8 +38,7 @@ pub fn write_checkpoint(net: &Network, path: &Path) -> Result<()> {
             other => bail!("cannot export a `{}` layer in the head", other.kind()),
         }
     }
-    candle_core::safetensors::save(&map, path)?;
-    Ok(())
+    save(&map, path)
 }
 
 /// Write `inputs.safetensors` (`images` f32, `labels` i64).
@@ -51,8 +50,7 @@ pub fn write_inputs(images: &Tensor, labels: &[u32], path: &Path) -> Result<()> 
         "labels".to_string(),
         Tensor::new(labels.as_slice(), images.device())?,
     );
-    candle_core::safetensors::save(&map, path)?;
-    Ok(())
+    save(&map, path)
 }
 
 /// Everything a reimplementation needs to rerun a run's task outside lrprune (e.g. the
@@ -84,6 +82,13 @@ pub fn write_task(
         "conv_names": conv_names,
         "config": cfg,
     });
-    std::fs::write(dir.join("task.json"), serde_json::to_string_pretty(&meta)?)?;
-    Ok(())
+    let json = serde_json::to_string_pretty(&meta)?;
+    crate::fsio::write_atomic(&dir.join("task.json"), |tmp| {
+        Ok(std::fs::write(tmp, &json)?)
+    })
+}
+
+/// `map` to `path` as safetensors, atomically and only over a regular file.
+fn save(map: &HashMap<String, Tensor>, path: &Path) -> Result<()> {
+    crate::fsio::write_atomic(path, |tmp| Ok(candle_core::safetensors::save(map, tmp)?))
 }

@@ -305,7 +305,36 @@ impl Network {
 
     /// The shape of every value (the input, then each node's output).
     pub fn shapes(&self) -> Vec<Shape> {
-        let (c, h, w) = self.input_shape;
+        self.shapes_at(self.input_shape)
+    }
+
+    /// The first node whose window (a conv's kernel, a max-pool's) is larger than its
+    /// padded input, or whose input map is empty, for inputs of `input`'s shape: the
+    /// network cannot run on them ([`Op::out_shape`] saturates instead of failing).
+    pub fn too_small_at(&self, input: (usize, usize, usize)) -> Option<usize> {
+        let shapes = self.shapes_at(input);
+        self.nodes.iter().position(|node| {
+            let Shape::Map { h, w, .. } = shapes[node.inputs[0]] else {
+                return false;
+            };
+            let ((ph, pw), (kh, kw)) = match &node.op {
+                Op::Conv(c) => (
+                    (c.padding.h.0 + c.padding.h.1, c.padding.w.0 + c.padding.w.1),
+                    c.kernel(),
+                ),
+                Op::MaxPool(win) => (
+                    (win.padding.0 + win.padding.1, win.padding.0 + win.padding.1),
+                    (win.kernel, win.kernel),
+                ),
+                _ => ((0, 0), (1, 1)),
+            };
+            h == 0 || w == 0 || h + ph < kh || w + pw < kw
+        })
+    }
+
+    /// [`Network::shapes`] for inputs of shape `input`.
+    fn shapes_at(&self, input: (usize, usize, usize)) -> Vec<Shape> {
+        let (c, h, w) = input;
         let mut out = vec![Shape::Map { c, h, w }];
         for node in &self.nodes {
             let next = node.op.out_shape(out[node.inputs[0]]);

@@ -285,11 +285,22 @@ impl Schedule for AccuracyAware {
             let n = (target_count(s, total).max(1)).min(end - removed);
             let cand = self.choose(mask, &scores, n, ctx)?;
             let a_after = self.measure(&cand, ctx)?;
-            let can_halve = s / 2.0 >= self.control.min_step - 1e-12;
-            if a_before - a_after > self.control.tolerance && can_halve {
-                s /= 2.0;
-                backoffs += 1;
-                continue;
+            let floor = self.control.min_step - 1e-12;
+            let count = |s: f64| (target_count(s, total).max(1)).min(end - removed);
+            if a_before - a_after > self.control.tolerance && s / 2.0 >= floor {
+                // A halving that removes as many filters (n = 1, or the last ones to `end`)
+                // gives the same candidate, measured and refused the same: it is counted,
+                // not measured again (which, at n = 1 below a min_step of 1e-12, never ended).
+                loop {
+                    s /= 2.0;
+                    backoffs += 1;
+                    if count(s) < n || !(s / 2.0 >= floor && s / 2.0 > 0.0) {
+                        break;
+                    }
+                }
+                if count(s) < n {
+                    continue;
+                }
             }
             self.step = if backoffs == 0 {
                 (s * self.control.growth).min(self.pruning.step)

@@ -91,6 +91,7 @@ fn labels(results: &Path) -> Labels {
 
 pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
     let out = opts.out.clone().unwrap_or_else(|| results.join("report"));
+    crate::fsio::check_dir_destination(&out).context("--out")?;
     std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let bar = if opts.quiet {
         ProgressBar::hidden()
@@ -103,6 +104,7 @@ pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
     let mut folders = vec![results.to_path_buf()];
     folders.extend(opts.merge.iter().cloned());
     let steps = summary::load_steps(&folders, opts.only.as_ref(), &bar)?;
+    summary::check_merged_runs(&folders)?;
     bar.finish_and_clear();
     let opts = &resolve_methods(&steps, opts)?;
 

@@ -80,6 +80,91 @@ pub fn merged_step_files(folders: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(by_run.into_values().collect())
 }
 
+/// The runs' metadata files (`runs/`) of several results folders: a run found in more than
+/// one must have the same metadata (all but its wall time), as [`merged_step_files`] holds
+/// its step rows to, else the error names both files.
+pub fn check_merged_runs(folders: &[PathBuf]) -> Result<()> {
+    let mut by_run: std::collections::BTreeMap<std::ffi::OsString, PathBuf> = Default::default();
+    for folder in folders {
+        let Ok(dir) = std::fs::read_dir(folder.join("runs")) else {
+            continue;
+        };
+        let mut files: Vec<PathBuf> = dir
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        files.sort();
+        for f in files {
+            let id = f.file_name().unwrap_or_default().to_os_string();
+            match by_run.get(&id) {
+                None => {
+                    by_run.insert(id, f);
+                }
+                Some(first) => {
+                    if crate::results::run_digest(first)? != crate::results::run_digest(&f)? {
+                        bail!(
+                            "run {} has different metadata in {} and {} (fix: keep the one you trust and delete the other, with its steps file)",
+                            Path::new(&id).with_extension("").display(),
+                            first.display(),
+                            f.display()
+                        );
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Damaged step rows would bend a curve or its AUC without a word: an accuracy that is NaN
+/// or infinite, a pruning rate outside [0, 1], or a step twice in one run are refused,
+/// naming the file and the row.
+fn check_rows(steps: &DataFrame, files: &[PathBuf]) -> Result<()> {
+    let f64s = |name: &str| -> Result<Float64Chunked> {
+        Ok(steps.column(name)?.cast(&DataType::Float64)?.f64()?.clone())
+    };
+    let ids = steps.column("run_id")?.str()?.clone();
+    let step = steps.column("step")?.cast(&DataType::Int64)?.i64()?.clone();
+    let rate = f64s("pruning_rate")?;
+    let accs: Vec<(&str, Float64Chunked)> = ["top1", "balanced_acc", "harmonic_acc"]
+        .into_iter()
+        .filter(|c| steps.column(c).is_ok())
+        .map(|c| Ok((c, f64s(c)?)))
+        .collect::<Result<_>>()?;
+    for i in 0..steps.height() {
+        let (id, k) = (ids.get(i).unwrap_or(""), step.get(i));
+        let problem = match rate.get(i) {
+            Some(r) if (0.0..=1.0).contains(&r) => {
+                accs.iter().find_map(|(name, c)| match c.get(i) {
+                    Some(v) if v.is_finite() => None,
+                    v => Some(format!(
+                        "{name} = {}",
+                        v.map_or("null".into(), |v| v.to_string())
+                    )),
+                })
+            }
+            r => Some(format!(
+                "pruning_rate = {} (outside [0, 1])",
+                r.map_or("null".into(), |r| r.to_string())
+            )),
+        }
+        .or_else(|| {
+            // Rows are sorted by run and step: a repeated step is the next row.
+            (i > 0 && ids.get(i - 1) == Some(id) && step.get(i - 1) == k)
+                .then(|| "the step appears twice".to_string())
+        });
+        if let Some(problem) = problem {
+            let file = files
+                .iter()
+                .find(|f| f.file_stem().is_some_and(|s| s == id))
+                .map_or(format!("run {id}"), |f| f.display().to_string());
+            let k = k.map_or("null".into(), |k| k.to_string());
+            bail!("{file}: the row of step {k}: {problem} (fix: delete the file and rerun the spec with --resume)");
+        }
+    }
+    Ok(())
+}
+
 /// All step rows of `folders` (merged: [`merged_step_files`]), sorted by run and step.
 /// Files whose schema differs are named in the error.
 pub fn load_steps(
@@ -149,6 +234,7 @@ pub fn load_steps(
         LazyFrame::scan_parquet_files(paths.into_iter().collect(), ScanArgsParquet::default())?
             .sort(["run_id", "step"], SortMultipleOptions::default())
             .collect()?;
+    check_rows(&df, &files)?;
     warn_duplicates(&df)?;
     Ok(df)
 }

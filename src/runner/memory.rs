@@ -68,17 +68,47 @@ pub struct Estimate {
     /// them). They give way to the rest of the process and the machine, so a run is refused
     /// only when it cannot hold the rest.
     pub search_cache: u64,
+    /// The head's training ([`Estimate::with_head`]).
+    pub head: u64,
 }
 
 impl Estimate {
     pub fn total(&self) -> u64 {
-        self.data + self.prefix + self.batch + self.search
+        self.data + self.prefix + self.batch + self.search + self.head
     }
 
     /// The largest batch whose estimate fits `limit`, if any does.
     pub fn max_batch(&self, limit: u64) -> Option<u64> {
-        let room = limit.checked_sub(self.data + self.prefix + self.search)?;
+        let room = limit.checked_sub(self.data + self.prefix + self.search + self.head)?;
         Some(room / self.per_image.max(1)).filter(|&b| b > 0)
+    }
+
+    /// The estimate with the head's training on `n_train` cached feature vectors, full
+    /// batch with Adam (src/model/head.rs): its parameters four times (weights, gradients,
+    /// two moments) and every layer's inputs and gradients on the whole split. A wide
+    /// `head.hidden` is refused here, not by the kernel while its weights are allocated.
+    pub fn with_head(
+        self,
+        net: &Network,
+        hidden: &[usize],
+        classes: usize,
+        n_train: usize,
+    ) -> Self {
+        let features = match net.shapes().last() {
+            Some(Shape::Map { c, .. }) => *c,
+            Some(s) => s.elements(),
+            None => 0,
+        } as u64;
+        let widths: Vec<u64> = std::iter::once(features)
+            .chain(hidden.iter().map(|&w| w as u64))
+            .chain([classes as u64])
+            .collect();
+        let params: u64 = widths.windows(2).map(|w| (w[0] + 1) * w[1]).sum();
+        let values: u64 = widths.iter().sum::<u64>() * n_train as u64;
+        Estimate {
+            head: 4 * (4 * params + 3 * values),
+            ..self
+        }
     }
 
     /// The estimate of a run whose method searches layers by measurement
@@ -121,6 +151,7 @@ pub fn estimate(net: &Network, splits: &[usize], batch: usize) -> Estimate {
         per_image,
         search: 0,
         search_cache: 0,
+        head: 0,
     }
 }
 
@@ -139,12 +170,14 @@ pub fn refusal(what: &str, e: &Estimate, batch: usize, limit: u64) -> Option<Str
     }
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
     let without_search = Estimate { search: 0, ..*e };
+    let without_head = Estimate { head: 0, ..*e };
     let fix = match e.max_batch(limit) {
+        _ if e.head > 0 && without_head.total() <= limit => "use narrower [head] hidden layers (or fewer training images), or raise --max-memory".to_string(),
         _ if e.search > 0 && without_search.total() <= limit => "use fewer images on the control split (data.train_per_class, or data.control_per_class), a smaller input_size, or a method without control.layer_search, or raise --max-memory".to_string(),
         Some(b) => format!("set [data] batch_size to {b} or less, or raise --max-memory"),
         None => "use fewer images per class or a smaller input_size, or raise --max-memory".into(),
     };
-    let search = if e.search > 0 {
+    let mut search = if e.search > 0 {
         format!(
             " + the layer search's control-split values {:.1}",
             gib(e.search)
@@ -152,6 +185,9 @@ pub fn refusal(what: &str, e: &Estimate, batch: usize, limit: u64) -> Option<Str
     } else {
         String::new()
     };
+    if e.head > 0 {
+        search += &format!(" + the head's training {:.1}", gib(e.head));
+    }
     Some(format!(
         "{what}: needs about {:.1} GiB (images {:.1} + stored prefixes {:.1} + one batch of {batch} {:.1}{search}), over the {:.1} GiB allowed (--max-memory, default 80% of RAM) (fix: {fix})",
         gib(e.total()),
@@ -186,6 +222,7 @@ mod tests {
             per_image: 50,
             search: 0,
             search_cache: 0,
+            head: 0,
         };
         assert_eq!(e.max_batch(1000), Some(16));
         assert_eq!(e.max_batch(220), None);

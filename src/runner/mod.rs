@@ -119,7 +119,7 @@ fn located(spec: &Spec, e: anyhow::Error) -> anyhow::Error {
 
 /// `f`, with a panic (a bug: everything a spec can say is checked at load) turned into an
 /// error, so the message still names the spec and the run.
-fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
         let what = p
             .downcast_ref::<String>()

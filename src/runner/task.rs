@@ -58,7 +58,13 @@ pub fn prepare_task(cfg: &RunConfig, device: &Device) -> Result<Task> {
     let bs = cfg.data.batch_size;
     let splits = split_sizes(&data);
     let what = format!("model `{}` at {}²", cfg.model.name, cfg.model.input_size);
-    memory::check(&what, &memory::estimate(&net, &splits, bs), bs)?;
+    let e = memory::estimate(&net, &splits, bs).with_head(
+        &net,
+        &cfg.head.hidden,
+        data.n_classes(),
+        data.train.labels.len(),
+    );
+    memory::check(&what, &e, bs)?;
     // The intact backbone's layer inputs on each split, computed once: the head comes after
     // the last conv, so they stay valid, and the head's features, the intact metrics and
     // every later pass start from them instead of running the network again.

@@ -193,6 +193,9 @@ impl Default for ControlSettings {
     }
 }
 
+/// The smallest `min_step` and `search_fraction`: a millionth of the filters.
+const MIN_FRACTION: f64 = 1e-6;
+
 /// Ranges of the controller's knobs: `Err((key, message with the fix))`.
 pub(super) fn check_control(
     c: &ControlSettings,
@@ -210,10 +213,12 @@ pub(super) fn check_control(
             "≥ 0, e.g. 0.02",
             c.tolerance,
         ),
+        // Lower bounds: below them a backoff halves (or a search round offers) a step
+        // too small to remove a filter of any network, and the loops never end.
         (
             "min_step",
-            c.min_step > 0.0 && c.min_step <= 1.0,
-            "in (0, 1], e.g. 0.01",
+            c.min_step >= MIN_FRACTION && c.min_step <= 1.0,
+            "in [1e-6, 1], e.g. 0.01",
             c.min_step,
         ),
         (
@@ -231,8 +236,8 @@ pub(super) fn check_control(
         ("growth", c.growth >= 1.0, "≥ 1, e.g. 2", c.growth),
         (
             "search_fraction",
-            c.search_fraction > 0.0 && c.search_fraction <= 1.0,
-            "in (0, 1], e.g. 0.1",
+            c.search_fraction >= MIN_FRACTION && c.search_fraction <= 1.0,
+            "in [1e-6, 1], e.g. 0.1",
             c.search_fraction,
         ),
     ];

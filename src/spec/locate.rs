@@ -31,15 +31,19 @@ impl Locator<'_> {
         table
     }
 
-    pub fn err(&self, span: std::ops::Range<usize>, key: &str, message: String) -> anyhow::Error {
-        let line = self.text[..span.start.min(self.text.len())]
+    /// The line (from 1) of byte `at`.
+    pub fn line(&self, at: usize) -> usize {
+        self.text[..at.min(self.text.len())]
             .bytes()
             .filter(|b| *b == b'\n')
             .count()
-            + 1;
+            + 1
+    }
+
+    pub fn err(&self, span: std::ops::Range<usize>, key: &str, message: String) -> anyhow::Error {
         SpecError {
             file: self.file.into(),
-            line,
+            line: self.line(span.start),
             key: key.into(),
             message,
         }

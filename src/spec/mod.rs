@@ -143,14 +143,13 @@ pub struct Spec {
     pub results_dir: PathBuf,
     pub runs: Vec<RunConfig>,
 }
+/// The largest spec file read (the shipped ones are under 10 KiB).
+pub const MAX_SPEC_BYTES: u64 = 16 << 20;
+
 /// Read and expand a spec file.
 pub fn load(path: &Path) -> Result<Spec> {
-    let bytes = std::fs::read(path).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: cannot read spec: {e} (fix: check the path; specs live in experiments/)",
-            path.display()
-        )
-    })?;
+    // A FIFO would block and /dev/zero never end: a spec is a regular file of a few KiB.
+    let bytes = crate::fsio::read_capped(path, "spec", MAX_SPEC_BYTES)?;
     let text = String::from_utf8(bytes).map_err(|e| {
         let at = e.utf8_error().valid_up_to();
         let line = e.as_bytes()[..at].iter().filter(|b| **b == b'\n').count() + 1;
@@ -596,6 +595,9 @@ fn check_names(loc: &Locator, raw: &SpecFile) -> Result<()> {
             bail!(loc.err(loc.key_in(span, "name"), key, why));
         }
     }
+    unique_tables(loc, &raw.model, "model")?;
+    unique_tables(loc, &raw.dataset, "dataset")?;
+    unique_tables(loc, &raw.method, "method")?;
     for (list, key) in [
         (&exp.models, "experiment.models"),
         (&exp.datasets, "experiment.datasets"),
@@ -617,6 +619,28 @@ fn check_names(loc: &Locator, raw: &SpecFile) -> Result<()> {
             "experiment.seeds",
             format!("seed {dup} is listed twice (fix: list each seed once)")
         ));
+    }
+    Ok(())
+}
+
+/// Two `[[kind]]` tables of one name: a name resolves to one table, so the second would be
+/// silently ignored.
+fn unique_tables<T: Named>(loc: &Locator, tables: &[Spanned<T>], kind: &str) -> Result<()> {
+    let mut seen = std::collections::HashMap::new();
+    for t in tables {
+        let at = loc.key_in(t.span(), "name");
+        if let Some(first) = seen.insert(t.get_ref().name(), at.start) {
+            bail!(loc.err(
+                at.clone(),
+                &format!("{kind}.name"),
+                format!(
+                    "`{}` names two [[{kind}]] tables, at lines {} and {} (fix: give each table its own name)",
+                    t.get_ref().name(),
+                    loc.line(first),
+                    loc.line(at.start)
+                )
+            ));
+        }
     }
     Ok(())
 }

@@ -87,11 +87,23 @@ pub(super) fn check_after_step(p: &PruningSettings, h: &HeadSettings) -> Result<
     Ok(())
 }
 
+/// The widest hidden layer of a head: wider ones only allocate (a head on ≤ 2048
+/// features needs far less), and 10⁸ asks for 200 GB.
+pub const MAX_HEAD_WIDTH: usize = 65536;
+
 pub(super) fn check_head(h: &HeadSettings) -> Result<(), Problem> {
     if h.hidden.contains(&0) {
         return Err((
             "hidden",
             "a hidden layer of width 0 (fix: widths ≥ 1, or hidden = [])".into(),
+        ));
+    }
+    if let Some(w) = h.hidden.iter().find(|&&w| w > MAX_HEAD_WIDTH) {
+        return Err((
+            "hidden",
+            format!(
+                "a hidden layer of width {w} (fix: widths ≤ {MAX_HEAD_WIDTH}, e.g. hidden = [256])"
+            ),
         ));
     }
     if !(h.lr.is_finite() && h.lr > 0.0) {

@@ -1,0 +1,156 @@
+//! Files in and out, for every module: reads take regular files only, with a cap on their
+//! size, and writes go to a temp file renamed over a destination that is absent or a
+//! regular file. A device, a FIFO, a directory or a symlink given as a path is refused by
+//! name instead of being blocked on, read without end, or replaced by a results file.
+
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+
+/// What `meta` is, for messages.
+fn kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symlink"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() || t.is_block_device() {
+        "a device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "a regular file"
+    }
+}
+
+/// The metadata of `path` when it is a regular file (a symlink to one is followed); else
+/// an error naming it as `what` (`--inputs`, `spec`).
+pub fn regular_file(path: &Path, what: &str) -> Result<std::fs::Metadata> {
+    let meta = std::fs::metadata(path).with_context(|| {
+        format!(
+            "{what} {}: cannot read it (fix: check the path)",
+            path.display()
+        )
+    })?;
+    if !meta.is_file() {
+        bail!(
+            "{what} {}: is {}, not a regular file (fix: give a file)",
+            path.display(),
+            kind(&meta)
+        );
+    }
+    Ok(meta)
+}
+
+/// The bytes of regular file `path`, refused when over `cap` bytes.
+pub fn read_capped(path: &Path, what: &str, cap: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let meta = regular_file(path, what)?;
+    let too_big = |n: u64| {
+        anyhow::anyhow!(
+            "{what} {}: {n} bytes, over the {cap} allowed (fix: give the right file)",
+            path.display()
+        )
+    };
+    if meta.len() > cap {
+        return Err(too_big(meta.len()));
+    }
+    let mut bytes = Vec::new();
+    // The file may grow between the check and the read.
+    std::fs::File::open(path)
+        .and_then(|f| f.take(cap + 1).read_to_end(&mut bytes))
+        .with_context(|| format!("{what} {}: cannot read it", path.display()))?;
+    if bytes.len() as u64 > cap {
+        return Err(too_big(bytes.len() as u64));
+    }
+    Ok(bytes)
+}
+
+/// A file destination must be absent or a regular file: renaming over anything else would
+/// replace a device node, a FIFO or a symlink (and its target would never be written).
+pub fn check_destination(path: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => Ok(()),
+        Ok(m) => bail!(
+            "{}: is {}, not a regular file; lrprune writes only new or regular files (fix: give another path, or remove it)",
+            path.display(),
+            kind(&m)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("{}: cannot check it", path.display())),
+    }
+}
+
+/// A folder destination (a report's, an export's) must be absent or a directory (a
+/// symlink to one is followed).
+pub fn check_dir_destination(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(m) => bail!(
+            "{}: is {}, not a directory (fix: give a folder path that is absent or a directory)",
+            path.display(),
+            kind(&m)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("{}: cannot check it", path.display())),
+    }
+}
+
+/// Write `path` atomically: `write` fills a temp file (`.partial-*`, same directory, with
+/// `path`'s extension so writers that go by it still can), which is fsynced and renamed over
+/// `path`. A killed or failing writer leaves no file at `path`, only a temp file that
+/// `results::remove_stale_partials` clears. The file gets the mode the umask gives a new
+/// file (0644 under 022), as from any other tool, not the temp file's usual 0600.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    check_destination(path)?;
+    let dir = path.parent().context("output path has no parent")?;
+    // `a.parquet` has the parent "": the current directory.
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ext = path
+        .extension()
+        .map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
+    // The writer's pid in the name: a temp file of a live writer is never cleared.
+    let prefix = format!(".partial-{}-", std::process::id());
+    let tmp = tempfile::Builder::new()
+        .prefix(&prefix)
+        .suffix(&ext)
+        // Created with 0666, which the kernel masks with the umask.
+        .permissions(std::fs::Permissions::from_mode(0o666))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+    write(tmp.path()).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::File::open(tmp.path())?.sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("renaming into {}", path.display()))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_refuse_special_and_oversized_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("a.toml");
+        std::fs::write(&f, "12345").unwrap();
+        assert_eq!(read_capped(&f, "spec", 5).unwrap(), b"12345");
+        let e = read_capped(&f, "spec", 4).unwrap_err().to_string();
+        assert!(e.contains("a.toml") && e.contains("over the 4"), "{e}");
+        let e = format!(
+            "{:#}",
+            read_capped(Path::new("/dev/zero"), "spec", 10).unwrap_err()
+        );
+        assert!(e.contains("/dev/zero") && e.contains("a device"), "{e}");
+        let e = format!("{:#}", read_capped(dir.path(), "spec", 10).unwrap_err());
+        assert!(e.contains("a directory"), "{e}");
+    }
+}
