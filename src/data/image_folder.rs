@@ -34,11 +34,13 @@ fn is_image(p: &Path) -> bool {
 
 /// A labelled file.
 type Labelled = (PathBuf, u32);
+/// A dropped duplicate and the earlier file it repeats.
+type Duplicate = (PathBuf, PathBuf);
 
 /// Drop files whose bytes an earlier file already has: (kept, (dropped, the earlier one)).
 /// An empty file is refused here by name, since no image is 0 bytes and the decoder's
 /// message for it says little.
-fn dedup(files: Vec<Labelled>) -> Result<(Vec<Labelled>, Vec<(PathBuf, PathBuf)>)> {
+fn dedup(files: Vec<Labelled>) -> Result<(Vec<Labelled>, Vec<Duplicate>)> {
     let mut first: HashMap<[u8; 32], usize> = HashMap::new();
     let (mut kept, mut dropped): (Vec<Labelled>, _) = (Vec::new(), Vec::new());
     for (p, label) in files {
@@ -63,7 +65,7 @@ fn dedup(files: Vec<Labelled>) -> Result<(Vec<Labelled>, Vec<(PathBuf, PathBuf)>
 
 /// Say once per process and tree how many duplicates a scan dropped (a sweep scans the
 /// tree once per task).
-fn report_duplicates(root: &Path, dropped: &[(PathBuf, PathBuf)]) {
+fn report_duplicates(root: &Path, dropped: &[Duplicate]) {
     static SAID: Mutex<Option<HashSet<PathBuf>>> = Mutex::new(None);
     let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
     if !said

@@ -105,16 +105,15 @@ pub fn make(
             })
             .collect::<Result<_>>()?
     };
-    if let Some(i) = (1..classes.len()).find(|&i| classes[..i].contains(&classes[i])) {
-        bail!(
-            "data.classes: class `{}` is listed twice (as {} and {}) (fix: list each class once)",
-            all_names[classes[i] as usize],
-            cfg.classes[classes[..i]
-                .iter()
-                .position(|c| *c == classes[i])
-                .unwrap_or(0)],
-            cfg.classes[i]
-        );
+    for (i, c) in classes.iter().enumerate() {
+        if let Some(j) = classes[..i].iter().position(|d| d == c) {
+            bail!(
+                "data.classes: class `{}` is listed twice (as {} and {}) (fix: list each class once)",
+                all_names[*c as usize],
+                cfg.classes[j],
+                cfg.classes[i]
+            );
+        }
     }
     let names: Vec<String> = classes
         .iter()
