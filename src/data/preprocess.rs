@@ -38,6 +38,30 @@ pub fn resize(src: &[f32], c: usize, h: usize, w: usize, oh: usize, ow: usize) -
     out
 }
 
+/// Shorter side to `size`, then the centred `size`×`size` crop (torchvision's
+/// `Resize(size)` + `CenterCrop(size)`): a photo keeps its aspect ratio instead of being
+/// squashed. A square image (every built-in dataset but the photo sets) is only resized.
+pub fn resize_crop(src: &[f32], c: usize, h: usize, w: usize, size: usize) -> Vec<f32> {
+    let (oh, ow) = if h <= w {
+        (size, (w * size / h).max(size))
+    } else {
+        ((h * size / w).max(size), size)
+    };
+    let full = resize(src, c, h, w, oh, ow);
+    if (oh, ow) == (size, size) {
+        return full;
+    }
+    let (top, left) = ((oh - size) / 2, (ow - size) / 2);
+    let mut out = Vec::with_capacity(c * size * size);
+    for ch in 0..c {
+        for y in 0..size {
+            let row = ch * oh * ow + (top + y) * ow + left;
+            out.extend_from_slice(&full[row..row + size]);
+        }
+    }
+    out
+}
+
 /// The preset's (low, high) value of each input channel, for pixels in [0, 255].
 pub fn bounds(preset: Preprocess) -> [(f32, f32); 3] {
     let px = |v: f32| {
@@ -53,10 +77,11 @@ pub fn bounds(preset: Preprocess) -> [(f32, f32); 3] {
     [0, 1, 2].map(|c| (lo[c].min(hi[c]), lo[c].max(hi[c])))
 }
 
-/// One image → 3×size×size f32 in the preset's convention (grey is replicated to 3 channels).
+/// One image → 3×size×size f32 in the preset's convention ([`resize_crop`]; grey is
+/// replicated to 3 channels).
 pub fn to_model_input(img: &RawImage, size: usize, preset: Preprocess) -> Vec<f32> {
     let f: Vec<f32> = img.data.iter().map(|&p| p as f32).collect();
-    let f = resize(&f, img.c, img.h, img.w, size, size);
+    let f = resize_crop(&f, img.c, img.h, img.w, size);
     let plane = size * size;
     let rgb: Vec<&[f32]> = (0..3)
         .map(|c| {
@@ -114,4 +139,21 @@ pub fn batch(
         (images.len(), 3, size, size),
         device,
     )?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wide_image_keeps_its_centre_not_a_squashed_whole() {
+        // 1 channel, 2 high, 4 wide, columns 0..4: the shorter side is already 2, so only
+        // the centre crop acts and keeps columns 1 and 2.
+        let src = [0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0];
+        assert_eq!(resize_crop(&src, 1, 2, 4, 2), [1.0, 2.0, 11.0, 12.0]);
+        // Tall the same way; a square image is only resized.
+        let tall = [0.0, 1.0, 2.0, 3.0, 10.0, 11.0, 12.0, 13.0];
+        assert_eq!(resize_crop(&tall, 1, 4, 2, 2), [2.0, 3.0, 10.0, 11.0]);
+        assert_eq!(resize_crop(&[5.0; 4], 1, 2, 2, 2), [5.0; 4]);
+    }
 }

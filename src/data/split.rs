@@ -92,16 +92,29 @@ pub fn make(
     let classes: Vec<u32> = if cfg.classes.is_empty() {
         (0..all_names.len() as u32).collect()
     } else {
-        for &c in &cfg.classes {
-            if c >= all_names.len() {
-                bail!(
-                    "data.classes: class {c} does not exist (the dataset has {})",
-                    all_names.len()
-                );
-            }
-        }
-        cfg.classes.iter().map(|&c| c as u32).collect()
+        cfg.classes
+            .iter()
+            .map(|c| {
+                c.find(all_names).map(|i| i as u32).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "data.classes: class {c} does not exist (the dataset has {}: {})",
+                        all_names.len(),
+                        all_names.join(", ")
+                    )
+                })
+            })
+            .collect::<Result<_>>()?
     };
+    for (i, c) in classes.iter().enumerate() {
+        if let Some(j) = classes[..i].iter().position(|d| d == c) {
+            bail!(
+                "data.classes: class `{}` is listed twice (as {} and {}) (fix: list each class once)",
+                all_names[*c as usize],
+                cfg.classes[j],
+                cfg.classes[i]
+            );
+        }
+    }
     let names: Vec<String> = classes
         .iter()
         .map(|&c| all_names[c as usize].clone())

@@ -296,15 +296,35 @@ pub fn builtin_model(name: &str) -> Option<ModelSpec> {
     })
 }
 
+/// The built-in datasets: (name, format, source). Each name is also its asset's name, so
+/// `lrprune fetch NAME` fetches it.
+pub const BUILTIN_DATASETS: &[(&str, DataFormat, &str)] = &[
+    ("fashion-mnist", DataFormat::Idx, "asset:fashion-mnist"),
+    ("mnist-5k", DataFormat::MlxtendCsv, "asset:mnist-5k"),
+    ("ifct-food", DataFormat::ImageFolder, "asset:ifct-food"),
+    (
+        "gcompris-photos",
+        DataFormat::ImageFolder,
+        "asset:gcompris-photos",
+    ),
+];
+
 pub(super) fn builtin_dataset(name: &str) -> Option<DatasetSpec> {
-    let (format, source) = match name {
-        "fashion-mnist" => (DataFormat::Idx, "asset:fashion-mnist"),
-        "mnist-5k" => (DataFormat::MlxtendCsv, "asset:mnist-5k"),
-        _ => return None,
-    };
+    let &(name, format, source) = BUILTIN_DATASETS.iter().find(|(n, ..)| *n == name)?;
     Some(DatasetSpec {
         name: name.into(),
         format,
         source: source.into(),
     })
+}
+
+/// The classes a run on `source` uses when `data.classes` is empty, where not all of them:
+/// IFCT 2017's five food groups with ≥ 30 distinct photos (C green leafy vegetables, D other
+/// vegetables, E fruits, G condiments and spices, P marine fish); its other groups have 2–25.
+/// Written into the run's config, so a spec that lists them gets the same runs.
+pub fn default_classes(source: &str) -> &'static [&'static str] {
+    match source {
+        "asset:ifct-food" => &["C", "D", "E", "G", "P"],
+        _ => &[],
+    }
 }

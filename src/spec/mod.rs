@@ -10,15 +10,15 @@ mod locate;
 mod settings;
 pub mod validate;
 
-pub use catalog::builtin_model;
+pub use catalog::{builtin_model, default_classes, BUILTIN_DATASETS};
 pub use catalog::{
     Arch, CfgItem, DataFormat, DatasetSpec, MethodKind, MethodSpec, ModelSpec, Preprocess, Spread,
     BUILTIN_MODELS, NAMED_METHODS,
 };
 pub use control::{ClassWeights, ControlSettings, RelevanceSource, Signal, Take};
 pub use settings::{
-    AfterStep, DataSettings, GroupPolicy, GroupReduce, HeadSettings, InputNorm, LayerNorm,
-    LrpSettings, Optimizer, PruningSettings, COMPOSITES,
+    AfterStep, ClassRef, DataSettings, GroupPolicy, GroupReduce, HeadSettings, InputNorm,
+    LayerNorm, LrpSettings, Optimizer, PruningSettings, COMPOSITES,
 };
 
 use anyhow::{bail, Result};
@@ -213,9 +213,20 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
             Ok(spec)
         })
         .collect::<Result<Vec<_>>>()?;
-    let datasets = resolve_names(&loc, &exp.datasets, "datasets", &raw.dataset, builtin_dataset, |n| {
-        format!("unknown dataset `{n}` (fix: use fashion-mnist or mnist-5k, or define it in a [[dataset]] table)")
-    })?
+    let datasets = resolve_names(
+        &loc,
+        &exp.datasets,
+        "datasets",
+        &raw.dataset,
+        builtin_dataset,
+        |n| {
+            let known: Vec<&str> = BUILTIN_DATASETS.iter().map(|d| d.0).collect();
+            format!(
+                "unknown dataset `{n}` (fix: use one of {}, or define it in a [[dataset]] table)",
+                known.join(", ")
+            )
+        },
+    )?
     .into_iter()
     .map(|(mut spec, used_at)| {
         spec.source = resolve_local(base_dir, &spec.source);
@@ -282,7 +293,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
                             method: method.clone(),
                             seed,
                             variant: v.name.clone(),
-                            data: v.data.clone(),
+                            data: with_default_classes(&v.data, dataset),
                             pruning: v.pruning.clone(),
                             head: v.head.clone(),
                         });
@@ -320,6 +331,19 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
         results_dir,
         runs,
     })
+}
+
+/// The run's data settings: the spec's, with the dataset's default classes where the spec
+/// names none.
+fn with_default_classes(data: &DataSettings, dataset: &DatasetSpec) -> DataSettings {
+    let mut data = data.clone();
+    if data.classes.is_empty() {
+        data.classes = default_classes(&dataset.source)
+            .iter()
+            .map(|c| ClassRef::Name(c.to_string()))
+            .collect();
+    }
+    data
 }
 
 /// A table a spec defines by name (`[[model]]`, `[[dataset]]`, `[[method]]`).

@@ -13,9 +13,10 @@ pub struct DataSettings {
     pub train_per_class: usize,
     #[serde(default = "d_test")]
     pub test_per_class: usize,
-    /// Optional subset of class indices; empty = all classes.
+    /// Optional subset of classes, by index or by name; empty = the dataset's default
+    /// classes (all, except where the catalog names a default: `ifct-food`).
     #[serde(default)]
-    pub classes: Vec<usize>,
+    pub classes: Vec<ClassRef>,
     #[serde(default = "d_batch")]
     pub batch_size: usize,
     /// Images per class for a separate **control set**, drawn from the training pool
@@ -25,6 +26,39 @@ pub struct DataSettings {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub control_per_class: usize,
 }
+/// A class in `data.classes`: its index among the dataset's (sorted) classes, or its name,
+/// or the code a name starts with before a space (`"C"` for `C green leafy vegetables`).
+/// Indices serialise as before, so the run ids of specs that list indices do not change.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(untagged)]
+pub enum ClassRef {
+    Index(usize),
+    Name(String),
+}
+
+impl ClassRef {
+    /// The class of `names` this refers to, if any.
+    pub fn find(&self, names: &[String]) -> Option<usize> {
+        match self {
+            ClassRef::Index(i) => (*i < names.len()).then_some(*i),
+            ClassRef::Name(n) => names.iter().position(|c| c == n).or_else(|| {
+                names
+                    .iter()
+                    .position(|c| c.split_once(' ').is_some_and(|(code, _)| code == n))
+            }),
+        }
+    }
+}
+
+impl std::fmt::Display for ClassRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ClassRef::Index(i) => write!(f, "{i}"),
+            ClassRef::Name(n) => write!(f, "`{n}`"),
+        }
+    }
+}
+
 fn is_zero(v: &usize) -> bool {
     *v == 0
 }

@@ -45,7 +45,7 @@ pub(super) fn check_data(d: &DataSettings) -> Result<(), Problem> {
         }
     }
     let mut seen = std::collections::HashSet::new();
-    if let Some(c) = d.classes.iter().find(|c| !seen.insert(**c)) {
+    if let Some(c) = d.classes.iter().find(|c| !seen.insert(*c)) {
         return Err((
             "classes",
             format!("class {c} is listed twice (fix: list each class once)"),
