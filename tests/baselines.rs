@@ -63,11 +63,12 @@ fn layer_uniform_takes_the_same_fraction_from_every_layer() {
     let ctx = runner::context(&task, cfg);
     let mut schedule = runner::schedule_for(cfg, task.data.n_classes(), &Device::Cpu).unwrap();
     let widths = task.plan.sizes();
-    let mut mask = FilterMask::all_alive(&widths);
+    let mut state = ctx.form(FilterMask::all_alive(&widths)).unwrap();
     let mut k = 0;
-    while let Some(step) = schedule.next(&mask, &ctx).unwrap() {
+    while let Some(step) = schedule.next(&state, &ctx).unwrap() {
         k += 1;
-        mask = step.mask;
+        state = step.pruned;
+        let mask = &state.mask;
         let rate = lrprune::prune::schedule::rate_at(k, &cfg.pruning);
         for (l, &w) in widths.iter().enumerate() {
             let gone = lrprune::prune::select::target_count(rate, w);

@@ -52,10 +52,10 @@ fn decisions_within(cfg: &RunConfig, task: &Task, budget: usize) -> Vec<Step> {
     let mut ctx = runner::context(task, cfg);
     ctx.search_budget = budget;
     let mut schedule = runner::schedule_for(cfg, task.data.n_classes(), &Device::Cpu).unwrap();
-    let mut mask = FilterMask::all_alive(&task.plan.sizes());
+    let mut state = ctx.form(FilterMask::all_alive(&task.plan.sizes())).unwrap();
     let mut out = Vec::new();
-    while let Some(step) = schedule.next(&mask, &ctx).unwrap() {
-        mask = step.mask.clone();
+    while let Some(step) = schedule.next(&state, &ctx).unwrap() {
+        state = step.pruned.clone();
         out.push(step);
     }
     out
@@ -64,10 +64,10 @@ fn decisions_within(cfg: &RunConfig, task: &Task, budget: usize) -> Vec<Step> {
 fn same(a: &[Step], b: &[Step]) -> bool {
     a.len() == b.len()
         && a.iter().zip(b).all(|(x, y)| {
-            x.mask == y.mask
+            x.pruned.mask == y.pruned.mask
                 && x.step_size == y.step_size
                 && x.backoffs == y.backoffs
-                && x.control_acc == y.control_acc
+                && x.control_acc() == y.control_acc()
         })
 }
 
@@ -224,7 +224,7 @@ fn rate_control_backs_off_when_accuracy_would_drop() {
     let n_total = task.net.filters_per_conv().iter().sum::<usize>() as f64;
     let floor = (2.0 * 0.01 * n_total).round().max(1.0);
     for s in &steps {
-        let a = s.control_acc.unwrap();
+        let a = s.control_acc().unwrap();
         if a < prev - 1e-12 {
             assert!(
                 s.backoffs > 0 || s.step_size * n_total <= floor,
@@ -239,7 +239,7 @@ fn rate_control_backs_off_when_accuracy_would_drop() {
         prev = a;
     }
     // The curve still reaches max_rate.
-    assert!((steps.last().unwrap().mask.rate() - cfg.pruning.max_rate).abs() < 0.02);
+    assert!((steps.last().unwrap().pruned.mask.rate() - cfg.pruning.max_rate).abs() < 0.02);
 
     // A tolerance no drop can exceed never backs off.
     let lax = with_control(
@@ -272,7 +272,7 @@ fn a_vanishing_min_step_still_ends_every_backoff() {
         steps.iter().any(|s| s.backoffs > 0),
         "no back-off although tolerance is 0"
     );
-    assert!((steps.last().unwrap().mask.rate() - cfg.pruning.max_rate).abs() < 0.02);
+    assert!((steps.last().unwrap().pruned.mask.rate() - cfg.pruning.max_rate).abs() < 0.02);
 }
 
 #[test]
@@ -291,7 +291,7 @@ fn both_switches_off_is_plain_lrp() {
     let (a, b) = (decisions(&off, &task), decisions(&lrp, &task));
     assert_eq!(a.len(), b.len());
     for (x, y) in a.iter().zip(&b) {
-        assert_eq!(x.mask, y.mask);
+        assert_eq!(x.pruned.mask, y.pruned.mask);
         assert!((x.step_size - y.step_size).abs() < 1e-12);
     }
     // And order control alone changes the order (so the equality above is not vacuous).
@@ -305,7 +305,7 @@ fn both_switches_off_is_plain_lrp() {
     assert!(decisions(&order, &task)
         .iter()
         .zip(&b)
-        .any(|(x, y)| x.mask != y.mask));
+        .any(|(x, y)| x.pruned.mask != y.pruned.mask));
 }
 
 #[test]
@@ -326,7 +326,10 @@ fn switches_off_on_the_intact_relevance_is_one_shot_lrp() {
     let oneshot = plain_method(&cfg, "lrp-oneshot", MethodKind::LrpOneshot);
     let (a, b) = (decisions(&off, &task), decisions(&oneshot, &task));
     assert_eq!(a.len(), b.len());
-    assert!(a.iter().zip(&b).all(|(x, y)| x.mask == y.mask));
+    assert!(a
+        .iter()
+        .zip(&b)
+        .all(|(x, y)| x.pruned.mask == y.pruned.mask));
 }
 
 /// `cfg` with the measured layer search on the smoothed A (rate control off).
@@ -358,10 +361,10 @@ fn layer_search_ignores_test_labels_and_meets_every_quota() {
         for (k, s) in before.iter().enumerate() {
             let want = lrprune::prune::schedule::rate_at(k + 1, &search.pruning);
             assert!(
-                (s.mask.rate() - want).abs() <= 0.5 / total + 1e-9,
+                (s.pruned.mask.rate() - want).abs() <= 0.5 / total + 1e-9,
                 "{take:?} step {k}"
             );
-            assert!(s.mask.per_layer().iter().all(|&n| n >= 1));
+            assert!(s.pruned.mask.per_layer().iter().all(|&n| n >= 1));
         }
     }
 }
@@ -441,7 +444,7 @@ fn a_held_out_control_set_is_disjoint_and_is_where_a_is_measured() {
     let paper = ControlSettings::paper();
     let on_train = decisions(&with_control(&cfg, paper.clone()), &plain);
     let on_control = decisions(&with_control(&held, paper), &task);
-    let acc = |steps: &[Step]| steps.iter().map(|s| s.control_acc).collect::<Vec<_>>();
+    let acc = |steps: &[Step]| steps.iter().map(|s| s.control_acc()).collect::<Vec<_>>();
     assert_ne!(acc(&on_train), acc(&on_control));
 }
 
@@ -477,10 +480,10 @@ fn the_screened_search_is_the_exact_search_when_k_covers_every_offer() {
     for (k, s) in one.iter().enumerate() {
         let rate = lrprune::prune::schedule::rate_at(k + 1, &narrow.pruning);
         assert!(
-            (s.mask.rate() - rate).abs() <= 0.5 / total + 1e-9,
+            (s.pruned.mask.rate() - rate).abs() <= 0.5 / total + 1e-9,
             "step {k}"
         );
-        assert!(s.mask.per_layer().iter().all(|&n| n >= 1));
+        assert!(s.pruned.mask.per_layer().iter().all(|&n| n >= 1));
     }
 }
 

@@ -2,7 +2,6 @@
 //! "After a step"). Only the head changes; the backbone stays the fixed feature extractor.
 //! Everything here reads the training split alone.
 
-use super::mask::FilterMask;
 use crate::data::split::Split;
 use crate::model::network::batch_ranges;
 use crate::model::prefix::Start;
@@ -11,7 +10,6 @@ use crate::rng;
 use crate::spec::{AfterStep, HeadSettings};
 use anyhow::Result;
 use candle_core::Tensor;
-use std::cell::RefCell;
 
 /// How a pruned network gets its head.
 pub struct HeadPolicy<'a> {
@@ -20,9 +18,6 @@ pub struct HeadPolicy<'a> {
     /// The run's seed: a re-fitted head starts from the same draw as the intact one.
     seed: u64,
     n_classes: usize,
-    /// The last mask adjusted and its network: a step's mask is formed once for its
-    /// evaluation and again for the next step's criterion, and the answer is the same.
-    last: RefCell<Option<(FilterMask, Network)>>,
 }
 
 impl<'a> HeadPolicy<'a> {
@@ -32,7 +27,6 @@ impl<'a> HeadPolicy<'a> {
             head,
             seed,
             n_classes,
-            last: RefCell::new(None),
         }
     }
 
@@ -46,23 +40,18 @@ impl<'a> HeadPolicy<'a> {
         self.after_step == AfterStep::None
     }
 
-    /// `net` (the backbone pruned to `mask`, carrying the intact network's head) after the
+    /// `net` (the backbone pruned to a mask, carrying the intact network's head) after the
     /// step, its features taken on `train` (from the stored prefix when `from` is given).
+    /// Called once per pruning state, where the state is formed (`Context::form`).
     pub fn apply(
         &self,
         net: Network,
-        mask: &FilterMask,
         train: &Split,
         from: Option<Start>,
         batch: usize,
     ) -> Result<Network> {
         if self.keeps_head() {
             return Ok(net);
-        }
-        if let Some((m, done)) = self.last.borrow().as_ref() {
-            if m == mask {
-                return Ok(done.clone());
-            }
         }
         let feats = batch_ranges(train.labels.len(), batch)
             .map(|(start, len)| match from {
@@ -82,8 +71,6 @@ impl<'a> HeadPolicy<'a> {
                 &mut rng::stream(self.seed, "head"),
             )?,
         };
-        let adjusted = net.with_head(ops);
-        *self.last.borrow_mut() = Some((mask.clone(), adjusted.clone()));
-        Ok(adjusted)
+        Ok(net.with_head(ops))
     }
 }

@@ -12,8 +12,8 @@
 
 use super::mask::FilterMask;
 use super::relevance::{grouped, postprocess};
-use super::schedule::{is_last, rate_at, Context, Schedule, Step};
-use super::search::{search, Memory, Offers};
+use super::schedule::{is_last, rate_at, Context, Pruned, Schedule, Step};
+use super::search::{search, Costs, Ended, Offers};
 use super::select::{expand, prune_lowest, target_count, Scores};
 use super::signal::Reader;
 use crate::lrp::filters::filter_relevance;
@@ -38,10 +38,12 @@ pub struct AccuracyAware {
     done: bool,
     /// Per-class relevance of the intact network, for the `intact` / `blend` sources.
     intact: Option<FilterRelevance>,
-    /// What the layer search carries from step to step.
-    search_memory: Memory,
-    /// A and class accuracies of the last accepted mask (the next step's "before").
-    last: Option<(FilterMask, f64, Vec<f64>)>,
+    /// Each group's last measured cost, carried from step to step (`search_take = "lazy"`).
+    search_costs: Costs,
+    /// Where the layer search ended on the step this schedule returned most recently: the
+    /// next step's search continues from it (the runner hands that step back as the next
+    /// state).
+    ended: Option<Ended>,
 }
 
 impl AccuracyAware {
@@ -63,8 +65,8 @@ impl AccuracyAware {
             k: 0,
             done: false,
             intact: None,
-            search_memory: Memory::default(),
-            last: None,
+            search_costs: Costs::default(),
+            ended: None,
         }
     }
 
@@ -81,35 +83,60 @@ impl AccuracyAware {
         }
     }
 
-    /// A of the network at `mask`, remembered as the next step's "before" (the last mask
-    /// measured is the one a step accepts).
-    fn measure(&mut self, mask: &FilterMask, ctx: &Context) -> Result<f64> {
+    /// A and the per-class scores of the candidate at `mask`, read from the values the
+    /// search ended with where it ended on that very network (head fixed), else measured on
+    /// the candidate's network, which is returned with them.
+    fn measure(
+        &self,
+        mask: &FilterMask,
+        ended: Option<&Ended>,
+        ctx: &Context,
+    ) -> Result<(f64, Vec<f64>, Option<Network>)> {
         let reader = self.reader(ctx);
-        // The layer search ends on this very network unless the head changes after a step.
-        let searched = if ctx.head_policy.keeps_head() {
-            self.search_memory.measured(mask, &reader)?
-        } else {
-            None
-        };
-        let (a, class_acc) = match searched {
-            Some(m) => m,
-            None => reader.measure(&ctx.compact(mask)?, mask)?,
-        };
-        self.last = Some((mask.clone(), a, class_acc));
-        Ok(a)
+        if let (Some(e), true) = (ended, ctx.head_policy.keeps_head()) {
+            let (a, class) = e.measured(&reader)?;
+            return Ok((a, class, None));
+        }
+        let net = ctx.compact(mask)?;
+        let (a, class) = reader.measure(&net, mask)?;
+        Ok((a, class, Some(net)))
     }
 
-    /// Remove `n` more filters: the lowest-scored globally, or by measured layer search.
+    /// The state at candidate `mask`, with what [`Self::measure`] found, and the search's end
+    /// kept for the next step.
+    fn accept(
+        &mut self,
+        mask: FilterMask,
+        measured: (f64, Vec<f64>, Option<Network>),
+        ended: Option<Ended>,
+        ctx: &Context,
+    ) -> Result<Pruned> {
+        let (a, class, net) = measured;
+        let net = match net {
+            Some(net) => net,
+            None => ctx.compact(&mask)?,
+        };
+        self.ended = ended;
+        Ok(Pruned {
+            mask,
+            net,
+            signal: Some((a, class)),
+        })
+    }
+
+    /// Remove `n` more filters from `state`: the lowest-scored globally, or by measured
+    /// layer search, continuing from `from` (where the last search ended, at this state).
     fn choose(
         &mut self,
-        mask: &FilterMask,
+        state: &Pruned,
         scores: &Scores,
         n: usize,
+        from: Option<Ended>,
         ctx: &Context,
-    ) -> Result<FilterMask> {
+    ) -> Result<(FilterMask, Option<Ended>)> {
         let min_per_layer = self.pruning.min_filters_per_layer;
         if !self.control.layer_search {
-            return prune_lowest(mask, scores, n, min_per_layer);
+            return Ok((prune_lowest(&state.mask, scores, n, min_per_layer)?, None));
         }
         let after_step = ctx.head_policy.after_step();
         let offers = Offers {
@@ -122,19 +149,21 @@ impl AccuracyAware {
         };
         // A re-fitted head is a new classifier every step: candidates are read with it.
         let current = match after_step {
-            AfterStep::RefitHead => Some(ctx.compact(mask)?),
+            AfterStep::RefitHead => Some(state.net.clone()),
             _ => None,
         };
-        search(
+        let ended = search(
             ctx.original,
             current,
-            mask,
+            from,
+            &state.mask,
             scores,
             n,
             &offers,
             &self.reader(ctx),
-            &mut self.search_memory,
-        )
+            &mut self.search_costs,
+        )?;
+        Ok((ended.mask().clone(), Some(ended)))
     }
 
     /// Class weights from the control split's class accuracies.
@@ -248,34 +277,36 @@ impl AccuracyAware {
 }
 
 impl Schedule for AccuracyAware {
-    fn next(&mut self, mask: &FilterMask, ctx: &Context) -> Result<Option<Step>> {
+    fn next(&mut self, state: &Pruned, ctx: &Context) -> Result<Option<Step>> {
+        let mask = &state.mask;
         let total = mask.total();
         let removed = total - mask.alive();
         let end = target_count(self.pruning.max_rate, total);
         if self.done || (self.control.rate_control && removed >= end) {
             return Ok(None);
         }
-        let net = ctx.compact(mask)?;
-        let (a_before, class_acc) = match self.last.take() {
-            Some((m, a, c)) if m == *mask => (a, c),
-            _ => self.reader(ctx).measure(&net, mask)?,
+        let (a_before, class_acc) = match &state.signal {
+            Some(signal) => signal.clone(),
+            None => self.reader(ctx).measure(&state.net, mask)?,
         };
-        let scores = self.order(mask, &net, ctx, &class_acc)?;
+        let scores = self.order(mask, &state.net, ctx, &class_acc)?;
+        // Only the step's first search continues from where the last one ended (at `state`);
+        // a retry after a back-off starts again from `state`.
+        let mut carried = self.ended.take();
 
         if !self.control.rate_control {
             // The fixed grid of plain `lrp`.
             self.k += 1;
             let rate = rate_at(self.k, &self.pruning);
             let n = target_count(rate, total).saturating_sub(removed);
-            let next = self.choose(mask, &scores, n, ctx)?;
+            let (next, ended) = self.choose(state, &scores, n, carried.take(), ctx)?;
             self.done = is_last(self.k, &self.pruning);
-            let a_after = self.measure(&next, ctx)?;
+            let measured = self.measure(&next, ended.as_ref(), ctx)?;
             let step_size = rate - rate_at(self.k - 1, &self.pruning);
             return Ok(Some(Step {
-                mask: next,
+                pruned: self.accept(next, measured, ended, ctx)?,
                 step_size,
                 backoffs: 0,
-                control_acc: Some(a_after),
             }));
         }
 
@@ -283,8 +314,9 @@ impl Schedule for AccuracyAware {
         let mut backoffs = 0;
         loop {
             let n = (target_count(s, total).max(1)).min(end - removed);
-            let cand = self.choose(mask, &scores, n, ctx)?;
-            let a_after = self.measure(&cand, ctx)?;
+            let (cand, ended) = self.choose(state, &scores, n, carried.take(), ctx)?;
+            let measured = self.measure(&cand, ended.as_ref(), ctx)?;
+            let a_after = measured.0;
             let floor = self.control.min_step - 1e-12;
             let count = |s: f64| (target_count(s, total).max(1)).min(end - removed);
             if a_before - a_after > self.control.tolerance && s / 2.0 >= floor {
@@ -310,10 +342,9 @@ impl Schedule for AccuracyAware {
             let progressed = cand.alive() < mask.alive();
             self.done = !progressed || total - cand.alive() >= end;
             return Ok(Some(Step {
-                mask: cand,
                 step_size: n as f64 / total as f64,
+                pruned: self.accept(cand, measured, ended, ctx)?,
                 backoffs,
-                control_acc: Some(a_after),
             }));
         }
     }

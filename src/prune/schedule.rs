@@ -12,15 +12,33 @@ use crate::model::Network;
 use crate::spec::{PruningSettings, Spread};
 use anyhow::Result;
 
+/// A pruning state: a mask, the network it forms, and what the controller measured on it.
+/// A schedule is handed the state it left (the intact one first) and returns the next, so
+/// every state's network is formed once and read by its evaluation, the next criterion and
+/// the controller alike.
+#[derive(Debug, Clone)]
+pub struct Pruned {
+    pub mask: FilterMask,
+    /// The original network compacted to `mask`, its head as `after_step` leaves it.
+    pub net: Network,
+    /// A and the per-class scores on the control split, where the controller measured them.
+    pub signal: Option<(f64, Vec<f64>)>,
+}
+
 /// What a schedule decided for one step.
 #[derive(Debug, Clone)]
 pub struct Step {
-    pub mask: FilterMask,
+    pub pruned: Pruned,
     /// Fraction of all filters this step tried to remove.
     pub step_size: f64,
     pub backoffs: i64,
+}
+
+impl Step {
     /// The controller's accuracy signal after the step (control split), if it has one.
-    pub control_acc: Option<f64>,
+    pub fn control_acc(&self) -> Option<f64> {
+        self.pruned.signal.as_ref().map(|s| s.0)
+    }
 }
 
 /// Context shared by every step: the unpruned network and the reference split.
@@ -50,30 +68,40 @@ impl Context<'_> {
     }
 
     /// The original network compacted to `mask`, its head as `after_step` leaves it (the
-    /// network every evaluation, criterion and controller measurement of the step sees).
+    /// network every evaluation, criterion and controller measurement of the state sees).
     pub fn compact(&self, mask: &FilterMask) -> Result<Network> {
         let net = compact(self.original, self.plan, mask)?;
         self.head_policy
-            .apply(net, mask, self.reference, self.from(mask), self.batch_size)
+            .apply(net, self.reference, self.from(mask), self.batch_size)
     }
 
-    /// Score the network at `mask` with `criterion`, in the unpruned indexing.
-    pub fn scores(&self, criterion: &mut dyn Criterion, mask: &FilterMask) -> Result<Scores> {
-        let net = self.compact(mask)?;
+    /// The state at `mask`, its network formed, nothing measured on it yet.
+    pub fn form(&self, mask: FilterMask) -> Result<Pruned> {
+        let net = self.compact(&mask)?;
+        Ok(Pruned {
+            mask,
+            net,
+            signal: None,
+        })
+    }
+
+    /// Score `state`'s network with `criterion`, in the unpruned indexing.
+    pub fn scores(&self, criterion: &mut dyn Criterion, state: &Pruned) -> Result<Scores> {
         let s = criterion.score(&ScoreInput {
-            net: &net,
+            net: &state.net,
             plan: self.plan,
             reference: self.reference,
             batch_size: self.batch_size,
-            from: self.from(mask),
+            from: self.from(&state.mask),
         })?;
-        Ok(expand(mask, &s))
+        Ok(expand(&state.mask, &s))
     }
 }
 
 pub trait Schedule {
-    /// The next mask after `mask`, or `None` once the curve has reached `max_rate`.
-    fn next(&mut self, mask: &FilterMask, ctx: &Context) -> Result<Option<Step>>;
+    /// The step after `state` (the one this schedule returned last, or the intact state),
+    /// or `None` once the curve has reached `max_rate`.
+    fn next(&mut self, state: &Pruned, ctx: &Context) -> Result<Option<Step>>;
 }
 
 /// Fixed global steps: step k removes filters until `min(k·step, max_rate)` of all conv
@@ -119,7 +147,8 @@ pub fn is_last(k: usize, s: &PruningSettings) -> bool {
 }
 
 impl Schedule for GlobalSchedule {
-    fn next(&mut self, mask: &FilterMask, ctx: &Context) -> Result<Option<Step>> {
+    fn next(&mut self, state: &Pruned, ctx: &Context) -> Result<Option<Step>> {
+        let mask = &state.mask;
         if self.k > 0 && is_last(self.k, &self.settings) {
             return Ok(None);
         }
@@ -128,7 +157,7 @@ impl Schedule for GlobalSchedule {
         let scores = match (&self.cached, self.recompute) {
             (Some(s), false) => s.clone(),
             _ => {
-                let s = ctx.scores(self.criterion.as_mut(), mask)?;
+                let s = ctx.scores(self.criterion.as_mut(), state)?;
                 self.cached = Some(s.clone());
                 s
             }
@@ -143,10 +172,9 @@ impl Schedule for GlobalSchedule {
             Spread::LayerUniform => prune_uniform(mask, &scores, rate, min)?,
         };
         Ok(Some(Step {
-            mask: next,
+            pruned: ctx.form(next)?,
             step_size: rate - rate_at(self.k - 1, &self.settings),
             backoffs: 0,
-            control_acc: None,
         }))
     }
 }

@@ -237,26 +237,27 @@ impl Job {
     }
 }
 
-/// What the search carries from one call (step) to the next: each layer's last measured
-/// cost (for `Take::Lazy`), and the state it ended in, which the next call continues from
-/// when it starts at the mask this one returned (no rate-control retry in between).
+/// Each group's last measured cost, carried from one call (step) to the next for
+/// `Take::Lazy` (reset every round under `Take::Best`).
 #[derive(Default)]
-pub struct Memory {
-    costs: Vec<f64>,
-    state: Option<State>,
-}
+pub struct Costs(Vec<f64>);
 
-impl Memory {
-    /// A and the per-class scores of the network the last call ended with, when that is
-    /// `original` compacted to `mask` (read from the values the search already holds).
-    pub fn measured(&self, mask: &FilterMask, reader: &Reader) -> Result<Option<(f64, Vec<f64>)>> {
-        match &self.state {
-            Some(st) if st.mask == *mask => {
-                let logits = logits_of(&st.net, &st.values, st.restandardize)?;
-                Ok(Some(reader.read(&logits)?))
-            }
-            _ => Ok(None),
-        }
+/// Where a search ended: the network at the mask it returned, that network's values on the
+/// control split and the offers measured on it. A search handed it continues from there.
+pub struct Ended(State);
+
+impl Ended {
+    /// The mask the search returned.
+    pub fn mask(&self) -> &FilterMask {
+        &self.0.mask
+    }
+
+    /// A and the per-class scores of the network the search ended with (read from the
+    /// values it holds; with `restandardize`, its head re-standardised as measured).
+    pub fn measured(&self, reader: &Reader) -> Result<(f64, Vec<f64>)> {
+        let st = &self.0;
+        let logits = logits_of(&st.net, &st.values, st.restandardize)?;
+        reader.read(&logits)
     }
 }
 
@@ -662,20 +663,23 @@ fn own_bytes(net: &Network, first: usize, images: usize) -> usize {
 /// Remove `n` filters from `mask` by measured layer search (see the module docs): every
 /// layer offers its `offers.fraction` (of its original width) least relevant filters,
 /// offers are measured on `reader`'s control split, and the cheapest per filter are accepted
-/// (`offers.take`). `memory` carries what one call leaves to the next ([`Memory`]).
+/// (`offers.take`). `from` is where the last search ended when that was at `mask` (its
+/// network and measured offers are reused); `costs` carries the groups' last costs.
 /// `current` is the network at `mask` when its head is not `original`'s (re-fitted after
 /// the last step); the search then starts from it, measuring nothing carried over.
+/// Returns where it ended: the mask with `n` more filters removed, and its state.
 #[allow(clippy::too_many_arguments)]
 pub fn search(
     original: &Network,
     current: Option<Network>,
+    from: Option<Ended>,
     mask: &FilterMask,
     scores: &Scores,
     n: usize,
     offers: &Offers,
     reader: &Reader,
-    memory: &mut Memory,
-) -> Result<FilterMask> {
+    costs: &mut Costs,
+) -> Result<Ended> {
     let Offers {
         fraction,
         take,
@@ -688,13 +692,19 @@ pub fn search(
     let own_head = current.is_some();
     // The network searched is a function of the mask: `original` compacted to it, or the
     // given one (whose head changed since anything was measured).
-    let mut st = match (memory.state.take(), current) {
+    let mut st = match (from, current) {
         (_, Some(net)) => State::new(net, mask, reader, restandardize)?,
-        (Some(s), None) if s.mask == *mask => s,
-        (_, None) => State::new(compact(original, plan, mask)?, mask, reader, restandardize)?,
+        (Some(Ended(s)), None) => {
+            debug_assert!(
+                s.mask == *mask,
+                "a search continues where the last one ended"
+            );
+            s
+        }
+        (None, None) => State::new(compact(original, plan, mask)?, mask, reader, restandardize)?,
     };
     let layers = mask.keep.len();
-    let memory_costs = &mut memory.costs;
+    let memory_costs = &mut costs.0;
     if memory_costs.len() != layers || take == Take::Best {
         *memory_costs = vec![f64::NEG_INFINITY; layers];
     }
@@ -775,9 +785,7 @@ pub fn search(
             memory_costs[l] = st.measure(&[(l, quota(&st, l))], scores, reader, keep_budget)?[0];
         }
     }
-    let out = st.mask.clone();
-    memory.state = Some(st);
-    Ok(out)
+    Ok(Ended(st))
 }
 
 #[cfg(test)]

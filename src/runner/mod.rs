@@ -44,7 +44,7 @@ fn record(
         harmonic_acc: m.harmonic,
         class_acc: m.class_acc.clone(),
         layer_filters: mask.per_layer().into_iter().map(|v| v as i64).collect(),
-        control_acc: s.and_then(|s| s.control_acc),
+        control_acc: s.and_then(|s| s.control_acc()),
         step_size: s.map_or(0.0, |s| s.step_size),
         backoffs: s.map_or(0, |s| s.backoffs),
         wall_ms,
@@ -55,7 +55,7 @@ fn record(
 pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<StepRecord>> {
     let n_classes = task.data.n_classes();
     let bs = cfg.data.batch_size;
-    let mut mask = FilterMask::all_alive(&task.plan.sizes());
+    let mask = FilterMask::all_alive(&task.plan.sizes());
     let t0 = Instant::now();
     let m0 = task.intact.clone();
     let mut rows = vec![record(
@@ -78,19 +78,19 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
     let n_steps = (cfg.pruning.max_rate / cfg.pruning.step - 1e-9).ceil() as u64;
     bar.set_length(n_steps);
     bar.set_position(0);
+    let mut state = ctx.form(mask)?;
     while let Some(step) = {
         let t = Instant::now();
-        schedule.next(&mask, &ctx)?.map(|s| (s, t))
+        schedule.next(&state, &ctx)?.map(|s| (s, t))
     } {
         let (step, t) = step;
-        mask = step.mask.clone();
-        let net = ctx.compact(&mask)?;
-        let from = task.plan.start(&task.test_prefix, &mask);
-        let m = eval::evaluate_from(&net, &task.data.test, n_classes, bs, Some(from))?;
+        let pruned = &step.pruned;
+        let from = task.plan.start(&task.test_prefix, &pruned.mask);
+        let m = eval::evaluate_from(&pruned.net, &task.data.test, n_classes, bs, Some(from))?;
         rows.push(record(
             rows.len() as i64,
-            &mask,
-            &net,
+            &pruned.mask,
+            &pruned.net,
             &m,
             Some(&step),
             t.elapsed().as_secs_f64() * 1e3,
@@ -98,10 +98,11 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
         bar.inc(1);
         // Rate control can take more steps than the fixed grid: keep the bar honest.
         if bar.length().is_some_and(|len| bar.position() >= len)
-            && mask.rate() < cfg.pruning.max_rate - 1e-3
+            && pruned.mask.rate() < cfg.pruning.max_rate - 1e-3
         {
             bar.inc_length(1);
         }
+        state = step.pruned;
     }
     Ok(rows)
 }
