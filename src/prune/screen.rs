@@ -196,3 +196,35 @@ fn signal_gradient(net: &Network, values: &[Vec<Tensor>], reader: &Reader) -> Re
         })
         .collect()
 }
+
+/// `LRPRUNE_SCREEN_CHECK=1`: one round's offers as the screen ranked them (`estimated`)
+/// beside what measuring them gave (`measured`, A lost per filter): the rank correlation,
+/// and whether the measured cheapest is among the `k` the screen would have measured.
+pub fn log_check(asked: &[(usize, usize)], estimated: &[f64], measured: &[f64], k: usize) {
+    let rank = |v: &[f64]| -> Vec<f64> {
+        let mut idx: Vec<usize> = (0..v.len()).collect();
+        idx.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+        let mut r = vec![0.0; v.len()];
+        for (pos, &i) in idx.iter().enumerate() {
+            r[i] = pos as f64;
+        }
+        r
+    };
+    let (re, rm) = (rank(estimated), rank(measured));
+    let n = re.len() as f64;
+    let d2: f64 = re.iter().zip(&rm).map(|(a, b)| (a - b).powi(2)).sum();
+    let rho = if n > 1.0 {
+        1.0 - 6.0 * d2 / (n * (n * n - 1.0))
+    } else {
+        1.0
+    };
+    let best = (0..measured.len()).min_by(|&a, &b| measured[a].total_cmp(&measured[b]));
+    let best_rank = best.map_or(0, |b| re[b] as usize);
+    eprintln!(
+        "screen-check: {} offers, Spearman {rho:.2}, measured best (group {}) ranked {} by the estimate (k = {k}: {})",
+        asked.len(),
+        best.map_or(0, |b| asked[b].0),
+        best_rank + 1,
+        if best_rank < k { "found" } else { "missed" }
+    );
+}

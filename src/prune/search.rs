@@ -484,6 +484,24 @@ impl State {
         scores: &Scores,
         reader: &Reader,
     ) -> Result<Vec<(usize, usize)>> {
+        let estimated = self.estimates(&asked, scores, reader)?;
+        let mut ranked: Vec<(f64, usize)> = estimated
+            .into_iter()
+            .zip(asked.iter().map(|a| a.0))
+            .collect();
+        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        let chosen: Vec<usize> = ranked.iter().take(k).map(|&(_, g)| g).collect();
+        asked.retain(|(g, _)| chosen.contains(g));
+        Ok(asked)
+    }
+
+    /// The screen's estimate of the A lost per filter by each offer of `asked`, in order.
+    fn estimates(
+        &self,
+        asked: &[(usize, usize)],
+        scores: &Scores,
+        reader: &Reader,
+    ) -> Result<Vec<f64>> {
         let t = std::time::Instant::now();
         let costs = screen::channel_costs(&self.net, &self.values, reader)?;
         if std::env::var_os("LRPRUNE_SEARCH_LOG").is_some() {
@@ -493,20 +511,13 @@ impl State {
                 t.elapsed().as_secs_f64()
             );
         }
-        let mut estimated: Vec<(f64, usize)> = asked
+        Ok(asked
             .iter()
             .map(|&(group, q)| {
                 let filters = lowest_in_layer(&self.mask, scores, group, q);
-                (
-                    screen::offer_cost(&costs, &self.mask, group, &filters),
-                    group,
-                )
+                screen::offer_cost(&costs, &self.mask, group, &filters)
             })
-            .collect();
-        estimated.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let chosen: Vec<usize> = estimated.iter().take(k).map(|&(_, g)| g).collect();
-        asked.retain(|(g, _)| chosen.contains(g));
-        Ok(asked)
+            .collect())
     }
 
     /// The fresh offer of `layer`, if there is one.
@@ -769,7 +780,15 @@ pub fn search(
                 .filter(|&&o| st.fresh(o).is_none())
                 .map(|&o| (o, quota(&st, o)))
                 .collect();
-            if screen > 0 {
+            // LRPRUNE_SCREEN_CHECK=1: measure every offer (the exact search's decisions) and
+            // print how the screen ranked them beside what they measured.
+            let check = screen > 0 && std::env::var_os("LRPRUNE_SCREEN_CHECK").is_some();
+            let estimated = if check {
+                Some(st.estimates(&asked, scores, reader)?)
+            } else {
+                None
+            };
+            if screen > 0 && !check {
                 asked = st.screened(asked, screen, scores, reader)?;
                 for &o in &open {
                     if st.fresh(o).is_none() {
@@ -778,6 +797,9 @@ pub fn search(
                 }
             }
             let costs = st.measure(&asked, scores, reader, keep_budget)?;
+            if let Some(est) = estimated {
+                screen::log_check(&asked, &est, &costs, screen);
+            }
             for ((o, _), c) in asked.iter().zip(costs) {
                 memory_costs[*o] = c;
             }
