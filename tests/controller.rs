@@ -469,21 +469,33 @@ fn the_screened_search_is_the_exact_search_when_k_covers_every_offer() {
     let groups = task.plan.groups.len();
     let got = decisions(&screened(&cfg, groups, 0.2), &task);
     assert!(same(&want, &got));
+    // Ranked by measuring every offer on 3 control images a class, the same.
+    let mut by_images = screened(&cfg, groups, 0.2);
+    let mut control = by_images.control.clone().unwrap();
+    control.search_screen_images = 3;
+    by_images = with_control(&by_images, control);
+    assert!(same(&want, &decisions(&by_images, &task)));
     // A narrower screen measures fewer offers and so may choose otherwise, but keeps the
-    // grid, the floors and the test labels out of it.
-    let narrow = screened(&cfg, 1, 0.2);
-    let one = decisions(&narrow, &task);
-    let mut shuffled = runner::prepare_task(&narrow, &Device::Cpu).unwrap();
-    shuffled.data.test.labels.reverse();
-    assert!(same(&one, &decisions(&narrow, &shuffled)));
-    let total = task.net.filters_per_conv().iter().sum::<usize>() as f64;
-    for (k, s) in one.iter().enumerate() {
-        let rate = lrprune::prune::schedule::rate_at(k + 1, &narrow.pruning);
-        assert!(
-            (s.pruned.mask.rate() - rate).abs() <= 0.5 / total + 1e-9,
-            "step {k}"
-        );
-        assert!(s.pruned.mask.per_layer().iter().all(|&n| n >= 1));
+    // grid, the floors and the test labels out of it (ranked by the estimate and by a few
+    // images a class alike).
+    for images in [0, 2] {
+        let mut narrow = screened(&cfg, 1, 0.2);
+        let mut control = narrow.control.clone().unwrap();
+        control.search_screen_images = images;
+        narrow = with_control(&narrow, control);
+        let one = decisions(&narrow, &task);
+        let mut shuffled = runner::prepare_task(&narrow, &Device::Cpu).unwrap();
+        shuffled.data.test.labels.reverse();
+        assert!(same(&one, &decisions(&narrow, &shuffled)));
+        let total = task.net.filters_per_conv().iter().sum::<usize>() as f64;
+        for (k, s) in one.iter().enumerate() {
+            let rate = lrprune::prune::schedule::rate_at(k + 1, &narrow.pruning);
+            assert!(
+                (s.pruned.mask.rate() - rate).abs() <= 0.5 / total + 1e-9,
+                "step {k}"
+            );
+            assert!(s.pruned.mask.per_layer().iter().all(|&n| n >= 1));
+        }
     }
 }
 

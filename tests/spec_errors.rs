@@ -454,6 +454,21 @@ fn unbounded_steps_and_widths_are_refused_at_load() {
     ] {
         assert_error(&aa(control), 22, &format!("method.control.{key}"), "1e-6");
     }
+    // The screened search screens rounds of the greedy search, with a screen to rank by.
+    for (control, key, fix) in [
+        (
+            "layer_search = true, search_take = \"all\", search_screen = 3",
+            "search_screen",
+            "search_take = \"best\"",
+        ),
+        (
+            "layer_search = true, search_screen_images = 4",
+            "search_screen_images",
+            "search_screen = k",
+        ),
+    ] {
+        assert_error(&aa(control), 22, &format!("method.control.{key}"), fix);
+    }
     let text = format!("{GOOD}\n[head]\nhidden = [100000000]\n");
     assert_error(&text, line_of(&text, "hidden"), "head.hidden", "≤ 65536");
 }

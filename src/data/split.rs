@@ -19,6 +19,23 @@ impl Split {
     pub fn labels_tensor(&self) -> Result<Tensor> {
         Ok(Tensor::new(self.labels.as_slice(), self.images.device())?)
     }
+
+    /// The first `m` images of each class, in split order: the same classes on fewer images.
+    pub fn first_per_class(&self, m: usize) -> Result<Split> {
+        let mut taken = std::collections::HashMap::new();
+        let keep: Vec<u32> = (0..self.labels.len() as u32)
+            .filter(|&i| {
+                let n = taken.entry(self.labels[i as usize]).or_insert(0usize);
+                *n += 1;
+                *n <= m
+            })
+            .collect();
+        let ids = Tensor::new(keep.as_slice(), self.images.device())?;
+        Ok(Split {
+            images: self.images.index_select(&ids, 0)?,
+            labels: keep.iter().map(|&i| self.labels[i as usize]).collect(),
+        })
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -146,6 +146,7 @@ impl AccuracyAware {
             keep_budget: ctx.search_budget,
             restandardize: after_step != AfterStep::None,
             screen: self.control.search_screen,
+            screen_images: self.control.search_screen_images,
         };
         // A re-fitted head is a new classifier every step: candidates are read with it.
         let current = match after_step {

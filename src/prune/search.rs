@@ -158,9 +158,12 @@ pub struct Offers {
     /// Read every candidate with its head's input standardisation re-estimated on its own
     /// features (for runs whose head changes after a step: `after_step` ≠ none).
     pub restandardize: bool,
-    /// Measure only this many offers a round, those a first-order estimate ranks cheapest
-    /// (`super::screen`); 0 measures every offer (the exact search).
+    /// Measure only this many offers a round, those a screen ranks cheapest; 0 measures
+    /// every offer (the exact search).
     pub screen: usize,
+    /// How the screen ranks: 0, by a first-order estimate (`super::screen`); m > 0, by
+    /// measuring every offer on the first m control images of each class.
+    pub screen_images: usize,
 }
 
 /// A node index past every node: nothing has changed.
@@ -477,24 +480,6 @@ impl State {
 
     /// The `k` offers of `asked` whose first-order estimate of the A lost per filter is
     /// lowest (ties: the earlier group), in `asked`'s order.
-    fn screened(
-        &self,
-        mut asked: Vec<(usize, usize)>,
-        k: usize,
-        scores: &Scores,
-        reader: &Reader,
-    ) -> Result<Vec<(usize, usize)>> {
-        let estimated = self.estimates(&asked, scores, reader)?;
-        let mut ranked: Vec<(f64, usize)> = estimated
-            .into_iter()
-            .zip(asked.iter().map(|a| a.0))
-            .collect();
-        ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
-        let chosen: Vec<usize> = ranked.iter().take(k).map(|&(_, g)| g).collect();
-        asked.retain(|(g, _)| chosen.contains(g));
-        Ok(asked)
-    }
-
     /// The screen's estimate of the A lost per filter by each offer of `asked`, in order.
     fn estimates(
         &self,
@@ -561,6 +546,20 @@ impl State {
             }
         }
     }
+}
+
+/// The `k` offers of `asked` whose `estimated` cost is lowest (ties: the earlier group), in
+/// `asked`'s order.
+fn top_k(mut asked: Vec<(usize, usize)>, estimated: &[f64], k: usize) -> Vec<(usize, usize)> {
+    let mut ranked: Vec<(f64, usize)> = estimated
+        .iter()
+        .copied()
+        .zip(asked.iter().map(|a| a.0))
+        .collect();
+    ranked.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+    let chosen: Vec<usize> = ranked.iter().take(k).map(|&(_, g)| g).collect();
+    asked.retain(|(g, _)| chosen.contains(g));
+    asked
 }
 
 /// `mask` with `filters` of `layer` removed too.
@@ -698,6 +697,7 @@ pub fn search(
         keep_budget,
         restandardize,
         screen,
+        screen_images,
     } = *offers;
     let plan = reader.plan;
     let own_head = current.is_some();
@@ -713,6 +713,21 @@ pub fn search(
             s
         }
         (None, None) => State::new(compact(original, plan, mask)?, mask, reader, restandardize)?,
+    };
+    // The screen's own state on a few control images a class, kept in step with `st`.
+    let sub_split = match screen_images {
+        0 => None,
+        _ if screen == 0 => None,
+        m => Some(reader.control.first_per_class(m)?),
+    };
+    let sub_reader = sub_split.as_ref().map(|control| Reader {
+        control,
+        prefix: None,
+        ..*reader
+    });
+    let mut sub = match &sub_reader {
+        Some(r) => Some(State::new(st.net.clone(), mask, r, restandardize)?),
+        None => None,
     };
     let layers = mask.keep.len();
     let memory_costs = &mut costs.0;
@@ -769,6 +784,9 @@ pub fn search(
         }
         if st.fresh(l).is_some() {
             removed += st.accept(l, plan)?;
+            if let Some(sub) = sub.as_mut() {
+                sub.accept(l, plan)?; // measured in the same round, on the same mask
+            }
             if take == Take::Best {
                 memory_costs.iter_mut().for_each(|m| *m = f64::NEG_INFINITY);
             }
@@ -783,13 +801,13 @@ pub fn search(
             // LRPRUNE_SCREEN_CHECK=1: measure every offer (the exact search's decisions) and
             // print how the screen ranked them beside what they measured.
             let check = screen > 0 && std::env::var_os("LRPRUNE_SCREEN_CHECK").is_some();
-            let estimated = if check {
-                Some(st.estimates(&asked, scores, reader)?)
-            } else {
-                None
+            let estimated = match (&mut sub, &sub_reader) {
+                _ if screen == 0 => None,
+                (Some(sub), Some(r)) => Some(sub.measure(&asked, scores, r, keep_budget)?),
+                _ => Some(st.estimates(&asked, scores, reader)?),
             };
-            if screen > 0 && !check {
-                asked = st.screened(asked, screen, scores, reader)?;
+            if let (Some(est), false) = (&estimated, check) {
+                asked = top_k(asked, est, screen);
                 for &o in &open {
                     if st.fresh(o).is_none() {
                         memory_costs[o] = f64::INFINITY;
@@ -797,8 +815,8 @@ pub fn search(
                 }
             }
             let costs = st.measure(&asked, scores, reader, keep_budget)?;
-            if let Some(est) = estimated {
-                screen::log_check(&asked, &est, &costs, screen);
+            if let (Some(est), true) = (&estimated, check) {
+                screen::log_check(&asked, est, &costs, screen);
             }
             for ((o, _), c) in asked.iter().zip(costs) {
                 memory_costs[*o] = c;

@@ -93,6 +93,10 @@ pub struct ControlSettings {
     /// 0, so ids of exact-search runs stay valid.)
     #[serde(default, skip_serializing_if = "is_zero")]
     pub search_screen: usize,
+    /// How the screen ranks: 0, by the first-order estimate; m > 0, by measuring every
+    /// offer on the first m control images of each class. (Left out of the run id at 0.)
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub search_screen_images: usize,
 }
 fn is_zero(n: &usize) -> bool {
     *n == 0
@@ -189,6 +193,7 @@ impl Default for ControlSettings {
             search_fraction: d_search_fraction(),
             search_take: d_search_take(),
             search_screen: 0,
+            search_screen_images: 0,
         }
     }
 }
@@ -252,6 +257,15 @@ pub(super) fn check_control(
             format!(
                 "screens the rounds of search_take = \"best\", got search_take = \"{}\" (fix: search_take = \"best\", or search_screen = 0)",
                 serde_json::to_value(c.search_take).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
+            ),
+        ));
+    }
+    if c.search_screen_images > 0 && c.search_screen == 0 {
+        return Err((
+            "search_screen_images",
+            format!(
+                "sets how the screen ranks, got {} with no screen (fix: search_screen = k, e.g. 3, or search_screen_images = 0)",
+                c.search_screen_images
             ),
         ));
     }
