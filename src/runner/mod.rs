@@ -3,6 +3,7 @@
 //!
 //! `task` prepares a task, `methods` maps a method to its schedule; this file runs them.
 
+pub mod inputs;
 pub mod lock;
 pub mod memory;
 mod methods;
@@ -250,6 +251,8 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<Summary> {
             );
         }
     }
+    // Before anything runs: a changed weights or dataset file never joins an old folder.
+    inputs::check_and_record(dir, &spec.runs)?;
     let share = mine.iter().filter(|m| **m).count();
     let skipped = share - todo.len();
     if let Some(s) = opts.shard {
