@@ -140,10 +140,52 @@ pub fn remove_stale_partials(dir: &Path) -> Result<()> {
 }
 
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let df = parquet_read(path, |f| ParquetReader::new(f).finish())?;
+    check_frame(&df, path)?;
+    Ok(df)
+}
+
+/// The reader takes a damaged file's column lengths and list offsets as they are: a
+/// column shorter than the others, or offsets past its values, would make the first sort
+/// or gather read out of bounds or allocate petabytes and abort. Refused here, naming the
+/// file and the column.
+fn check_frame(df: &DataFrame, path: &Path) -> Result<()> {
+    for c in df.columns() {
+        let offsets_fit = c.list().map_or(true, |list| {
+            list.downcast_iter().all(|arr| {
+                let o: &[i64] = arr.offsets().buffer();
+                let inside = o.last().is_none_or(|&e| e as usize <= arr.values().len());
+                o.first().is_none_or(|&s| s >= 0) && o.is_sorted() && inside
+            })
+        });
+        if c.len() != df.height() || !offsets_fit {
+            anyhow::bail!(
+                "{}: column `{}` is damaged ({} values for {} rows, or list offsets outside its values) (fix: delete the file and rerun the spec with --resume)",
+                path.display(),
+                c.name(),
+                c.len(),
+                df.height()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `read` on Parquet file `path`; its error, or a panic of the reader (polars panics on
+/// some damaged pages, tests/fuzz_inputs.rs), is an error naming the file.
+pub fn parquet_read<T>(
+    path: &Path,
+    read: impl FnOnce(std::fs::File) -> PolarsResult<T>,
+) -> Result<T> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    ParquetReader::new(f)
-        .finish()
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(f))) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => anyhow::bail!("{}: not a readable Parquet file: {e}", path.display()),
+        Err(_) => anyhow::bail!(
+            "{}: not a readable Parquet file (the reader failed on its damaged contents)",
+            path.display()
+        ),
+    }
 }
 
 /// What a run's metadata row says beyond its config.
