@@ -197,8 +197,9 @@ impl Summary {
     pub fn check(&self, spec: &Spec) -> Result<()> {
         let mut problems = Vec::new();
         if !self.failed.is_empty() {
+            let share = self.ran + self.done + self.held.len() + self.failed.len();
             problems.push(format!(
-                "{} runs failed ({}); the others finished (fix the errors above and rerun with --resume)",
+                "{} of {share} runs failed ({}); the others finished (fix the errors above and rerun with --resume)",
                 self.failed.len(),
                 self.failed.join(", ")
             ));
