@@ -127,16 +127,34 @@ pub fn remove_stale_partials(dir: &Path) -> Result<()> {
             let Some(rest) = name.strip_prefix(".partial-") else {
                 continue;
             };
-            // `.partial-<pid>-…` of a process still running on this host is its live file.
-            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-            let live =
-                pid.is_some_and(|p| std::path::Path::new("/proc").join(p.to_string()).exists());
-            if !live {
-                std::fs::remove_file(e.path())?;
+            if !partial_is_stale(rest, &e) {
+                continue;
+            }
+            // Another process starting on the folder may clear it first.
+            match std::fs::remove_file(e.path()) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(err).with_context(|| format!("removing {}", e.path().display()));
+                }
+                _ => {}
             }
         }
     }
     Ok(())
+}
+
+/// A temp file `.partial-<pid>-<host tag>-…` is stale when its pid is gone from this host
+/// (a killed writer), or, written on another host sharing the folder (or by a version
+/// without the tag), once it is as old as a stale run lock: its writer may still be
+/// running there.
+fn partial_is_stale(rest: &str, e: &std::fs::DirEntry) -> bool {
+    let mut parts = rest.split('-');
+    let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+    if parts.next() == Some(crate::fsio::host_tag().as_str()) {
+        return !pid.is_some_and(|p| Path::new("/proc").join(p.to_string()).exists());
+    }
+    let age = e.metadata().and_then(|m| m.modified()).ok();
+    age.and_then(|t| t.elapsed().ok())
+        .is_some_and(|a| a > crate::runner::lock::STALE_AFTER)
 }
 
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {

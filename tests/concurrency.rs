@@ -165,3 +165,30 @@ fn wait_runs_a_held_run_once_its_lock_is_released() {
         "{err}"
     );
 }
+
+/// On a folder shared between hosts, a temp file of a writer on another host is kept until
+/// it is as old as a stale lock (its writer may be running there); a dead writer's from
+/// this host goes at once.
+#[test]
+fn another_hosts_temp_files_are_kept_until_stale() {
+    let dir = tempfile::tempdir().unwrap();
+    let steps = dir.path().join("steps");
+    std::fs::create_dir_all(&steps).unwrap();
+    // Above Linux's pid_max: no such process here.
+    let dead = 4_194_305;
+    let ours = steps.join(format!(
+        ".partial-{dead}-{}-a.parquet",
+        lrprune::fsio::host_tag()
+    ));
+    let theirs = steps.join(format!(".partial-{dead}-0badc0de-b.parquet"));
+    let old = steps.join(format!(".partial-{dead}-0badc0de-c.parquet"));
+    for p in [&ours, &theirs, &old] {
+        std::fs::write(p, b"x").unwrap();
+    }
+    let f = std::fs::File::options().write(true).open(&old).unwrap();
+    f.set_modified(SystemTime::now() - Duration::from_secs(3600))
+        .unwrap();
+    lrprune::results::remove_stale_partials(dir.path()).unwrap();
+    assert!(!ours.exists() && !old.exists(), "stale ones removed");
+    assert!(theirs.exists(), "another host's live temp file kept");
+}
