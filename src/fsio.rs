@@ -98,6 +98,15 @@ pub fn check_dir_destination(path: &Path) -> Result<()> {
     }
 }
 
+/// This host's name, hashed to 8 hex digits (no `-`, whatever the name): temp-file names
+/// carry it so that a cleanup on one host can tell another host's live writer from a
+/// dead writer of its own on a shared file system.
+pub fn host_tag() -> String {
+    use sha2::{Digest, Sha256};
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    hex::encode(Sha256::digest(host.trim().as_bytes()))[..8].to_string()
+}
+
 /// Write `path` atomically: `write` fills a temp file (`.partial-*`, same directory, with
 /// `path`'s extension so writers that go by it still can), which is fsynced and renamed over
 /// `path`. A killed or failing writer leaves no file at `path`, only a temp file that
@@ -117,8 +126,8 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     let ext = path
         .extension()
         .map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
-    // The writer's pid in the name: a temp file of a live writer is never cleared.
-    let prefix = format!(".partial-{}-", std::process::id());
+    // The writer's pid and host in the name: a temp file of a live writer is never cleared.
+    let prefix = format!(".partial-{}-{}-", std::process::id(), host_tag());
     let tmp = tempfile::Builder::new()
         .prefix(&prefix)
         .suffix(&ext)

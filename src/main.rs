@@ -142,6 +142,10 @@ enum Cmd {
         /// Skip runs whose results already exist.
         #[arg(long)]
         resume: bool,
+        /// Wait for runs another process holds (and run them if it dies) instead of
+        /// skipping them and exiting with status 1.
+        #[arg(long)]
+        wait: bool,
         /// No progress bars.
         #[arg(long)]
         quiet: bool,
@@ -369,12 +373,10 @@ fn status(path: &std::path::Path) -> Result<()> {
     let (mut done, mut running, mut missing) = (0, 0, 0);
     for r in &spec.runs {
         let id = r.run_id();
-        let lock = dir.join("locks").join(format!("{id}.lock"));
-        let holder = std::fs::read_to_string(&lock).ok();
         let state = if runner::is_finished(dir, &id) {
             done += 1;
             "done".to_string()
-        } else if let Some(h) = holder.filter(|h| runner::lock::is_alive(h)) {
+        } else if let Some(h) = runner::lock::live_holder(&runner::lock::path(dir, &id)) {
             running += 1;
             format!("running (pid host: {h})")
         } else {
@@ -496,6 +498,7 @@ fn main() -> ExitCode {
             precision,
             max_memory,
             resume,
+            wait,
             quiet,
             results_dir,
             shard,
@@ -513,7 +516,7 @@ fn main() -> ExitCode {
                 (None, true) => Some(runner::shard::Shard::from_env()?),
                 (None, false) => None,
             };
-            let n = runner::run_sweep(
+            let summary = runner::run_sweep(
                 &spec,
                 &runner::RunOptions {
                     device,
@@ -521,13 +524,12 @@ fn main() -> ExitCode {
                     started,
                     shard,
                     resume,
+                    wait,
                     quiet,
                 },
             )?;
-            outln!(
-                "{n} runs finished; results in {}",
-                spec.results_dir.display()
-            );
+            outln!("{summary}; results in {}", spec.results_dir.display());
+            summary.check(&spec)?;
             // With shards, whichever process sees the last run finish writes the report.
             let done = runner::finished_count(&spec);
             if done < spec.runs.len() {

@@ -127,23 +127,83 @@ pub fn remove_stale_partials(dir: &Path) -> Result<()> {
             let Some(rest) = name.strip_prefix(".partial-") else {
                 continue;
             };
-            // `.partial-<pid>-…` of a process still running on this host is its live file.
-            let pid = rest.split('-').next().and_then(|p| p.parse::<u32>().ok());
-            let live =
-                pid.is_some_and(|p| std::path::Path::new("/proc").join(p.to_string()).exists());
-            if !live {
-                std::fs::remove_file(e.path())?;
+            if !partial_is_stale(rest, &e) {
+                continue;
+            }
+            // Another process starting on the folder may clear it first.
+            match std::fs::remove_file(e.path()) {
+                Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(err).with_context(|| format!("removing {}", e.path().display()));
+                }
+                _ => {}
             }
         }
     }
     Ok(())
 }
 
+/// A temp file `.partial-<pid>-<host tag>-…` is stale when its pid is gone from this host
+/// (a killed writer), or, written on another host sharing the folder (or by a version
+/// without the tag), once it is as old as a stale run lock: its writer may still be
+/// running there.
+fn partial_is_stale(rest: &str, e: &std::fs::DirEntry) -> bool {
+    let mut parts = rest.split('-');
+    let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+    if parts.next() == Some(crate::fsio::host_tag().as_str()) {
+        return !pid.is_some_and(|p| Path::new("/proc").join(p.to_string()).exists());
+    }
+    let age = e.metadata().and_then(|m| m.modified()).ok();
+    age.and_then(|t| t.elapsed().ok())
+        .is_some_and(|a| a > crate::runner::lock::STALE_AFTER)
+}
+
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
+    let df = parquet_read(path, |f| ParquetReader::new(f).finish())?;
+    check_frame(&df, path)?;
+    Ok(df)
+}
+
+/// The reader takes a damaged file's column lengths and list offsets as they are: a
+/// column shorter than the others, or offsets past its values, would make the first sort
+/// or gather read out of bounds or allocate petabytes and abort. Refused here, naming the
+/// file and the column.
+fn check_frame(df: &DataFrame, path: &Path) -> Result<()> {
+    for c in df.columns() {
+        let offsets_fit = c.list().map_or(true, |list| {
+            list.downcast_iter().all(|arr| {
+                let o: &[i64] = arr.offsets().buffer();
+                let inside = o.last().is_none_or(|&e| e as usize <= arr.values().len());
+                o.first().is_none_or(|&s| s >= 0) && o.is_sorted() && inside
+            })
+        });
+        if c.len() != df.height() || !offsets_fit {
+            anyhow::bail!(
+                "{}: column `{}` is damaged ({} values for {} rows, or list offsets outside its values) (fix: delete the file and rerun the spec with --resume)",
+                path.display(),
+                c.name(),
+                c.len(),
+                df.height()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `read` on Parquet file `path`; its error, or a panic of the reader (polars panics on
+/// some damaged pages, tests/fuzz_inputs.rs), is an error naming the file.
+pub fn parquet_read<T>(
+    path: &Path,
+    read: impl FnOnce(std::fs::File) -> PolarsResult<T>,
+) -> Result<T> {
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    ParquetReader::new(f)
-        .finish()
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(f))) {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => anyhow::bail!("{}: not a readable Parquet file: {e}", path.display()),
+        Err(_) => anyhow::bail!(
+            "{}: not a readable Parquet file (the reader failed on its damaged contents)",
+            path.display()
+        ),
+    }
 }
 
 /// What a run's metadata row says beyond its config.

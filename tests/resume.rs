@@ -82,3 +82,43 @@ fn killed_sweep_resumes_without_duplicates_or_partials() {
         assert_eq!(df.height(), 10, "run {id}: steps 0..=9");
     }
 }
+
+#[test]
+fn a_changed_weights_or_dataset_file_is_never_mixed_into_an_old_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::tiny_spec(dir.path(), "changed", r#"["l1", "random"]"#, "[1]");
+    let results = dir.path().join("results");
+    let run = |extra: &[&str]| {
+        common::lrprune()
+            .args(["run", "--quiet"])
+            .args(extra)
+            .arg(&spec)
+            .output()
+            .unwrap()
+    };
+    let err = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
+    // Half the sweep, then the weights change before the rest.
+    let out = run(&["--shard", "1/2"]);
+    assert!(out.status.success(), "{}", err(&out));
+    let weights = dir.path().join("tiny.safetensors");
+    common::tiny_weights(&weights, 8);
+    let out = run(&["--resume"]);
+    assert!(!out.status.success(), "a changed weights file is refused");
+    let e = err(&out);
+    let shown = weights.display().to_string();
+    assert!(
+        e.contains(&shown) && e.contains("model.weights") && e.contains("--results-dir"),
+        "names the file, its key and the fix: {e}"
+    );
+    assert_eq!(common::step_files(&results).len(), 1, "nothing ran");
+    // The same content again, rewritten (a new mtime): the rest of the sweep runs.
+    common::tiny_weights(&weights, 7);
+    let out = run(&["--resume"]);
+    assert!(out.status.success(), "{}", err(&out));
+    assert_eq!(common::step_files(&results).len(), 2);
+    // A dataset folder with other files is refused the same way, by its key.
+    common::tiny_idx(&dir.path().join("data"), 31, 11);
+    let out = run(&["--resume"]);
+    let e = err(&out);
+    assert!(!out.status.success() && e.contains("dataset.source"), "{e}");
+}

@@ -494,3 +494,41 @@ fn two_tables_of_one_name_are_refused() {
         "two [[model]] tables, at lines 9 and 20",
     );
 }
+
+/// What a method's kind rules out (#27 item 8) is refused by `inspect`, at the method's
+/// table or the override, not by the run after its data is loaded and its head trained;
+/// an override's `lrp` is checked like the spec's own `[lrp]`.
+#[test]
+fn method_and_override_checks_run_at_load() {
+    let methods = GOOD.replace(r#"methods = ["l1"]"#, r#"methods = ["l1", "aa"]"#);
+    let aa =
+        |extra: &str| format!("{methods}\n[[method]]\nname = \"aa\"\nkind = \"aa-lrp\"\n{extra}\n");
+    let text = aa("schedule = \"layer-uniform\"");
+    let at = line_of(&text, "schedule =");
+    assert_error(&text, at, "method.schedule", "does not apply to aa-lrp");
+    let text = aa("").replace(
+        "[[model]]",
+        "[[override]]\nname = \"refit\"\npruning = { after_step = \"refit-head\" }\n\n[[model]]",
+    );
+    let at = line_of(&text, "[[method]]");
+    assert_error(&text, at, "pruning.after_step", "in override `refit`");
+    let lrp = GOOD.replace(r#"methods = ["l1"]"#, r#"methods = ["lrp"]"#);
+    let text = format!("{lrp}\n[[method]]\nname = \"lrp\"\nkind = \"lrp\"\nnormalize = \"l2\"\n");
+    assert_error(
+        &text,
+        line_of(&text, "normalize ="),
+        "method.normalize",
+        "is for weight",
+    );
+    let text = lrp.replace(
+        "[[model]]",
+        "[[override]]\nname = \"zp\"\nlrp = { composite = \"zplus\" }\n\n[[model]]",
+    );
+    let at = line_of(&text, "lrp = {");
+    assert_error(
+        &text,
+        at,
+        "override.lrp.composite",
+        "unknown composite `zplus`",
+    );
+}

@@ -85,7 +85,8 @@ pub fn checkpoint_network(
         })?;
     }
     let mut net = arch::build(arch, &cfg, opts.batch_norm, src(), input, Tail::Features)?;
-    let head = classifier::from_checkpoint(&tensors, device)?;
+    let head = classifier::from_checkpoint(&tensors, device)
+        .with_context(|| format!("--weights {}", path.display()))?;
     let Some(Shape::Map { c, h, w }) = net.shapes().last().copied() else {
         bail!("backbone ends in a flat shape")
     };

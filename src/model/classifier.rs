@@ -30,13 +30,24 @@ pub fn from_checkpoint(tensors: &HashMap<String, Tensor>, device: &Device) -> Re
                 .ok_or_else(|| anyhow::anyhow!("missing `{key}`"))?;
             Ok(t.to_dtype(DType::F32)?.to_device(device)?)
         };
+        let (weight, bias) = (get("weight")?, get("bias")?);
+        // Checked here, where the tensor's name is known, not by a matmul later.
+        let fits = match (weight.dims(), layers.last()) {
+            ([out, _], _) if bias.dims() != [*out] => false,
+            ([_, input], Some(Op::Linear(prev))) => prev.weight.dims()[0] == *input,
+            (w, _) => w.len() == 2,
+        };
+        if !fits {
+            bail!(
+                "`classifier.{i}.weight` {:?} with `classifier.{i}.bias` {:?} is not a linear layer on the previous one's outputs (fix: weights [out, in] and a bias [out], each layer's in the previous one's out)",
+                weight.dims(),
+                bias.dims()
+            );
+        }
         if j > 0 {
             layers.push(Op::Relu);
         }
-        layers.push(Op::Linear(Linear {
-            weight: get("weight")?,
-            bias: get("bias")?,
-        }));
+        layers.push(Op::Linear(Linear { weight, bias }));
     }
     Ok(layers)
 }

@@ -189,15 +189,12 @@ pub fn load_steps(
     progress.set_length(files.len() as u64);
     let mut first: Option<(PathBuf, Schema)> = None;
     for f in &files {
-        let schema = ParquetReader::new(std::fs::File::open(f)?)
-            .schema()
-            .map_err(|e| anyhow::anyhow!("{}: not a readable Parquet file: {e}", f.display()))?;
+        use crate::results::parquet_read;
+        let schema = parquet_read(f, |f| ParquetReader::new(f).schema())?;
         let schema = Schema::from_arrow_schema(&schema);
         // A run has step 0 and at least one pruned step: fewer rows are a damaged file,
         // which would silently drop the run (0 rows) or give it a NaN AUC (1 row).
-        let rows = ParquetReader::new(std::fs::File::open(f)?)
-            .num_rows()
-            .map_err(|e| anyhow::anyhow!("{}: not a readable Parquet file: {e}", f.display()))?;
+        let rows = parquet_read(f, |f| ParquetReader::new(f).num_rows())?;
         if rows < 2 && schema.contains("pruning_rate") {
             bail!(
                 "{}: a steps file with {rows} row(s) is damaged (a run has step 0 and at least one pruned step) (fix: delete it and rerun the spec with --resume)",
@@ -226,14 +223,21 @@ pub fn load_steps(
         }
         progress.inc(1);
     }
-    let paths: Vec<PlRefPath> = files
+    // File by file, not one scan of them all: an error (or a panic of the reader, which
+    // has some on damaged pages) then names its file.
+    let mut frames = files
         .iter()
-        .map(|p| PlRefPath::from(p.to_string_lossy().as_ref()))
-        .collect();
-    let df =
-        LazyFrame::scan_parquet_files(paths.into_iter().collect(), ScanArgsParquet::default())?
-            .sort(["run_id", "step"], SortMultipleOptions::default())
-            .collect()?;
+        .map(|f| crate::results::read_parquet(f))
+        .collect::<Result<Vec<_>>>()
+        .map_err(|e| {
+            anyhow::anyhow!("{e:#} (fix: delete the file and rerun the spec with --resume)")
+        })?
+        .into_iter();
+    let mut df = frames.next().context("no step files")?;
+    for f in frames {
+        df.vstack_mut(&f)?;
+    }
+    let df = df.sort(["run_id", "step"], SortMultipleOptions::default())?;
     check_rows(&df, &files)?;
     warn_duplicates(&df)?;
     Ok(df)

@@ -44,7 +44,8 @@ pub fn parse_size(s: &str) -> Result<u64> {
         _ => bail!("--max-memory '{s}': unknown unit (fix: a number with K, M, G or T, e.g. 12G)"),
     };
     match num.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok((v * scale as f64) as u64),
+        // Under one byte (1e-12G) would refuse every task with a baffling 0-byte limit.
+        Ok(v) if v.is_finite() && v * scale as f64 >= 1.0 => Ok((v * scale as f64) as u64),
         _ => bail!("--max-memory '{s}': not a positive size (fix: e.g. 12G)"),
     }
 }

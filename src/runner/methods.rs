@@ -5,7 +5,7 @@ use crate::prune::criteria::{Criterion, Normalized, RandomScores, Taylor, Weight
 use crate::prune::relevance::LrpCriterion;
 use crate::prune::schedule::{GlobalSchedule, Schedule};
 use crate::rng;
-use crate::spec::{AfterStep, MethodKind, RunConfig, Spread};
+use crate::spec::{MethodKind, RunConfig};
 use anyhow::{bail, Result};
 use candle_core::Device;
 
@@ -21,6 +21,10 @@ pub fn schedule_for(
     n_classes: usize,
     device: &Device,
 ) -> Result<Box<dyn Schedule>> {
+    // Checked at load for every run of a spec; here for configs made in code.
+    if let Err((key, why)) = crate::spec::validate::check_method(cfg) {
+        bail!("{why} (key `{key}`)");
+    }
     let lrp = || -> Result<Box<dyn Criterion>> {
         let settings = cfg.lrp.clone().unwrap_or_default();
         let composite =
@@ -32,18 +36,6 @@ pub fn schedule_for(
         }))
     };
     if cfg.method.kind == MethodKind::AaLrp {
-        if cfg.method.schedule != Spread::Global {
-            bail!(
-                "method `{}`: method.schedule = \"layer-uniform\" does not apply to aa-lrp, whose controller sets its own steps (fix: leave schedule out)",
-                cfg.method.name
-            );
-        }
-        if cfg.pruning.after_step == AfterStep::RefitHead && cfg.data.control_per_class == 0 {
-            bail!(
-                "method `{}` with pruning.after_step = \"refit-head\": a re-fitted head fits its training images, so the controller's accuracy read on them says nothing (fix: set data.control_per_class, e.g. 10, so that it reads a held-out control set)",
-                cfg.method.name
-            );
-        }
         let lrp = cfg.lrp.clone().unwrap_or_default();
         let composite =
             crate::lrp::composite::by_name(&lrp.composite, cfg.model.preprocess, device)?;
@@ -57,12 +49,6 @@ pub fn schedule_for(
         )));
     }
     let spread = cfg.method.schedule;
-    if cfg.method.kind.uses_relevance() && cfg.method.normalize.is_some() {
-        bail!(
-            "method `{}`: method.normalize is for weight and Taylor criteria (fix: LRP methods normalise through lrp.normalize)",
-            cfg.method.name
-        );
-    }
     let (criterion, recompute): (Box<dyn Criterion>, bool) = match cfg.method.kind {
         MethodKind::L1 => (Box::new(WeightNorm { p: 1 }), true),
         MethodKind::L2 => (Box::new(WeightNorm { p: 2 }), true),

@@ -3,6 +3,7 @@
 //!
 //! `task` prepares a task, `methods` maps a method to its schedule; this file runs them.
 
+pub mod inputs;
 pub mod lock;
 pub mod memory;
 mod methods;
@@ -20,7 +21,7 @@ use crate::spec::{RunConfig, Spec};
 use anyhow::{bail, Context as _, Result};
 use candle_core::Device;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -139,12 +140,18 @@ pub struct RunOptions {
     /// Run only this shard's share of the runs.
     pub shard: Option<shard::Shard>,
     pub resume: bool,
+    /// Wait for runs another process holds (running them if their lock goes stale) instead
+    /// of skipping them.
+    pub wait: bool,
     /// Hide progress bars (tests, CI logs).
     pub quiet: bool,
     /// When the process started: on CUDA the sweep reports how long its first task took to
     /// be ready, kernel loading included (docs/performance.md, GPU).
     pub started: Instant,
 }
+
+/// How often `--wait` looks at the runs other processes hold (a stat of two files each).
+const WAIT_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// How many of the spec's runs have results in its folder.
 pub fn finished_count(spec: &Spec) -> usize {
@@ -158,9 +165,65 @@ pub fn is_finished(dir: &Path, run_id: &str) -> bool {
     results::steps_path(dir, run_id).is_file() && results::runs_path(dir, run_id).is_file()
 }
 
-/// Run every run of `spec`; with `resume`, runs whose results exist are skipped.
-/// Returns the number of runs executed.
-pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
+/// What a sweep did with its share of the spec's runs.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Runs this process ran to the end.
+    pub ran: usize,
+    /// Runs skipped because their results exist (`--resume`, or another process finished
+    /// them meanwhile).
+    pub done: usize,
+    /// Runs skipped because another live process holds them: their lock files.
+    pub held: Vec<PathBuf>,
+    /// Runs that failed: their ids.
+    pub failed: Vec<String>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "{} runs ran, {} already done, {} held by another process, {} failed",
+            self.ran,
+            self.done,
+            self.held.len(),
+            self.failed.len()
+        )
+    }
+}
+
+impl Summary {
+    /// The sweep's exit status: an error when a run failed, or when one was held by another
+    /// process (without `--wait`): this process cannot tell whether its results will come.
+    pub fn check(&self, spec: &Spec) -> Result<()> {
+        let mut problems = Vec::new();
+        if !self.failed.is_empty() {
+            let share = self.ran + self.done + self.held.len() + self.failed.len();
+            problems.push(format!(
+                "{} of {share} runs failed ({}); the others finished (fix the errors above and rerun with --resume)",
+                self.failed.len(),
+                self.failed.join(", ")
+            ));
+        }
+        if !self.held.is_empty() {
+            let locks: Vec<String> = self.held.iter().map(|p| p.display().to_string()).collect();
+            problems.push(format!(
+                "{} runs were skipped as held by another process ({}) (fix: rerun with --resume once that process ends, `lrprune status` shows it, or pass --wait to wait for them; a lock whose process is gone is taken over, one from another host {} min after its last heartbeat)",
+                self.held.len(),
+                locks.join(", "),
+                lock::STALE_AFTER.as_secs() / 60
+            ));
+        }
+        match problems.is_empty() {
+            true => Ok(()),
+            false => bail!("{}: {}", spec.path.display(), problems.join("; ")),
+        }
+    }
+}
+
+/// Run every run of `spec`; with `resume`, runs whose results exist are skipped. Runs that
+/// fail or are held elsewhere do not stop the others: the summary says what happened to each.
+pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<Summary> {
     let dir = &spec.results_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     results::remove_stale_partials(dir)?;
@@ -190,6 +253,8 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
             );
         }
     }
+    // Before anything runs: a changed weights or dataset file never joins an old folder.
+    inputs::check_and_record(dir, &spec.runs)?;
     let share = mine.iter().filter(|m| **m).count();
     let skipped = share - todo.len();
     if let Some(s) = opts.shard {
@@ -203,74 +268,134 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
     if skipped > 0 {
         eprintln!("resuming: {skipped} of {share} runs already finished");
     }
-    let multi = MultiProgress::new();
-    if opts.quiet {
-        multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    let mut s = Sweep::new(spec, opts, todo.len());
+    s.summary.done = skipped;
+    let mut held = Vec::new();
+    for cfg in todo {
+        match s.attempt(cfg)? {
+            Attempt::Held { path, holder } => {
+                if !opts.wait {
+                    let id = cfg.run_id();
+                    let p = path.display();
+                    s.say(&format!(
+                        "{id}: held by process {holder} ({p}); skipped here"
+                    ));
+                    s.sweep.inc(1);
+                }
+                held.push((cfg, path));
+            }
+            done => s.tally(done),
+        }
     }
-    let sweep = multi.add(ProgressBar::new(todo.len() as u64));
-    sweep.set_style(
-        ProgressStyle::with_template(
-            "sweep {bar:30} {pos}/{len} runs [{elapsed_precise}<{eta_precise}]",
-        )
-        .unwrap(),
-    );
-    let bar = multi.add(ProgressBar::new(0));
-    bar.set_style(ProgressStyle::with_template("{msg:40} {bar:30} step {pos}/{len}").unwrap());
+    if opts.wait && !held.is_empty() {
+        s.say(&format!(
+            "waiting for {} runs held by other processes",
+            held.len()
+        ));
+        while !held.is_empty() {
+            std::thread::sleep(WAIT_POLL);
+            let mut still = Vec::new();
+            for (cfg, path) in held {
+                match s.attempt(cfg)? {
+                    Attempt::Held { .. } => still.push((cfg, path)),
+                    done => s.tally(done),
+                }
+            }
+            held = still;
+        }
+    }
+    s.sweep.finish_and_clear();
+    s.bar.finish_and_clear();
+    s.summary.held = held.into_iter().map(|(_, p)| p).collect();
+    Ok(s.summary)
+}
 
-    // A failing run names the spec too: the fix (a key in `data`, a path) goes there.
-    let run_ctx = |id: &str| format!("{}: run {id}", spec.path.display());
-    let mut cached: Option<(String, Rc<Task>)> = None;
-    // A run that fails (its data, its numbers) does not stop the others: each failure is
-    // reported where it happens and the sweep ends with an error listing them.
-    let mut failed: Vec<String> = Vec::new();
-    for cfg in &todo {
+enum Attempt {
+    Ran,
+    Done,
+    Held { path: PathBuf, holder: String },
+    Failed(String),
+}
+
+/// A sweep in progress: its bars, the last task prepared (runs of one task share it) and
+/// the tally so far.
+struct Sweep<'a> {
+    spec: &'a Spec,
+    opts: &'a RunOptions,
+    multi: MultiProgress,
+    sweep: ProgressBar,
+    bar: ProgressBar,
+    cached: Option<(String, Rc<Task>)>,
+    summary: Summary,
+}
+
+impl<'a> Sweep<'a> {
+    fn new(spec: &'a Spec, opts: &'a RunOptions, runs: usize) -> Self {
+        let multi = MultiProgress::new();
+        if opts.quiet {
+            multi.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        let sweep = multi.add(ProgressBar::new(runs as u64));
+        sweep.set_style(
+            ProgressStyle::with_template(
+                "sweep {bar:30} {pos}/{len} runs [{elapsed_precise}<{eta_precise}]",
+            )
+            .unwrap(),
+        );
+        let bar = multi.add(ProgressBar::new(0));
+        bar.set_style(ProgressStyle::with_template("{msg:40} {bar:30} step {pos}/{len}").unwrap());
+        Self {
+            spec,
+            opts,
+            multi,
+            sweep,
+            bar,
+            cached: None,
+            summary: Summary::default(),
+        }
+    }
+
+    fn say(&self, line: &str) {
+        self.multi.suspend(|| eprintln!("{line}"));
+    }
+
+    fn tally(&mut self, a: Attempt) {
+        match a {
+            Attempt::Ran => self.summary.ran += 1,
+            Attempt::Done => self.summary.done += 1,
+            Attempt::Failed(id) => self.summary.failed.push(id),
+            Attempt::Held { .. } => unreachable!("held runs are kept by the caller"),
+        }
+        self.sweep.inc(1);
+    }
+
+    /// Run `cfg` unless it is finished or another process holds it. A failing run is
+    /// reported here and tallied; `Err` is only what stops the sweep (a lock or results
+    /// file that cannot be written).
+    fn attempt(&mut self, cfg: &RunConfig) -> Result<Attempt> {
+        let dir = &self.spec.results_dir;
         let id = cfg.run_id();
-        // Another process on this folder may have finished or taken the run meanwhile.
-        if opts.resume && is_finished(dir, &id) {
-            sweep.inc(1);
-            continue;
+        if is_finished(dir, &id) {
+            return Ok(Attempt::Done);
         }
         let _claim = match lock::claim(dir, &id)? {
             lock::Claim::Taken(l) => l,
-            lock::Claim::Busy(by) => {
-                multi.suspend(|| eprintln!("{id}: being run by process {by}; skipped here"));
-                sweep.inc(1);
-                continue;
-            }
+            lock::Claim::Busy { path, holder } => return Ok(Attempt::Held { path, holder }),
         };
-        bar.set_message(id.clone());
-        let key = cfg.task_key();
+        // Another process may have finished it between the check and the claim.
+        if is_finished(dir, &id) {
+            return Ok(Attempt::Done);
+        }
+        self.bar.set_message(id.clone());
         let t0 = Instant::now();
-        let outcome = (|| -> Result<(Rc<Task>, Vec<StepRecord>)> {
-            let task = match &cached {
-                Some((k, t)) if *k == key => t.clone(),
-                _ => {
-                    let first = cached.is_none();
-                    let t = Rc::new(guard(|| prepare_task(cfg, &opts.device))?);
-                    if first && opts.device.is_cuda() {
-                        let s = opts.started.elapsed().as_secs_f64();
-                        multi.suspend(|| {
-                            eprintln!(
-                                "cuda: first task ready (data, head, step 0) {s:.1} s after start"
-                            )
-                        });
-                    }
-                    cached = Some((key.clone(), t.clone()));
-                    t
-                }
-            };
-            let rows = guard(|| run_one(cfg, &task, &bar))?;
-            Ok((task, rows))
-        })()
-        .map_err(|e| located(spec, e))
-        .with_context(|| run_ctx(&id));
-        let (task, rows) = match outcome {
+        // A failing run names the spec too: the fix (a key in `data`, a path) goes there.
+        let (task, rows) = match self.run(cfg) {
             Ok(done) => done,
             Err(e) => {
-                multi.suspend(|| eprintln!("error: {e:#}"));
-                failed.push(id);
-                sweep.inc(1);
-                continue;
+                let e = located(self.spec, e)
+                    .context(format!("{}: run {id}", self.spec.path.display()));
+                self.say(&format!("error: {e:#}"));
+                return Ok(Attempt::Failed(id));
             }
         };
         let ident = RunIdentity {
@@ -292,10 +417,11 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
             group_names: task.plan.names(),
             wall_s: t0.elapsed().as_secs_f64(),
         };
-        let mut meta = results::run_frame(&ident, cfg, &run_meta, &opts.device, opts.precision)?;
+        let (device, precision) = (&self.opts.device, self.opts.precision);
+        let mut meta = results::run_frame(&ident, cfg, &run_meta, device, precision)?;
         results::write_parquet_atomic(&results::runs_path(dir, &id), &mut meta)?;
         let (first, last) = (&rows[0], rows.last().unwrap());
-        multi.suspend(|| {
+        self.multi.suspend(|| {
             use std::io::Write;
             let _ = writeln!(
                 std::io::stdout(),
@@ -307,18 +433,28 @@ pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<usize> {
                 t0.elapsed().as_secs_f64()
             );
         });
-        sweep.inc(1);
+        Ok(Attempt::Ran)
     }
-    sweep.finish_and_clear();
-    bar.finish_and_clear();
-    if !failed.is_empty() {
-        bail!(
-            "{}: {} of {} runs failed ({}); the others finished (fix the errors above and rerun with --resume)",
-            spec.path.display(),
-            failed.len(),
-            todo.len(),
-            failed.join(", ")
-        );
+
+    /// The task of `cfg` (prepared, or the last one when they share it) and its steps.
+    fn run(&mut self, cfg: &RunConfig) -> Result<(Rc<Task>, Vec<StepRecord>)> {
+        let key = cfg.task_key();
+        let task = match &self.cached {
+            Some((k, t)) if *k == key => t.clone(),
+            _ => {
+                let first = self.cached.is_none();
+                let t = Rc::new(guard(|| prepare_task(cfg, &self.opts.device))?);
+                if first && self.opts.device.is_cuda() {
+                    let s = self.opts.started.elapsed().as_secs_f64();
+                    self.say(&format!(
+                        "cuda: first task ready (data, head, step 0) {s:.1} s after start"
+                    ));
+                }
+                self.cached = Some((key, t.clone()));
+                t
+            }
+        };
+        let rows = guard(|| run_one(cfg, &task, &self.bar))?;
+        Ok((task, rows))
     }
-    Ok(todo.len())
 }

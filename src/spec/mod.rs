@@ -266,10 +266,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
                 known.join(", ")
             )
         },
-    )?
-    .into_iter()
-    .map(|(spec, _)| spec)
-    .collect::<Vec<_>>();
+    )?;
+    let method_uses: Vec<&Spanned<String>> = methods.iter().map(|(_, at)| *at).collect();
+    let methods: Vec<MethodSpec> = methods.into_iter().map(|(spec, _)| spec).collect();
 
     let variants = resolve_overrides(&loc, &raw)?;
     let name = exp.name.get_ref().clone();
@@ -300,6 +299,18 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
                     }
                 }
             }
+        }
+    }
+    for (i, r) in runs.iter().enumerate() {
+        if let Err((key, why)) = validate::check_method(r) {
+            let field = key.rsplit('.').next().unwrap_or(key);
+            let at = method_uses[i % methods.len()];
+            let span = key_of_table(&loc, &raw.method, &r.method.name, field, at);
+            let why = match r.variant.as_str() {
+                "" => why,
+                v => format!("in override `{v}`: {why}"),
+            };
+            bail!(loc.err(span, key, why));
         }
     }
     let results_dir = exp
@@ -501,28 +512,12 @@ fn check_source(
 }
 
 fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
-    let span = raw.experiment.name.span();
     check_sections(loc, raw, &Variant::base(raw), None)?;
     check_names(loc, raw)?;
-    let lrp_section = loc.text.find("[lrp]").map_or(span.clone(), |i| i..i + 5);
-    let mut lrps: Vec<(&LrpSettings, std::ops::Range<usize>)> = vec![(&raw.lrp, lrp_section)];
-    lrps.extend(
-        raw.method
-            .iter()
-            .filter_map(|m| m.get_ref().lrp.as_ref().map(|l| (l, m.span()))),
-    );
-    for (l, at) in lrps {
-        if !settings::COMPOSITES.iter().any(|(n, _)| *n == l.composite) {
-            let known: Vec<&str> = settings::COMPOSITES.iter().map(|(n, _)| *n).collect();
-            bail!(loc.err(
-                loc.key_in(at, "composite"),
-                "lrp.composite",
-                format!(
-                    "unknown composite `{}` (fix: one of {})",
-                    l.composite,
-                    known.join(", ")
-                )
-            ));
+    // A method's own `lrp` (the spec's and each override's are section checks).
+    for m in &raw.method {
+        if let Some(Err((key, why))) = m.get_ref().lrp.as_ref().map(validate::check_lrp) {
+            bail!(loc.err(loc.key_in(m.span(), key), &format!("lrp.{key}"), why));
         }
     }
     for m in &raw.method {
@@ -573,6 +568,7 @@ fn check_sections(
         ("pruning", validate::check_pruning(&v.pruning)),
         ("head", validate::check_head(&v.head)),
         ("pruning", validate::check_after_step(&v.pruning, &v.head)),
+        ("lrp", validate::check_lrp(&v.lrp)),
     ];
     for (section, result) in checks {
         let Err((key, why)) = result else { continue };

@@ -5,8 +5,9 @@
 //! Each check returns the offending key (the field, as written in its section) and a
 //! message with the fix; `spec::parse` locates it in the file.
 
-use super::settings::AfterStep;
+use super::settings::{AfterStep, LrpSettings, COMPOSITES};
 use super::{Arch, CfgItem, DataSettings, HeadSettings, InputNorm, ModelSpec, PruningSettings};
+use super::{MethodKind, RunConfig, Spread};
 
 /// The field at fault and what to do about it.
 pub(super) type Problem = (&'static str, String);
@@ -180,6 +181,43 @@ pub(super) fn check_model(m: &ModelSpec) -> Result<(), Problem> {
         if m.cfg.iter().any(|c| matches!(c, CfgItem::Conv(0))) {
             return Err(("cfg", "a conv of width 0 (fix: widths ≥ 1)".into()));
         }
+    }
+    Ok(())
+}
+
+pub(super) fn check_lrp(l: &LrpSettings) -> Result<(), Problem> {
+    if COMPOSITES.iter().any(|(n, _)| *n == l.composite) {
+        return Ok(());
+    }
+    let known: Vec<&str> = COMPOSITES.iter().map(|(n, _)| *n).collect();
+    Err((
+        "composite",
+        format!(
+            "unknown composite `{}` (fix: one of {})",
+            l.composite,
+            known.join(", ")
+        ),
+    ))
+}
+
+/// What a method's kind rules out of the settings it meets: checked for every expanded run
+/// at load (a method meets every variant) and again by the runner's method factory, so
+/// that no run fails on it after its data is loaded and its head trained. The key is the
+/// whole path (`method.schedule`).
+pub fn check_method(cfg: &RunConfig) -> Result<(), Problem> {
+    let name = &cfg.method.name;
+    let kind = cfg.method.kind;
+    if kind == MethodKind::AaLrp && cfg.method.schedule != Spread::Global {
+        return Err(("method.schedule", format!("method `{name}`: method.schedule = \"layer-uniform\" does not apply to aa-lrp, whose controller sets its own steps (fix: leave schedule out)")));
+    }
+    if kind == MethodKind::AaLrp
+        && cfg.pruning.after_step == AfterStep::RefitHead
+        && cfg.data.control_per_class == 0
+    {
+        return Err(("pruning.after_step", format!("method `{name}` with pruning.after_step = \"refit-head\": a re-fitted head fits its training images, so the controller's accuracy read on them says nothing (fix: set data.control_per_class, e.g. 10, so that it reads a held-out control set)")));
+    }
+    if kind.uses_relevance() && cfg.method.normalize.is_some() {
+        return Err(("method.normalize", format!("method `{name}`: method.normalize is for weight and Taylor criteria (fix: LRP methods normalise through lrp.normalize)")));
     }
     Ok(())
 }

@@ -127,6 +127,20 @@ impl<'a> Builder<'a> {
         }
     }
 
+    /// The per-channel tensor `name` (a bias, a batch-norm's parameters) of `len` values;
+    /// another shape is refused by name here, not by a kernel or a broadcast later.
+    fn vector(&self, name: &str, len: usize) -> Result<Tensor> {
+        let t = self.tensor(name, &[len])?;
+        if t.dims() != [len] {
+            bail!(
+                "{}: `{name}` has shape {:?}, the architecture expects [{len}] here (fix: check `arch`/`cfg`/`batch_norm` against the checkpoint)",
+                self.path(),
+                t.dims()
+            );
+        }
+        Ok(t)
+    }
+
     /// Whether the checkpoint has tensor `name` (`None` without a checkpoint).
     pub fn has(&self, name: &str) -> Option<bool> {
         match &self.src {
@@ -178,7 +192,7 @@ impl<'a> Builder<'a> {
             _ => false,
         };
         let bias = if s.bias || folded {
-            self.tensor(&bias_name, &[out])?
+            self.vector(&bias_name, out)?
         } else {
             Tensor::zeros(out, DType::F32, weight.device())?
         };
@@ -200,7 +214,7 @@ impl<'a> Builder<'a> {
         if folded {
             conv.extra_params = 2;
         } else if let Some(bn) = s.bn {
-            let get = |k: &str| self.tensor(&format!("{bn}.{k}"), &[out]);
+            let get = |k: &str| self.vector(&format!("{bn}.{k}"), out);
             conv = fold_batch_norm(
                 conv,
                 &get("weight")?,
@@ -258,7 +272,7 @@ impl<'a> Builder<'a> {
                 self.path()
             );
         }
-        let bias = self.tensor(&format!("{name}.bias"), &[d[0]])?;
+        let bias = self.vector(&format!("{name}.bias"), d[0])?;
         Ok(self.push(name, Op::Linear(Linear { weight, bias }), vec![x]))
     }
 
