@@ -352,20 +352,25 @@ fn layer_search_ignores_test_labels_and_meets_every_quota() {
     for take in [Take::Best, Take::Lazy, Take::All] {
         let search = searching(&cfg, take, 0.1);
         let task = runner::prepare_task(&search, &Device::Cpu).unwrap();
-        let before = decisions(&search, &task);
-        let mut shuffled = runner::prepare_task(&search, &Device::Cpu).unwrap();
-        shuffled.data.test.labels.reverse();
-        assert!(same(&before, &decisions(&search, &shuffled)), "{take:?}");
-        // The fixed grid is kept exactly, and no layer drops below its floor.
-        let total = task.net.filters_per_conv().iter().sum::<usize>() as f64;
-        for (k, s) in before.iter().enumerate() {
-            let want = lrprune::prune::schedule::rate_at(k + 1, &search.pruning);
-            assert!(
-                (s.pruned.mask.rate() - want).abs() <= 0.5 / total + 1e-9,
-                "{take:?} step {k}"
-            );
-            assert!(s.pruned.mask.per_layer().iter().all(|&n| n >= 1));
-        }
+        ignores_test_labels_and_meets_every_quota(&search, &task, &format!("{take:?}"));
+    }
+}
+
+/// `cfg`'s decisions on `task` do not change when the test labels do, keep the fixed grid
+/// exactly, and leave no layer below its floor.
+fn ignores_test_labels_and_meets_every_quota(cfg: &RunConfig, task: &Task, what: &str) {
+    let before = decisions(cfg, task);
+    let mut shuffled = runner::prepare_task(cfg, &Device::Cpu).unwrap();
+    shuffled.data.test.labels.reverse();
+    assert!(same(&before, &decisions(cfg, &shuffled)), "{what}");
+    let total = task.net.filters_per_conv().iter().sum::<usize>() as f64;
+    for (k, s) in before.iter().enumerate() {
+        let want = lrprune::prune::schedule::rate_at(k + 1, &cfg.pruning);
+        assert!(
+            (s.pruned.mask.rate() - want).abs() <= 0.5 / total + 1e-9,
+            "{what} step {k}"
+        );
+        assert!(s.pruned.mask.per_layer().iter().all(|&n| n >= 1));
     }
 }
 
@@ -483,19 +488,7 @@ fn the_screened_search_is_the_exact_search_when_k_covers_every_offer() {
         let mut control = narrow.control.clone().unwrap();
         control.search_screen_images = images;
         narrow = with_control(&narrow, control);
-        let one = decisions(&narrow, &task);
-        let mut shuffled = runner::prepare_task(&narrow, &Device::Cpu).unwrap();
-        shuffled.data.test.labels.reverse();
-        assert!(same(&one, &decisions(&narrow, &shuffled)));
-        let total = task.net.filters_per_conv().iter().sum::<usize>() as f64;
-        for (k, s) in one.iter().enumerate() {
-            let rate = lrprune::prune::schedule::rate_at(k + 1, &narrow.pruning);
-            assert!(
-                (s.pruned.mask.rate() - rate).abs() <= 0.5 / total + 1e-9,
-                "step {k}"
-            );
-            assert!(s.pruned.mask.per_layer().iter().all(|&n| n >= 1));
-        }
+        ignores_test_labels_and_meets_every_quota(&narrow, &task, &format!("images {images}"));
     }
 }
 
