@@ -2,7 +2,7 @@
 # Rebuild docs/results.md from the harness's own reports (no hand-edited numbers).
 # Usage: scripts/update_results_doc.sh [EXPERIMENT...]
 #        (default: quickstart headline ablation_aa_validation ablation_aa_heldout ablation_aa
-#        architectures after_step after_step_mnist paper_224)
+#        architectures after_step after_step_mnist paper_224 screen_validation)
 #        OUT=FILE writes there instead of docs/results.md.
 # Each experiment gets its summary twice: ratios to plain `lrp` (the paper's baseline) and
 # to `lrp-oneshot` (the stronger conventional baseline, which the target is measured against).
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${LRPRUNE:-${CARGO_TARGET_DIR:-target}/release/lrprune}
 exps=("$@")
-[ ${#exps[@]} -eq 0 ] && exps=(quickstart headline ablation_aa_validation ablation_aa_heldout ablation_aa architectures after_step after_step_mnist paper_224)
+[ ${#exps[@]} -eq 0 ] && exps=(quickstart headline ablation_aa_validation ablation_aa_heldout ablation_aa architectures after_step after_step_mnist paper_224 screen_validation)
 OUT=${OUT:-docs/results.md}
 {
   echo "# Results"
@@ -64,6 +64,7 @@ OUT=${OUT:-docs/results.md}
   fi
   if [ -f docs/results-after-step.md ]; then echo; cat docs/results-after-step.md; fi
   if [ -f docs/results-default.md ]; then echo; cat docs/results-default.md; fi
+  if [ -f docs/results-screen.md ]; then echo; cat docs/results-screen.md; fi
 } > "$OUT.partial"
 mv "$OUT.partial" "$OUT"
 echo "wrote $OUT"
