@@ -39,7 +39,8 @@ fn batch(preset: Preprocess) -> Tensor {
         .iter()
         .map(|(p, _)| image_folder::decode(p).unwrap())
         .collect();
-    preprocess::batch(&raw, 224, preset, &Device::Cpu).unwrap()
+    // The fixtures' reference pipeline resized to (224, 224): one of the images is not square.
+    preprocess::batch(&raw, 224, preset, preprocess::Fit::Squash, &Device::Cpu).unwrap()
 }
 
 /// The reference pipeline's own resized pixels (u8, 20×3×224×224) in `preset`'s convention.
@@ -61,7 +62,8 @@ fn reference_batch(preset: Preprocess) -> Tensor {
                 .unwrap(),
         })
         .collect();
-    preprocess::batch(&raw, 224, preset, &Device::Cpu).unwrap()
+    // The fixtures' reference pipeline resized to (224, 224): one of the images is not square.
+    preprocess::batch(&raw, 224, preset, preprocess::Fit::Squash, &Device::Cpu).unwrap()
 }
 
 fn model(name: &str, tail: Tail) -> Network {

@@ -71,17 +71,31 @@ pub fn bounds(preset: Preprocess) -> [(f32, f32); 3] {
             w: 1,
             data: vec![v as u8; 3],
         };
-        to_model_input(&img, 1, preset)
+        to_model_input(&img, 1, preset, Fit::Squash)
     };
     let (lo, hi) = (px(0.0), px(255.0));
     [0, 1, 2].map(|c| (lo[c].min(hi[c]), lo[c].max(hi[c])))
 }
 
-/// One image → 3×size×size f32 in the preset's convention ([`resize_crop`]; grey is
+/// How an image is brought to the model's square input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Shorter side to the size, then the centre crop ([`resize_crop`]): what the datasets
+    /// get (photos keep their aspect ratio; square images are only resized).
+    Crop,
+    /// Both sides to the size (aspect ratio not kept): what a reference pipeline that
+    /// resizes to (size, size) did, e.g. the ImageNet check images' fixtures.
+    Squash,
+}
+
+/// One image → 3×size×size f32 in the preset's convention, fitted as `fit` says (grey is
 /// replicated to 3 channels).
-pub fn to_model_input(img: &RawImage, size: usize, preset: Preprocess) -> Vec<f32> {
+pub fn to_model_input(img: &RawImage, size: usize, preset: Preprocess, fit: Fit) -> Vec<f32> {
     let f: Vec<f32> = img.data.iter().map(|&p| p as f32).collect();
-    let f = resize_crop(&f, img.c, img.h, img.w, size);
+    let f = match fit {
+        Fit::Crop => resize_crop(&f, img.c, img.h, img.w, size),
+        Fit::Squash => resize(&f, img.c, img.h, img.w, size, size),
+    };
     let plane = size * size;
     let rgb: Vec<&[f32]> = (0..3)
         .map(|c| {
@@ -128,11 +142,12 @@ pub fn batch(
     images: &[RawImage],
     size: usize,
     preset: Preprocess,
+    fit: Fit,
     device: &Device,
 ) -> Result<Tensor> {
     let mut all = Vec::with_capacity(images.len() * 3 * size * size);
     for img in images {
-        all.extend(to_model_input(img, size, preset));
+        all.extend(to_model_input(img, size, preset, fit));
     }
     Ok(Tensor::from_vec(
         all,

@@ -1,7 +1,8 @@
 //! The seeded, class-balanced split: a few training images per class (head training, LRP
 //! reference, controller decisions) and a held-out test set (curves only).
 
-use super::{preprocess, ImageSource, RawImage, Sources};
+use super::preprocess::{self, Fit};
+use super::{ImageSource, RawImage, Sources};
 use crate::spec::{DataSettings, Preprocess};
 use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
@@ -176,7 +177,7 @@ pub fn make(
                 &names,
             )?;
             Some(Split {
-                images: preprocess::batch(&imgs, size, preset, device)?,
+                images: preprocess::batch(&imgs, size, preset, Fit::Crop, device)?,
                 labels,
             })
         }
@@ -184,11 +185,11 @@ pub fn make(
     Ok(TaskData {
         control,
         train: Split {
-            images: preprocess::batch(&tr_imgs, size, preset, device)?,
+            images: preprocess::batch(&tr_imgs, size, preset, Fit::Crop, device)?,
             labels: tr_labels,
         },
         test: Split {
-            images: preprocess::batch(&te_imgs, size, preset, device)?,
+            images: preprocess::batch(&te_imgs, size, preset, Fit::Crop, device)?,
             labels: te_labels,
         },
         class_names: names,
