@@ -1,6 +1,6 @@
 //! The machine's and the process's memory, as Linux reports it, and the process's limit
 //! (`--max-memory`). Serves every stage: the runner refuses tasks that would not fit, and
-//! the measured layer search (src/prune/search.rs) keeps fewer of its candidates' values
+//! the measured layer search (src/prune/search/) keeps fewer of its candidates' values
 //! when memory runs short.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -57,6 +57,30 @@ pub fn peak_resident() -> Option<u64> {
 /// /proc/self/clear_refs); false where the kernel does not allow it.
 pub fn reset_peak() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+/// What a memory policy reads: the limit in force, the process's resident memory and the
+/// machine's available memory. Passed to the code that decides what to keep, so that it can
+/// be tested on any readings.
+pub trait Gauge: Sync {
+    fn limit(&self) -> u64;
+    fn resident(&self) -> Option<u64>;
+    fn available(&self) -> Option<u64>;
+}
+
+/// This process on this machine, read from /proc at every call.
+pub struct Process;
+
+impl Gauge for Process {
+    fn limit(&self) -> u64 {
+        limit()
+    }
+    fn resident(&self) -> Option<u64> {
+        resident()
+    }
+    fn available(&self) -> Option<u64> {
+        available()
+    }
 }
 
 #[cfg(test)]

@@ -391,6 +391,18 @@ fn layer_search_decisions_do_not_depend_on_what_it_keeps() {
             assert!(same(&all, &got), "{take:?}, budget {budget}");
         }
     }
+    // The screen's own state on a few images a class is carried from step to step with the
+    // search's: what it keeps changes no decision either.
+    let mut by_images = screened(&cfg, 1, 0.2);
+    let mut control = by_images.control.clone().unwrap();
+    control.search_screen_images = 2;
+    by_images = with_control(&by_images, control);
+    let task = runner::prepare_task(&by_images, &Device::Cpu).unwrap();
+    let all = decisions_within(&by_images, &task, usize::MAX);
+    for budget in [0, 64 << 10] {
+        let got = decisions_within(&by_images, &task, budget);
+        assert!(same(&all, &got), "screened by images, budget {budget}");
+    }
 }
 
 /// Under `restandardize` and `refit-head` the search reads each candidate with its head

@@ -189,7 +189,7 @@ fn depthwise_kernel_and_its_transpose_match_candle() {
 
 /// Removing filters leaves every other output channel bit for bit as it was: the measured
 /// layer search takes a pruned conv's output as a channel selection of the unpruned one
-/// (src/prune/search.rs), and its decisions must not depend on which way it went.
+/// (src/prune/search/), and its decisions must not depend on which way it went.
 #[test]
 fn dropping_filters_leaves_the_other_channels_bit_for_bit() {
     let dev = Device::Cpu;

@@ -20,6 +20,7 @@ pub mod pool;
 pub mod precision;
 pub mod prefix;
 pub mod summary;
+pub mod values;
 pub mod weights;
 
 pub use layer::{Conv, Linear, Op};

@@ -8,6 +8,7 @@
 //! convs on full-resolution maps) for free.
 
 use super::network::batch_ranges;
+use super::values::Values;
 use super::Network;
 use candle_core::{Result, Tensor};
 
@@ -15,9 +16,9 @@ use candle_core::{Result, Tensor};
 pub const DEFAULT_BUDGET: usize = 1 << 30;
 
 pub struct PrefixCache {
-    /// `inputs[v]`: value v of the intact network on the whole split (value i = the input
-    /// of node i in a chain), for the first values, as far as the budget allows.
-    inputs: Vec<Tensor>,
+    /// Value v of the intact network on the whole split (one batch), for the first values,
+    /// as far as the budget allows.
+    inputs: Values,
 }
 
 impl PrefixCache {
@@ -49,7 +50,9 @@ impl PrefixCache {
             };
             inputs.push(t);
         }
-        Ok(Self { inputs })
+        Ok(Self {
+            inputs: Values::whole_split(inputs),
+        })
     }
 
     /// The node a network whose first changed node is `first_changed` (`None`: intact)
@@ -58,12 +61,12 @@ impl PrefixCache {
     pub fn start(&self, first_changed: Option<usize>) -> usize {
         first_changed
             .unwrap_or(usize::MAX)
-            .min(self.inputs.len() - 1)
+            .min(self.inputs.depth() - 1)
     }
 
     /// Input of layer `layer` for images `start..start + len` of the split.
     pub fn input(&self, layer: usize, start: usize, len: usize) -> Result<Tensor> {
-        self.inputs[layer].narrow(0, start, len)
+        self.inputs.rows(layer, start, len)
     }
 
     /// Values `0..=layer` for images `start..start + len`, or only those nodes from
@@ -90,7 +93,7 @@ impl PrefixCache {
 
     /// Number of layers whose input is stored.
     pub fn depth(&self) -> usize {
-        self.inputs.len()
+        self.inputs.depth()
     }
 }
 

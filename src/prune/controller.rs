@@ -147,6 +147,7 @@ impl AccuracyAware {
             restandardize: after_step != AfterStep::None,
             screen: self.control.search_screen,
             screen_images: self.control.search_screen_images,
+            gauge: &crate::sysmem::Process,
         };
         // A re-fitted head is a new classifier every step: candidates are read with it.
         let current = match after_step {

@@ -43,6 +43,44 @@ impl FilterMask {
             .map(|i| i as u32)
             .collect()
     }
+
+    /// The `q` alive channels of `group` with the lowest `scores` (original indices; ties:
+    /// the lower index first).
+    pub fn lowest_alive(&self, group: usize, scores: &[f64], q: usize) -> Vec<usize> {
+        let keep = &self.keep[group];
+        let mut alive: Vec<usize> = (0..keep.len()).filter(|&f| keep[f]).collect();
+        alive.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]).then(a.cmp(&b)));
+        alive.truncate(q);
+        alive
+    }
+
+    /// This mask with `channels` of `group` removed too.
+    pub fn without(&self, group: usize, channels: &[usize]) -> Self {
+        let mut m = self.clone();
+        for &c in channels {
+            m.keep[group][c] = false;
+        }
+        m
+    }
+
+    /// `after` (within this mask) in the indexing of a network compacted to this mask.
+    pub fn relative(&self, after: &FilterMask) -> FilterMask {
+        let keep = (self.keep.iter().zip(&after.keep))
+            .map(|(b, a)| (0..b.len()).filter(|&i| b[i]).map(|i| a[i]).collect())
+            .collect();
+        FilterMask { keep }
+    }
+}
+
+/// Positions, among the channels alive in `before`, of those alive in `after` too (one
+/// group's row of two masks, the second within the first).
+pub fn kept_positions(before: &[bool], after: &[bool]) -> Vec<u32> {
+    let alive = (0..before.len()).filter(|&i| before[i]);
+    alive
+        .enumerate()
+        .filter(|&(_, i)| after[i])
+        .map(|(j, _)| j as u32)
+        .collect()
 }
 
 /// The same network with pruned channels' weights **and** biases zeroed in every conv that

@@ -18,7 +18,7 @@ use anyhow::{bail, Result};
 /// measured (150 and 700 images), 6.6 GiB estimated (docs/performance.md, "Memory at 224²").
 const BATCH_FACTOR: f64 = 2.2;
 
-/// Memory the measured layer search may keep of its candidates' values (src/prune/search.rs):
+/// Memory the measured layer search may keep of its candidates' values (src/prune/search/):
 /// a quarter of the limit, at most 4 GiB, and less when the process or the machine has less
 /// room (the search measures that before every round). At 32² every candidate of VGG16 on a
 /// 200-image control split fits in about 2 GiB; at 224² the deep layers' do, and the others
@@ -113,7 +113,7 @@ impl Estimate {
     }
 
     /// The estimate of a run whose method searches layers by measurement
-    /// (src/prune/search.rs): it holds every value of the current network on the
+    /// (src/prune/search/): it holds every value of the current network on the
     /// `control_images` of the control split, beside its candidates' where there is room.
     pub fn with_search(self, net: &Network, control_images: usize) -> Self {
         let per_image = 4 * net.trace_floats_per_image(0) as u64;

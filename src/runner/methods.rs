@@ -9,7 +9,7 @@ use crate::spec::{MethodKind, RunConfig};
 use anyhow::{bail, Result};
 use candle_core::Device;
 
-/// Whether the run's method searches layers by measurement (src/prune/search.rs), which
+/// Whether the run's method searches layers by measurement (src/prune/search/), which
 /// holds the control split's values: its memory is checked per run (`memory::Estimate`).
 pub fn searches_layers(cfg: &RunConfig) -> bool {
     cfg.method.kind == MethodKind::AaLrp && cfg.control.clone().unwrap_or_default().layer_search

@@ -75,7 +75,7 @@ pub struct ControlSettings {
     /// What A averages per class: `accuracy` (docs/method.md) or `confidence` (smoothed).
     #[serde(default = "d_signal")]
     pub signal: Signal,
-    /// Choose the layer to prune next by the measured effect on A (`prune/search.rs`).
+    /// Choose the layer to prune next by the measured effect on A (`prune/search/`).
     #[serde(default)]
     pub layer_search: bool,
     /// Chunk a layer offers per search round, as a fraction of its original width.
