@@ -504,6 +504,62 @@ fn the_screened_search_is_the_exact_search_when_k_covers_every_offer() {
     }
 }
 
+/// The lazy search on a few control images a class (`search_take = "lazy"`,
+/// `search_screen_images = m`) decides on those images alone: the control split's other
+/// images change no decision (only the A logged on the whole split). It meets every quota
+/// and floor, reads no test label, and what it keeps changes nothing.
+#[test]
+fn the_lazy_search_on_a_few_images_decides_on_them_alone() {
+    use lrprune::prune::search::Take;
+    let (_dir, cfg) = tiny();
+    let mut lazy = searching(&cfg, Take::Lazy, 0.2);
+    lazy.data.control_per_class = 4;
+    let mut control = lazy.control.clone().unwrap();
+    control.search_screen_images = 2;
+    lazy = with_control(&lazy, control);
+    let task = runner::prepare_task(&lazy, &Device::Cpu).unwrap();
+    ignores_test_labels_and_meets_every_quota(&lazy, &task, "lazy on images");
+    let all = decisions_within(&lazy, &task, usize::MAX);
+    assert!(same(&all, &decisions_within(&lazy, &task, 0)));
+    // Zero every control image past the first 2 of its class: the same masks.
+    let mut blanked = runner::prepare_task(&lazy, &Device::Cpu).unwrap();
+    let split = blanked.data.control.as_mut().unwrap();
+    let mut seen = std::collections::HashMap::new();
+    let keep: Vec<f32> = (split.labels.iter())
+        .map(|l| {
+            let n = seen.entry(*l).or_insert(0);
+            *n += 1;
+            if *n <= 2 {
+                1.0
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let rows = keep.len();
+    let keep = candle_core::Tensor::from_vec(keep, (rows, 1, 1, 1), &Device::Cpu).unwrap();
+    split.images = split.images.broadcast_mul(&keep).unwrap();
+    let masks = |steps: &[Step]| {
+        steps
+            .iter()
+            .map(|s| s.pruned.mask.clone())
+            .collect::<Vec<_>>()
+    };
+    let got = decisions(&lazy, &blanked);
+    assert_eq!(masks(&all), masks(&got));
+    // The search on every control image decides otherwise somewhere (it reads more).
+    let mut on_all = lazy.clone();
+    let mut control = on_all.control.clone().unwrap();
+    control.search_screen_images = 0;
+    on_all = with_control(&on_all, control);
+    let whole = decisions(&on_all, &task);
+    assert_ne!(
+        masks(&all),
+        masks(&whole),
+        "the lazy search ignored its images"
+    );
+}
+
 /// The screen's estimate is the derivative it claims to be: for every channel of every
 /// group, the gate derivative ∂A/∂g_c equals a central difference of A with the channel
 /// scaled by 1 ± ε — its conv's weight row and bias, or, for the group that feeds the

@@ -94,7 +94,10 @@ pub struct ControlSettings {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub search_screen: usize,
     /// How the screen ranks: 0, by the first-order estimate; m > 0, by measuring every
-    /// offer on the first m control images of each class. (Left out of the run id at 0.)
+    /// offer on the first m control images of each class. With `search_take = "lazy"` (and
+    /// no `search_screen`) the lazy search runs on those images alone, every offer measured
+    /// afresh at each step's start, A read on the whole control split once a step.
+    /// (Left out of the run id at 0.)
     #[serde(default, skip_serializing_if = "is_zero")]
     pub search_screen_images: usize,
 }
@@ -260,11 +263,11 @@ pub(super) fn check_control(
             ),
         ));
     }
-    if c.search_screen_images > 0 && c.search_screen == 0 {
+    if c.search_screen_images > 0 && c.search_screen == 0 && c.search_take != Take::Lazy {
         return Err((
             "search_screen_images",
             format!(
-                "sets how the screen ranks, got {} with no screen (fix: search_screen = k, e.g. 3, or search_screen_images = 0)",
+                "sets the images a screen ranks on, got {} with no screen (fix: search_screen = k, e.g. 3; or search_take = \"lazy\" to search on these images alone; or search_screen_images = 0)",
                 c.search_screen_images
             ),
         ));

@@ -158,11 +158,15 @@ pub fn search(
             (State::new(net, mask, reader, restandardize)?, None)
         }
     };
+    // `search_take = "lazy"` with `search_screen_images = m`: the lazy greedy search runs
+    // on the screen's images alone, every offer measured afresh at each step's start; the
+    // whole control split is read once a step, on the network the search ends with.
+    let lazy_on_images = take == Take::Lazy && screen_images > 0;
     // The screen's own state on a few control images a class, kept in step with `st` (and
     // carried from step to step with it: its values are those a fresh state would compute).
     let sub_split = match screen_images {
         0 => None,
-        _ if screen == 0 => None,
+        _ if screen == 0 && !lazy_on_images => None,
         m => Some(reader.control.first_per_class(m)?),
     };
     let sub_reader = sub_split.as_ref().map(|control| Reader {
@@ -177,11 +181,25 @@ pub fn search(
     };
     let groups = mask.keep.len();
     let memory_costs = &mut costs.0;
-    if memory_costs.len() != groups || take == Take::Best {
+    if memory_costs.len() != groups || take == Take::Best || lazy_on_images {
         *memory_costs = vec![f64::NEG_INFINITY; groups];
     }
+    // The state the offers are measured and accepted on, and the screen's beside it.
+    let (work, mut side, reader_of_work): (&mut State, Option<&mut State>, &Reader) =
+        if lazy_on_images {
+            let on_images = sub.as_mut().expect("the screen's state");
+            (
+                on_images,
+                None,
+                sub_reader.as_ref().expect("the screen's images"),
+            )
+        } else {
+            (&mut st, sub.as_mut(), reader)
+        };
     let mut removed = 0;
     while removed < n {
+        let st = &mut *work;
+        let reader = reader_of_work;
         let quota = |st: &State, g: usize| {
             let room = st.mask.alive_in(g).saturating_sub(min_per_layer);
             let width = st.mask.keep[g].len();
@@ -191,7 +209,7 @@ pub fn search(
                 .min(n - removed)
         };
         // The cheapest-looking open group (never-measured ones first; ties: earlier).
-        let open: Vec<usize> = (0..groups).filter(|&g| quota(&st, g) > 0).collect();
+        let open: Vec<usize> = (0..groups).filter(|&g| quota(st, g) > 0).collect();
         let Some(&g) = open
             .iter()
             .min_by(|&&a, &&b| memory_costs[a].total_cmp(&memory_costs[b]))
@@ -200,7 +218,7 @@ pub fn search(
         };
         if take == Take::All {
             // Measure every open offer once, accept them cheapest first.
-            let asked: Vec<(usize, usize)> = open.iter().map(|&o| (o, quota(&st, o))).collect();
+            let asked: Vec<(usize, usize)> = open.iter().map(|&o| (o, quota(st, o))).collect();
             let costs = st.measure(&asked, scores, reader, keep_budget, gauge)?;
             let mut measured: Vec<(usize, f64)> = open.iter().copied().zip(costs).collect();
             measured.sort_by(|x, y| x.1.total_cmp(&y.1));
@@ -218,7 +236,7 @@ pub fn search(
         }
         if st.fresh(g).is_some() {
             removed += st.accept(g, plan)?;
-            if let Some(sub) = sub.as_mut() {
+            if let Some(sub) = side.as_mut() {
                 sub.accept(g, plan)?; // measured in the same round, on the same mask
             }
             if take == Take::Best {
@@ -230,12 +248,12 @@ pub fn search(
             let mut asked: Vec<(usize, usize)> = open
                 .iter()
                 .filter(|&&o| st.fresh(o).is_none())
-                .map(|&o| (o, quota(&st, o)))
+                .map(|&o| (o, quota(st, o)))
                 .collect();
             // LRPRUNE_SCREEN_CHECK=1: measure every offer (the exact search's decisions) and
             // print how the screen ranked them beside what they measured.
             let check = screen > 0 && std::env::var_os("LRPRUNE_SCREEN_CHECK").is_some();
-            let estimated = match (&mut sub, &sub_reader) {
+            let estimated = match (&mut side, &sub_reader) {
                 _ if screen == 0 => None,
                 (Some(sub), Some(r)) => Some(sub.measure(&asked, scores, r, keep_budget, gauge)?),
                 _ => Some(st.estimates(&asked, scores, reader)?),
@@ -256,9 +274,27 @@ pub fn search(
                 memory_costs[*o] = c;
             }
         } else {
-            let asked = [(g, quota(&st, g))];
-            memory_costs[g] = st.measure(&asked, scores, reader, keep_budget, gauge)?[0];
+            // Lazy: the cheapest-looking offer measured again on the current network (every
+            // never-measured one at once: the same network, so the same costs).
+            let unmeasured = |o: usize| memory_costs[o] == f64::NEG_INFINITY;
+            let asked: Vec<(usize, usize)> = match unmeasured(g) {
+                true => open
+                    .iter()
+                    .filter(|&&o| unmeasured(o))
+                    .map(|&o| (o, quota(st, o)))
+                    .collect(),
+                false => vec![(g, quota(st, g))],
+            };
+            let costs = st.measure(&asked, scores, reader, keep_budget, gauge)?;
+            for ((o, _), c) in asked.iter().zip(costs) {
+                memory_costs[*o] = c;
+            }
         }
+    }
+    if lazy_on_images {
+        let on_images = sub.as_ref().expect("the screen's state");
+        let net = on_images.net.clone();
+        st = State::new(net, &on_images.mask, reader, restandardize)?;
     }
     Ok(Ended { st, sub })
 }
