@@ -576,3 +576,39 @@ fn a_file_in_a_folders_place_is_named_with_the_fix() {
     }
     assert_eq!(std::fs::read(&file).unwrap(), b"x");
 }
+
+/// Standardisation vectors of the wrong length in an exported checkpoint are refused
+/// naming the tensor, the file and the length the head reads, not as a shape error from
+/// deep in the forward pass.
+#[test]
+fn explain_refuses_a_standardisation_of_the_wrong_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("r.parquet");
+    let inputs = explain_inputs(d, "in.safetensors", 2, 16, &[0, 1]);
+    let vec = |n: usize| Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let good = explain_weights(
+        d,
+        &[
+            ("standardize.mean", vec(16)),
+            ("standardize.inv_std", vec(16)),
+        ],
+    );
+    let (ok, err) = explain(&good, &inputs, &out);
+    assert!(ok, "{err}");
+    for (mean, inv_std, bad) in [(30, 16, "standardize.mean"), (16, 5, "standardize.inv_std")] {
+        let w = explain_weights(
+            d,
+            &[
+                ("standardize.mean", vec(mean)),
+                ("standardize.inv_std", vec(inv_std)),
+            ],
+        );
+        let (ok, err) = explain(&w, &inputs, &out);
+        assert!(!ok, "{bad} accepted");
+        for word in [bad, "w.safetensors", "16 features", "fix"] {
+            assert!(err.contains(word), "`{word}` not in: {err}");
+        }
+        assert!(!err.contains("shape mismatch"), "{err}");
+    }
+}
