@@ -564,3 +564,39 @@ fn a_diverging_head_lr_is_named_not_blamed_on_the_weights() {
         assert_error(&text, line_of(&text, "lr = "), "head.lr", "finite lr > 0");
     }
 }
+
+/// `results_dir = ""` would write results into the working directory: refused at load
+/// naming the key and the fix. `--results-dir ""` is refused by the argument parser
+/// (a path value may not be empty); nothing is written either way.
+#[test]
+fn an_empty_results_dir_is_refused() {
+    let text = GOOD.replace(
+        "methods = [\"l1\"]",
+        "methods = [\"l1\"]\nresults_dir = \"\"",
+    );
+    assert_error(
+        &text,
+        line_of(&text, "results_dir"),
+        "experiment.results_dir",
+        "is empty",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::tiny_spec(dir.path(), "er", r#"["l1"]"#, "[0]");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let out = common::lrprune()
+        .current_dir(&work)
+        .args(["run", "--quiet", "--results-dir", ""])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an empty --results-dir was accepted");
+    assert!(err.contains("--results-dir"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&work).unwrap().count(),
+        0,
+        "wrote into the working directory"
+    );
+}
