@@ -98,6 +98,81 @@ pub fn check_dir_destination(path: &Path) -> Result<()> {
     }
 }
 
+/// What went wrong in an I/O error, for a message that names the path itself: a full
+/// device, an exceeded quota or a file in a folder's place said in words with the fix,
+/// anything else as the OS says it.
+pub fn io_cause(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match (e.kind(), e.raw_os_error()) {
+        (K::StorageFull, _) | (_, Some(libc::ENOSPC)) => {
+            "the device is full (ENOSPC) (fix: free space on it, or write elsewhere)".into()
+        }
+        (K::QuotaExceeded, _) | (_, Some(libc::EDQUOT)) => {
+            "the disk quota is exceeded (EDQUOT) (fix: free space in your quota, or write elsewhere)"
+                .into()
+        }
+        (K::ReadOnlyFilesystem, _) | (_, Some(libc::EROFS)) => {
+            "the file system is read-only (fix: write elsewhere)".into()
+        }
+        (K::FileTooLarge, _) | (_, Some(libc::EFBIG)) => {
+            "the file would exceed the size limit (EFBIG; see `ulimit -f`) (fix: raise the limit, or write elsewhere)"
+                .into()
+        }
+        (K::PermissionDenied, _) => {
+            format!("{e} (fix: check the permissions, or write elsewhere)")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// The first I/O error in `e`'s chain of causes.
+fn io_error_in(e: &anyhow::Error) -> Option<&std::io::Error> {
+    e.chain().find_map(|c| c.downcast_ref::<std::io::Error>())
+}
+
+/// `e`, from writing `path`, as one message naming `path`: an I/O error anywhere in its
+/// chain (a full disk, a quota) is the cause, said in words ([`io_cause`]) instead of as
+/// whatever a library wrapped it in ("Invalid thrift: transport error"); and `path` is
+/// left as it was (the temp file is removed, nothing renamed in).
+fn write_error(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    match io_error_in(&e) {
+        Some(io) => anyhow::anyhow!(
+            "writing {} failed (the file is left as it was): {}",
+            path.display(),
+            io_cause(io)
+        ),
+        None => e.context(format!("writing {}", path.display())),
+    }
+}
+
+/// `std::fs::create_dir_all` whose error names `path` and the fix: a file (not a folder)
+/// in the way, or in the way of a parent, is said in words, not as `File exists (os error 17)`.
+pub fn create_dir_all(path: &Path) -> Result<()> {
+    use std::io::ErrorKind as K;
+    let Err(e) = std::fs::create_dir_all(path) else {
+        return Ok(());
+    };
+    let cause = match e.kind() {
+        K::AlreadyExists => {
+            let what = std::fs::metadata(path).map_or("something", |m| kind(&m));
+            format!("{what} of that name is in the way, not a folder (fix: move it away, or give another folder)")
+        }
+        K::NotADirectory => match path
+            .ancestors()
+            .skip(1)
+            .find(|p| std::fs::metadata(p).is_ok_and(|m| !m.is_dir()))
+        {
+            Some(file) => format!(
+                "{} is a file, not a folder (fix: move it away, or give another folder)",
+                file.display()
+            ),
+            None => format!("{e} (fix: give another folder)"),
+        },
+        _ => io_cause(&e),
+    };
+    bail!("cannot create the folder {}: {cause}", path.display())
+}
+
 /// This host's name, hashed to 8 hex digits (no `-`, whatever the name): temp-file names
 /// carry it so that a cleanup on one host can tell another host's live writer from a
 /// dead writer of its own on a shared file system.
@@ -122,7 +197,7 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     } else {
         dir
     };
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_dir_all(dir)?;
     let ext = path
         .extension()
         .map_or(String::new(), |e| format!(".{}", e.to_string_lossy()));
@@ -135,10 +210,18 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
         .permissions(std::fs::Permissions::from_mode(0o666))
         .tempfile_in(dir)
         .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-    write(tmp.path()).with_context(|| format!("writing {}", path.display()))?;
-    std::fs::File::open(tmp.path())?.sync_all()?;
-    tmp.persist(path)
-        .with_context(|| format!("renaming into {}", path.display()))?;
+    // On an error the temp file is removed (dropped) and `path` left as it was.
+    write(tmp.path()).map_err(|e| write_error(path, e))?;
+    std::fs::File::open(tmp.path())
+        .and_then(|f| f.sync_all())
+        .map_err(|e| write_error(path, e.into()))?;
+    tmp.persist(path).map_err(|e| {
+        let cause = io_cause(&e.error);
+        anyhow::anyhow!(
+            "writing {}: renaming the finished temp file into place failed: {cause}",
+            path.display()
+        )
+    })?;
     Ok(())
 }
 

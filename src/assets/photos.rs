@@ -46,7 +46,7 @@ pub fn ifct_class(letter: char) -> Option<String> {
 
 fn write(dir: &Path, class: &str, file: &str, bytes: &[u8]) -> Result<()> {
     let folder = dir.join(class);
-    std::fs::create_dir_all(&folder)?;
+    crate::fsio::create_dir_all(&folder)?;
     let out = folder.join(file);
     std::fs::write(&out, bytes).with_context(|| format!("writing {}", out.display()))
 }

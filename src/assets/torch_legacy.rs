@@ -23,7 +23,14 @@ fn pickle<R: std::io::BufRead>(r: &mut R) -> Result<Object> {
 /// Whether `path` starts like a legacy `torch.save` file (not a zip archive).
 pub fn is_legacy(path: &Path) -> Result<bool> {
     let mut head = [0u8; 2];
-    std::fs::File::open(path)?.read_exact(&mut head)?;
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .with_context(|| {
+            format!(
+                "{}: cannot read its first bytes (fix: give a complete .pth or .safetensors file)",
+                path.display()
+            )
+        })?;
     Ok(head != *b"PK")
 }
 

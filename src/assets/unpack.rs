@@ -52,7 +52,8 @@ pub(super) fn unpack(asset: &Asset, package: &Path, dir: &Path) -> Result<()> {
             suffix,
             count,
         } => {
-            let f = std::fs::File::open(package)?;
+            let f = std::fs::File::open(package)
+                .with_context(|| format!("opening {}", package.display()))?;
             let zip = zip::ZipArchive::new(f)?;
             let names: Vec<String> = zip
                 .file_names()
@@ -95,7 +96,10 @@ pub(super) fn unpack(asset: &Asset, package: &Path, dir: &Path) -> Result<()> {
 
 /// The .deb's files in a temporary folder inside `dir` (removed when dropped).
 fn deb_extract(package: &Path, dir: &Path) -> Result<tempfile::TempDir> {
-    let tmp = tempfile::Builder::new().prefix(".deb").tempdir_in(dir)?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".deb")
+        .tempdir_in(dir)
+        .with_context(|| format!("creating a temp folder in {}", dir.display()))?;
     let status = Command::new("dpkg-deb")
         .arg("-x")
         .arg(package)
@@ -124,21 +128,31 @@ fn convert_inner(
     let tmp = out.with_extension("partial");
     convert(&raw, &tmp)
         .with_context(|| format!("converting {inner} from {}", package.display()))?;
-    std::fs::rename(&tmp, &out)?;
-    std::fs::remove_file(&raw)?;
+    std::fs::rename(&tmp, &out)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
+    std::fs::remove_file(&raw).with_context(|| format!("removing {}", raw.display()))?;
     Ok(())
 }
 
 fn extract_from_zip(archive: &Path, inner: &str, out: &Path) -> Result<()> {
-    let f = std::fs::File::open(archive)?;
+    let f =
+        std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
     let mut zip =
         zip::ZipArchive::new(f).with_context(|| format!("{} is not a zip", archive.display()))?;
     let mut entry = zip
         .by_name(inner)
         .with_context(|| format!("{inner} not found in {}", archive.display()))?;
     let tmp = out.with_extension("partial");
-    let mut w = std::fs::File::create(&tmp)?;
-    std::io::copy(&mut entry, &mut w)?;
-    std::fs::rename(&tmp, out)?;
+    let mut w =
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    std::io::copy(&mut entry, &mut w).with_context(|| {
+        format!(
+            "extracting {inner} of {} into {}",
+            archive.display(),
+            tmp.display()
+        )
+    })?;
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), out.display()))?;
     Ok(())
 }

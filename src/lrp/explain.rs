@@ -108,7 +108,17 @@ pub fn checkpoint_network(
         tensors.get("standardize.mean"),
         tensors.get("standardize.inv_std"),
     ) {
-        // Written by `lrprune export`: the head's input standardisation.
+        // Written by `lrprune export`: the head's input standardisation, one value per
+        // feature the head reads (a wrong length would fail deep in the forward pass).
+        for (name, t) in [("standardize.mean", mean), ("standardize.inv_std", inv_std)] {
+            if t.dims() != [first_in] {
+                bail!(
+                    "--weights {}: `{name}` has shape {:?}, but `classifier.0` reads {first_in} features (fix: vectors of length {first_in}, as `lrprune export` writes them with this head)",
+                    path.display(),
+                    t.dims()
+                );
+            }
+        }
         net.push_chain(Op::Standardize {
             mean: mean.to_dtype(DType::F32)?.to_device(device)?,
             inv_std: inv_std.to_dtype(DType::F32)?.to_device(device)?,
@@ -221,7 +231,7 @@ pub fn explain(opts: &ExplainOptions, device: &Device) -> Result<DataFrame> {
 
 /// Input relevance summed over channels, red = positive, blue = negative, one PNG a sample.
 fn write_heatmaps(input_rel: &Tensor, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir)?;
+    crate::fsio::create_dir_all(dir).context("--heatmaps")?;
     let maps = input_rel.sum(1)?.to_dtype(DType::F32)?.to_vec3::<f32>()?;
     for (i, m) in maps.iter().enumerate() {
         let (h, w) = (m.len(), m[0].len());

@@ -75,7 +75,8 @@ pub fn train(
             Box::new(move |loss| o.backward_step(loss))
         }
     };
-    for _ in 0..cfg.epochs {
+    let forward = |rng: Option<&mut ChaCha8Rng>| -> Result<Tensor> {
+        let mut rng = rng;
         let mut h = x.clone();
         for (i, (w, b)) in vars.iter().enumerate() {
             h = h
@@ -83,13 +84,31 @@ pub fn train(
                 .broadcast_add(b.as_tensor())?;
             if i + 1 < vars.len() {
                 h = h.relu()?;
-                if cfg.dropout > 0.0 {
+                if let Some(rng) = rng.as_deref_mut().filter(|_| cfg.dropout > 0.0) {
                     h = dropout(&h, cfg.dropout, rng)?;
                 }
             }
         }
+        Ok(h)
+    };
+    for _ in 0..cfg.epochs {
+        let h = forward(Some(&mut *rng))?;
         let loss = candle_nn::loss::cross_entropy(&h, labels)?;
         opt(&loss)?;
+    }
+    // A learning rate too large for the features sends the weights to inf or NaN; the
+    // network's NaN logits would then be blamed on the checkpoint. The features were
+    // checked finite before, so this is the head's training: say so, naming the key.
+    if cfg.epochs > 0 && !all_finite(&forward(None)?)? {
+        bail!(
+            "`head.lr` = {}: training the head diverged (its outputs on the training features are NaN or infinite after {} epochs of {}) (fix: a smaller lr, e.g. lr = 0.01, the default)",
+            number(cfg.lr),
+            cfg.epochs,
+            match cfg.optimizer {
+                Optimizer::Adam => "adam",
+                Optimizer::Sgd => "sgd",
+            }
+        );
     }
 
     let mut layers = Vec::new();
@@ -106,6 +125,20 @@ pub fn train(
         }));
     }
     Ok(layers)
+}
+
+/// `x` as a spec would write it: 1e308, not 309 digits.
+fn number(x: f64) -> String {
+    if x != 0.0 && !(1e-4..1e6).contains(&x.abs()) {
+        format!("{x:e}")
+    } else {
+        format!("{x}")
+    }
+}
+
+fn all_finite(t: &Tensor) -> Result<bool> {
+    let v = t.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+    Ok(v.iter().all(|v| v.is_finite()))
 }
 
 /// Per-feature mean and standard deviation (ε = 1e-6 under the root) of `features` (N, F),

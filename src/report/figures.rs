@@ -185,7 +185,7 @@ pub fn render_all(
     focus: &str,
     dir: &Path,
 ) -> Result<Vec<PathBuf>> {
-    std::fs::create_dir_all(dir)?;
+    crate::fsio::create_dir_all(dir)?;
     let names: std::collections::BTreeSet<String> =
         curves.iter().map(|c| c.curve.clone()).collect();
     let colors: BTreeMap<String, usize> =

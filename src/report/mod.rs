@@ -92,7 +92,7 @@ fn labels(results: &Path) -> Labels {
 pub fn report(results: &Path, opts: &ReportOptions) -> Result<Report> {
     let out = opts.out.clone().unwrap_or_else(|| results.join("report"));
     crate::fsio::check_dir_destination(&out).context("--out")?;
-    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+    crate::fsio::create_dir_all(&out)?;
     let bar = if opts.quiet {
         ProgressBar::hidden()
     } else {

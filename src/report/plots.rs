@@ -61,11 +61,35 @@ pub struct Chart {
     pub lines: Vec<Line>,
 }
 
-fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart) -> Result<()>
+/// A drawing error as one line naming the figure file and the cause (plotters' `Debug`
+/// output, and its bitmap error's `Display`, are dumps of nested enums).
+fn draw_error<E: std::error::Error + Send + Sync>(
+    file: &Path,
+    title: &str,
+    e: DrawingAreaErrorKind<E>,
+) -> anyhow::Error {
+    let text = e.to_string();
+    let cause = text.strip_prefix("backend error: ").unwrap_or(&text);
+    let cause = cause
+        .strip_prefix("Drawing backend error: ")
+        .map(String::from)
+        .or_else(|| {
+            cause
+                .strip_prefix("Font loading error: ")
+                .map(|f| format!("the embedded font failed: {f}"))
+        })
+        .unwrap_or_else(|| cause.to_string());
+    anyhow!(
+        "{}: drawing the figure `{title}` failed: {cause} (fix: rerun `lrprune report`; if it fails again, report it with the results folder)",
+        file.display()
+    )
+}
+
+fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, chart: &Chart, file: &Path) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
-    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| anyhow!("plotting `{}`: {e:?}", chart.title);
+    let e = |e: DrawingAreaErrorKind<DB::ErrorType>| draw_error(file, &chart.title, e);
     root.fill(&WHITE).map_err(e)?;
     let mut c = ChartBuilder::on(&root)
         .caption(&chart.title, ("sans-serif", 26))
@@ -131,12 +155,28 @@ pub fn render(chart: &Chart, stem: &Path) -> Result<[PathBuf; 2]> {
     register_font()?;
     let png = stem.with_extension("png");
     let svg = stem.with_extension("svg");
-    // Through a temp file and a rename: a killed report leaves no half-drawn figure.
-    crate::results::write_atomic(&png, |tmp| {
-        draw(BitMapBackend::new(tmp, SIZE).into_drawing_area(), chart)
-    })?;
-    crate::results::write_atomic(&svg, |tmp| {
-        draw(SVGBackend::new(tmp, SIZE).into_drawing_area(), chart)
-    })?;
+    // Drawn in memory and written by lrprune, not by plotters: a failed write (a full
+    // disk) is reported naming the file like any other output. Through a temp file and a
+    // rename: a killed report leaves no half-drawn figure.
+    let mut pixels = vec![0u8; SIZE.0 as usize * SIZE.1 as usize * 3];
+    draw(
+        BitMapBackend::with_buffer(&mut pixels, SIZE).into_drawing_area(),
+        chart,
+        &png,
+    )?;
+    let image = image::RgbImage::from_raw(SIZE.0, SIZE.1, pixels)
+        .ok_or_else(|| anyhow!("{}: the figure's pixel buffer is short", png.display()))?;
+    let mut encoded = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut encoded, image::ImageFormat::Png)
+        .map_err(|e| anyhow!("{}: encoding the figure failed: {e}", png.display()))?;
+    crate::results::write_atomic(&png, |tmp| Ok(std::fs::write(tmp, encoded.get_ref())?))?;
+    let mut text = String::new();
+    draw(
+        SVGBackend::with_string(&mut text, SIZE).into_drawing_area(),
+        chart,
+        &svg,
+    )?;
+    crate::results::write_atomic(&svg, |tmp| Ok(std::fs::write(tmp, &text)?))?;
     Ok([png, svg])
 }

@@ -132,7 +132,7 @@ pub fn claim(dir: &Path, run_id: &str) -> Result<Claim> {
 fn claim_beating(dir: &Path, run_id: &str, every: Duration) -> Result<Claim> {
     let path = path(dir, run_id);
     let locks = path.parent().expect("a lock path has a folder");
-    std::fs::create_dir_all(locks).with_context(|| format!("creating {}", locks.display()))?;
+    crate::fsio::create_dir_all(locks)?;
     for _ in 0..3 {
         match std::fs::OpenOptions::new()
             .write(true)

@@ -18,7 +18,7 @@ use crate::model::{cost, Network};
 use crate::prune::FilterMask;
 use crate::results::{self, RunIdentity, RunMeta, StepRecord};
 use crate::spec::{RunConfig, Spec};
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 use candle_core::Device;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use std::path::{Path, PathBuf};
@@ -225,7 +225,7 @@ impl Summary {
 /// fail or are held elsewhere do not stop the others: the summary says what happened to each.
 pub fn run_sweep(spec: &Spec, opts: &RunOptions) -> Result<Summary> {
     let dir = &spec.results_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::fsio::create_dir_all(dir)?;
     results::remove_stale_partials(dir)?;
     let mine = match opts.shard {
         Some(s) => shard::assign(&spec.runs, s.count)

@@ -313,6 +313,17 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
             bail!(loc.err(span, key, why));
         }
     }
+    if exp
+        .results_dir
+        .as_ref()
+        .is_some_and(|d| d.as_os_str().is_empty())
+    {
+        bail!(loc.err(
+            loc.key_in(0..1, "results_dir"),
+            "experiment.results_dir",
+            format!("is empty, which would write results into the current directory (fix: give a folder, e.g. results_dir = \"results/{name}\", or leave the key out for that default)")
+        ));
+    }
     let results_dir = exp
         .results_dir
         .clone()
