@@ -312,36 +312,9 @@ fn special_and_oversized_input_files_are_refused() {
 /// files are written with the umask's mode.
 #[test]
 fn report_and_export_destinations_are_checked_and_readable() {
-    use lrprune::results::{self, RunIdentity, StepRecord};
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().join("res");
-    let rec = |step: i64, rate: f64| StepRecord {
-        step,
-        pruning_rate: rate,
-        filters_remaining: 10,
-        params: 100,
-        flops: 100,
-        top1: 0.5,
-        balanced_acc: 0.5,
-        harmonic_acc: 0.5,
-        class_acc: vec![0.5, 0.5],
-        layer_filters: vec![10],
-        control_acc: None,
-        step_size: 0.5,
-        backoffs: 0,
-        wall_ms: 1.0,
-    };
-    let id = RunIdentity {
-        run_id: "m-d-a-s0".into(),
-        experiment: "t".into(),
-        model: "m".into(),
-        dataset: "d".into(),
-        method: "a".into(),
-        variant: String::new(),
-        seed: 0,
-    };
-    let mut df = results::steps_frame(&id, &[rec(0, 0.0), rec(1, 0.5)]).unwrap();
-    results::write_parquet_atomic(&results::steps_path(&d, &id.run_id), &mut df).unwrap();
+    tiny_results(&d);
 
     let fifo = dir.path().join("fifo");
     mkfifo(&fifo);
