@@ -560,6 +560,20 @@ fn the_lazy_search_on_a_few_images_decides_on_them_alone() {
     );
 }
 
+/// One default per knob: an `aa-lrp` config made in code without a `control` table runs what
+/// a spec's `aa-lrp` without one runs (the chosen variant), not the knobs' field defaults.
+#[test]
+fn an_aa_lrp_config_without_control_runs_the_chosen_variant() {
+    let (_dir, cfg) = tiny();
+    assert_eq!(cfg.control, Some(ControlSettings::chosen()));
+    let mut bare = cfg.clone();
+    bare.control = None;
+    assert_eq!(bare.control_settings(), ControlSettings::chosen());
+    assert!(runner::searches_layers(&bare));
+    let task = runner::prepare_task(&cfg, &Device::Cpu).unwrap();
+    assert!(same(&decisions(&cfg, &task), &decisions(&bare, &task)));
+}
+
 /// The screen's estimate is the derivative it claims to be: for every channel of every
 /// group, the gate derivative ∂A/∂g_c equals a central difference of A with the channel
 /// scaled by 1 ± ε — its conv's weight row and bias, or, for the group that feeds the

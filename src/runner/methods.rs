@@ -12,7 +12,7 @@ use candle_core::Device;
 /// Whether the run's method searches layers by measurement (src/prune/search/), which
 /// holds the control split's values: its memory is checked per run (`memory::Estimate`).
 pub fn searches_layers(cfg: &RunConfig) -> bool {
-    cfg.method.kind == MethodKind::AaLrp && cfg.control.clone().unwrap_or_default().layer_search
+    cfg.method.kind == MethodKind::AaLrp && cfg.control_settings().layer_search
 }
 
 /// The schedule a method runs. Criteria only ever see the reference (training) split.
@@ -39,7 +39,7 @@ pub fn schedule_for(
         let lrp = cfg.lrp.clone().unwrap_or_default();
         let composite =
             crate::lrp::composite::by_name(&lrp.composite, cfg.model.preprocess, device)?;
-        let control = cfg.control.clone().unwrap_or_default();
+        let control = cfg.control_settings();
         return Ok(Box::new(AccuracyAware::new(
             control,
             lrp,

@@ -99,6 +99,13 @@ pub struct RunConfig {
 }
 
 impl RunConfig {
+    /// The controller's knobs of an `aa-lrp` run: its `control` table, or — where it has
+    /// none — the chosen variant, at load ([`load`]) and for a config made in code alike
+    /// (one default, [`ControlSettings::chosen`]).
+    pub fn control_settings(&self) -> ControlSettings {
+        self.control.clone().unwrap_or_else(ControlSettings::chosen)
+    }
+
     /// Stable id: readable prefix + hash of the canonical JSON of the whole config.
     pub fn run_id(&self) -> String {
         use sha2::{Digest, Sha256};
