@@ -372,26 +372,32 @@ fn a_spec_that_is_not_utf8_names_the_line_and_byte() {
 }
 
 /// What only the dataset can tell (a class it lacks, too few images) is found at run time,
-/// and still located at the spec line that sets the key.
+/// and still located at the spec line that sets the key; set by an override, at the
+/// override's line, not at the section's (which holds a value that fits).
 #[test]
 fn dataset_dependent_errors_point_at_the_spec_line() {
-    for (setting, key) in [
-        ("classes = [9]", "data.classes"),
-        ("train_per_class = 500", "data.train_per_class"),
+    let in_section = |setting: &str| ("train_per_class = 10".to_string(), setting.to_string());
+    let overridden = (
+        "epochs = 100".to_string(),
+        "epochs = 100\n\n[[override]]\nname = \"many\"\ndata = { train_per_class = 500 }".into(),
+    );
+    for ((from, to), needle, key) in [
+        (in_section("classes = [9]"), "classes = [9]", "data.classes"),
+        (
+            in_section("train_per_class = 500"),
+            "train_per_class = 500",
+            "data.train_per_class",
+        ),
+        (overridden, "data = {", "data.train_per_class"),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let spec = common::tiny_spec(dir.path(), "dd", r#"["l1"]"#, "[0]");
-        let text = std::fs::read_to_string(&spec)
-            .unwrap()
-            .replace("train_per_class = 10", setting);
+        let text = std::fs::read_to_string(&spec).unwrap().replace(&from, &to);
         std::fs::write(&spec, &text).unwrap();
         let (ok, err) = lrprune_on(&["run", "--quiet"], &spec);
-        let line = text[..text.find(setting).unwrap()].matches('\n').count() + 1;
         assert!(!ok);
-        assert!(
-            err.contains(&format!("dd.toml:{line}: key `{key}`")),
-            "{err}"
-        );
+        let at = format!("dd.toml:{}: key `{key}`", line_of(&text, needle));
+        assert!(err.contains(&at), "`{at}` not in: {err}");
     }
 }
 
@@ -426,6 +432,16 @@ fn a_task_over_the_memory_limit_is_refused_with_the_fix() {
     for words in ["needs about", "--max-memory", "fix", "mem.toml"] {
         assert!(err.contains(words), "`{words}` not in: {err}");
     }
+    // Located at the line of the key its fix names first.
+    let text = std::fs::read_to_string(&spec).unwrap();
+    let at = |key: &str| {
+        let line = line_of(&text, &format!("{key} = "));
+        format!("mem.toml:{line}: key `data.{key}`")
+    };
+    assert!(
+        err.contains(&at("batch_size")) || err.contains(&at("train_per_class")),
+        "{err}"
+    );
     let (ok, err) = lrprune_on(&["run", "--quiet", "--max-memory", "lots"], &spec);
     assert!(!ok && err.contains("--max-memory 'lots'"), "{err}");
 }

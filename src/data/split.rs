@@ -3,8 +3,8 @@
 
 use super::preprocess::{self, Fit};
 use super::{ImageSource, RawImage, Sources};
-use crate::spec::{DataSettings, Preprocess};
-use anyhow::{bail, Result};
+use crate::spec::{DataSettings, Preprocess, SettingError};
+use anyhow::Result;
 use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -83,11 +83,15 @@ fn take(
     let (mut imgs, mut labels) = (Vec::new(), Vec::new());
     for (new_label, pool) in pools.iter_mut().enumerate() {
         if pool.len() < per_class {
-            bail!(
-                "class `{}` has only {} images left for the {what} split, {per_class} requested (fix: lower data.{what}_per_class)",
-                names[new_label],
-                pool.len()
-            );
+            return Err(SettingError {
+                key: format!("data.{what}_per_class"),
+                why: format!(
+                    "class `{}` has only {} images left for the {what} split, {per_class} requested (fix: lower data.{what}_per_class)",
+                    names[new_label],
+                    pool.len()
+                ),
+            }
+            .into());
         }
         for i in pool.drain(..per_class) {
             imgs.push(src.image(i)?);
@@ -95,6 +99,14 @@ fn take(
         }
     }
     Ok((imgs, labels))
+}
+
+fn classes_error(why: String) -> anyhow::Error {
+    SettingError {
+        key: "data.classes".into(),
+        why: format!("data.classes: {why}"),
+    }
+    .into()
 }
 
 /// Draw the split with `rng`; decode and preprocess only the chosen images.
@@ -114,23 +126,21 @@ pub fn make(
             .iter()
             .map(|c| {
                 c.find(all_names).map(|i| i as u32).ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "data.classes: class {c} does not exist (the dataset has {}: {})",
+                    classes_error(format!(
+                        "class {c} does not exist (the dataset has {}: {})",
                         all_names.len(),
                         all_names.join(", ")
-                    )
+                    ))
                 })
             })
             .collect::<Result<_>>()?
     };
     for (i, c) in classes.iter().enumerate() {
         if let Some(j) = classes[..i].iter().position(|d| d == c) {
-            bail!(
-                "data.classes: class `{}` is listed twice (as {} and {}) (fix: list each class once)",
-                all_names[*c as usize],
-                cfg.classes[j],
-                cfg.classes[i]
-            );
+            return Err(classes_error(format!(
+                "class `{}` is listed twice (as {} and {}) (fix: list each class once)",
+                all_names[*c as usize], cfg.classes[j], cfg.classes[i]
+            )));
         }
     }
     let names: Vec<String> = classes

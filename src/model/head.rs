@@ -7,7 +7,7 @@
 //! Every random draw (init, dropout) comes from the seed.
 
 use super::layer::{Linear, Op};
-use crate::spec::{HeadSettings, InputNorm, Optimizer};
+use crate::spec::{HeadSettings, InputNorm, Optimizer, SettingError};
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor, Var};
 use candle_nn::optim::{AdamW, Optimizer as _, ParamsAdamW, SGD};
@@ -100,7 +100,7 @@ pub fn train(
     // network's NaN logits would then be blamed on the checkpoint. The features were
     // checked finite before, so this is the head's training: say so, naming the key.
     if cfg.epochs > 0 && !all_finite(&forward(None)?)? {
-        bail!(
+        let why = format!(
             "`head.lr` = {}: training the head diverged (its outputs on the training features are NaN or infinite after {} epochs of {}) (fix: a smaller lr, e.g. lr = 0.01, the default)",
             number(cfg.lr),
             cfg.epochs,
@@ -109,6 +109,11 @@ pub fn train(
                 Optimizer::Sgd => "sgd",
             }
         );
+        return Err(SettingError {
+            key: "head.lr".into(),
+            why,
+        }
+        .into());
     }
 
     let mut layers = Vec::new();

@@ -9,6 +9,7 @@
 use crate::model::network::Shape;
 use crate::model::prefix;
 use crate::model::Network;
+use crate::spec::SettingError;
 pub use crate::sysmem::{limit, physical, set_limit};
 use anyhow::{bail, Result};
 
@@ -159,8 +160,25 @@ pub fn estimate(net: &Network, splits: &[usize], batch: usize) -> Estimate {
 /// Refuse a task (or a run) whose estimate exceeds the limit, with the numbers and the fix.
 pub fn check(what: &str, e: &Estimate, batch: usize) -> Result<()> {
     match refusal(what, e, batch, limit()) {
-        Some(msg) => bail!(msg),
+        // Located at the spec key its fix names first.
+        Some(why) => Err(SettingError {
+            key: fix(e, limit()).0.into(),
+            why,
+        }
+        .into()),
         None => Ok(()),
+    }
+}
+
+/// The fix of a refusal, and the spec key it names first (where the error is located).
+fn fix(e: &Estimate, limit: u64) -> (&'static str, String) {
+    let without_search = Estimate { search: 0, ..*e };
+    let without_head = Estimate { head: 0, ..*e };
+    match e.max_batch(limit) {
+        _ if e.head > 0 && without_head.total() <= limit => ("head.hidden", "use narrower [head] hidden layers (or fewer training images), or raise --max-memory".to_string()),
+        _ if e.search > 0 && without_search.total() <= limit => ("data.train_per_class", "use fewer images on the control split (data.train_per_class, or data.control_per_class), a smaller input_size, or a method without control.layer_search, or raise --max-memory".to_string()),
+        Some(b) => ("data.batch_size", format!("set [data] batch_size to {b} or less, or raise --max-memory")),
+        None => ("data.train_per_class", "use fewer images per class or a smaller input_size, or raise --max-memory".into()),
     }
 }
 
@@ -170,14 +188,7 @@ pub fn refusal(what: &str, e: &Estimate, batch: usize, limit: u64) -> Option<Str
         return None;
     }
     let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-    let without_search = Estimate { search: 0, ..*e };
-    let without_head = Estimate { head: 0, ..*e };
-    let fix = match e.max_batch(limit) {
-        _ if e.head > 0 && without_head.total() <= limit => "use narrower [head] hidden layers (or fewer training images), or raise --max-memory".to_string(),
-        _ if e.search > 0 && without_search.total() <= limit => "use fewer images on the control split (data.train_per_class, or data.control_per_class), a smaller input_size, or a method without control.layer_search, or raise --max-memory".to_string(),
-        Some(b) => format!("set [data] batch_size to {b} or less, or raise --max-memory"),
-        None => "use fewer images per class or a smaller input_size, or raise --max-memory".into(),
-    };
+    let (_, fix) = fix(e, limit);
     let mut search = if e.search > 0 {
         format!(
             " + the layer search's control-split values {:.1}",

@@ -108,17 +108,6 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
     Ok(rows)
 }
 
-/// A run-time error that names a spec key (`data.train_per_class`: what only the dataset
-/// can tell, such as too few images) gets the line where the spec sets that key.
-fn located(spec: &Spec, e: anyhow::Error) -> anyhow::Error {
-    let msg = format!("{e:#}");
-    let line = crate::spec::key_line(&spec.path, &msg);
-    match line {
-        Some((key, line)) => e.context(format!("{}:{line}: key `{key}`", spec.path.display())),
-        None => e,
-    }
-}
-
 /// `f`, with a panic (a bug: everything a spec can say is checked at load) turned into an
 /// error, so the message still names the spec and the run.
 pub fn guard<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
@@ -392,7 +381,7 @@ impl<'a> Sweep<'a> {
         let (task, rows) = match self.run(cfg) {
             Ok(done) => done,
             Err(e) => {
-                let e = located(self.spec, e)
+                let e = (self.spec.locate(cfg, e))
                     .context(format!("{}: run {id}", self.spec.path.display()));
                 self.say(&format!("error: {e:#}"));
                 return Ok(Attempt::Failed(id));

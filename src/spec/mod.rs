@@ -6,7 +6,10 @@
 
 mod catalog;
 mod control;
+mod grid;
 mod locate;
+mod names;
+mod sections;
 mod settings;
 pub mod validate;
 
@@ -23,8 +26,9 @@ pub use settings::{
 
 use anyhow::{bail, Result};
 use catalog::builtin_dataset;
-use control::check_control;
 use locate::{toml_error_key, Locator};
+use names::{check_source, check_weights, resolve_local, resolve_names};
+use sections::validate_settings;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -37,6 +41,17 @@ pub struct SpecError {
     pub line: usize,
     pub key: String,
     pub message: String,
+}
+
+/// A setting that fails on what only the run can see (the dataset's classes and sizes):
+/// raised at run time with the key it concerns, located by [`Spec::locate`].
+#[derive(Debug, thiserror::Error)]
+#[error("{why}")]
+pub struct SettingError {
+    /// `section.key`, as in the spec (`data.train_per_class`).
+    pub key: String,
+    /// The message, naming the key, its value and the fix.
+    pub why: String,
 }
 
 /// The TOML file as written.
@@ -149,6 +164,31 @@ pub struct Spec {
     pub baseline: String,
     pub results_dir: PathBuf,
     pub runs: Vec<RunConfig>,
+    /// Where the spec sets each section key, per variant (see [`Spec::locate`]).
+    key_lines: grid::KeyLines,
+}
+
+impl Spec {
+    /// `error`, located at the spec line that sets the key it names, if it is a
+    /// [`SettingError`] and the spec sets that key (the override's line for a run of that
+    /// override, else the section's): what only the data can tell, such as a class with too
+    /// few images, is found at run time and still points at the line to fix.
+    pub fn locate(&self, run: &RunConfig, error: anyhow::Error) -> anyhow::Error {
+        let Some(key) = error
+            .chain()
+            .find_map(|c| c.downcast_ref::<SettingError>())
+            .map(|e| e.key.clone())
+        else {
+            return error;
+        };
+        let line = [run.variant.as_str(), ""]
+            .iter()
+            .find_map(|v| self.key_lines.get(&(v.to_string(), key.clone())));
+        match line {
+            Some(line) => error.context(format!("{}:{line}: key `{key}`", self.path.display())),
+            None => error.context(format!("{}: key `{key}`", self.path.display())),
+        }
+    }
 }
 /// The largest spec file read (the shipped ones are under 10 KiB).
 pub const MAX_SPEC_BYTES: u64 = 16 << 20;
@@ -274,58 +314,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
             )
         },
     )?;
-    let method_uses: Vec<&Spanned<String>> = methods.iter().map(|(_, at)| *at).collect();
-    let methods: Vec<MethodSpec> = methods.into_iter().map(|(spec, _)| spec).collect();
-
-    let variants = resolve_overrides(&loc, &raw)?;
     let name = exp.name.get_ref().clone();
-    let mut runs = Vec::new();
-    // The position in `experiment.methods` of each run's method, for locating its errors.
-    let mut method_of_run = Vec::new();
-    for model in &models {
-        for dataset in &datasets {
-            for &seed in exp.seeds.get_ref() {
-                for v in &variants {
-                    for (mi, method) in methods.iter().enumerate() {
-                        if !v.covers(&method.name, seed) {
-                            continue;
-                        }
-                        method_of_run.push(mi);
-                        runs.push(RunConfig {
-                            lrp: method
-                                .kind
-                                .uses_relevance()
-                                .then(|| method.lrp.clone().unwrap_or_else(|| v.lrp.clone())),
-                            control: (method.kind == MethodKind::AaLrp).then(|| {
-                                (method.control.clone()).unwrap_or_else(ControlSettings::chosen)
-                            }),
-                            experiment: name.clone(),
-                            model: model.clone(),
-                            dataset: dataset.clone(),
-                            method: method.clone(),
-                            seed,
-                            variant: v.name.clone(),
-                            data: with_default_classes(&v.data, dataset),
-                            pruning: v.pruning.clone(),
-                            head: v.head.clone(),
-                        });
-                    }
-                }
-            }
-        }
-    }
-    for (i, r) in runs.iter().enumerate() {
-        if let Err((key, why)) = validate::check_method(r) {
-            let field = key.rsplit('.').next().unwrap_or(key);
-            let at = method_uses[method_of_run[i]];
-            let span = key_of_table(&loc, &raw.method, &r.method.name, field, at);
-            let why = match r.variant.as_str() {
-                "" => why,
-                v => format!("in override `{v}`: {why}"),
-            };
-            bail!(loc.err(span, key, why));
-        }
-    }
+    let grid = grid::expand(&loc, &raw, &name, &models, &datasets, &methods)?;
+    let methods: Vec<MethodSpec> = methods.into_iter().map(|(spec, _)| spec).collect();
     if exp
         .results_dir
         .as_ref()
@@ -364,463 +355,9 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
         name,
         baseline,
         results_dir,
-        runs,
+        runs: grid.runs,
+        key_lines: grid.key_lines,
     })
-}
-
-/// The run's data settings: the spec's, with the dataset's default classes where the spec
-/// names none.
-fn with_default_classes(data: &DataSettings, dataset: &DatasetSpec) -> DataSettings {
-    let mut data = data.clone();
-    if data.classes.is_empty() {
-        data.classes = default_classes(&dataset.source)
-            .iter()
-            .map(|c| ClassRef::Name(c.to_string()))
-            .collect();
-    }
-    data
-}
-
-/// A table a spec defines by name (`[[model]]`, `[[dataset]]`, `[[method]]`).
-trait Named {
-    fn name(&self) -> &str;
-}
-impl Named for ModelSpec {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-impl Named for DatasetSpec {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-impl Named for MethodSpec {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
-/// Each name listed at `experiment.<key>`: the table of that name, else the built-in one;
-/// an unknown name is an error located at its mention, with `unknown(name)` as the message.
-fn resolve_names<'a, T: Named + Clone>(
-    loc: &Locator,
-    names: &'a Spanned<Vec<Spanned<String>>>,
-    key: &str,
-    tables: &[Spanned<T>],
-    builtin: impl Fn(&str) -> Option<T>,
-    unknown: impl Fn(&str) -> String,
-) -> Result<Vec<(T, &'a Spanned<String>)>> {
-    names
-        .get_ref()
-        .iter()
-        .map(|n| {
-            let name = n.get_ref();
-            tables
-                .iter()
-                .find(|t| t.get_ref().name() == name)
-                .map(|t| t.get_ref().clone())
-                .or_else(|| builtin(name))
-                .map(|spec| (spec, n))
-                .ok_or_else(|| loc.err(n.span(), &format!("experiment.{key}"), unknown(name)))
-        })
-        .collect()
-}
-
-/// The first `section.key` of the spec's sections that `message` names and the spec file
-/// sets, with the line that sets it.
-pub fn key_line(path: &Path, message: &str) -> Option<(String, usize)> {
-    let text = std::fs::read_to_string(path).ok()?;
-    for section in ["data", "pruning", "head", "lrp"] {
-        let Some(at) = message.find(&format!("{section}.")) else {
-            continue;
-        };
-        let key: String = message[at + section.len() + 1..]
-            .chars()
-            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-            .collect();
-        let mut in_section = false;
-        for (i, line) in text.lines().enumerate() {
-            let t = line.trim();
-            if t.starts_with('[') {
-                in_section = t == format!("[{section}]");
-            } else if in_section
-                && t.starts_with(&key)
-                && t[key.len()..].trim_start().starts_with('=')
-            {
-                return Some((format!("{section}.{key}"), i + 1));
-            }
-        }
-    }
-    None
-}
-
-/// Relative local paths in a spec are relative to the spec file, like an include.
-fn resolve_local(base: &Path, source: &str) -> String {
-    if source.starts_with("asset:") || Path::new(source).is_absolute() {
-        source.to_string()
-    } else {
-        base.join(source).display().to_string()
-    }
-}
-
-fn check_weights(
-    loc: &Locator,
-    raw: &SpecFile,
-    used_at: &Spanned<String>,
-    spec: &ModelSpec,
-) -> Result<()> {
-    if let Some(asset) = spec.weights.strip_prefix("asset:") {
-        if crate::assets::find(asset).is_none() {
-            bail!(loc.err(
-                used_at.span(),
-                "model.weights",
-                format!(
-                    "unknown asset `{asset}` (fix: run `lrprune fetch --list` for the asset names)"
-                ),
-            ));
-        }
-        return Ok(());
-    }
-    let problem = match std::fs::metadata(&spec.weights) {
-        Err(_) => "does not exist",
-        Ok(m) if m.is_dir() => "is a directory, not a weights file",
-        Ok(m) if !m.is_file() => "is not a regular file (a device or a pipe)",
-        Ok(m) if m.len() == 0 => "is empty",
-        Ok(_) => return Ok(()),
-    };
-    bail!(loc.err(
-        key_of_table(loc, &raw.model, &spec.name, "weights", used_at),
-        "model.weights",
-        format!(
-            "weights file `{}` {problem} (fix: give a .safetensors or .pth file, relative to the spec, or `asset:NAME` for a built-in asset)",
-            spec.weights
-        ),
-    ))
-}
-
-/// Where table `name` (a `[[model]]` / `[[dataset]]`) sets `key`; where the name is used
-/// for a built-in one.
-fn key_of_table<T: Named>(
-    loc: &Locator,
-    tables: &[Spanned<T>],
-    name: &str,
-    key: &str,
-    used_at: &Spanned<String>,
-) -> std::ops::Range<usize> {
-    tables
-        .iter()
-        .find(|t| t.get_ref().name() == name)
-        .map(|t| loc.key_in(t.span(), key))
-        .unwrap_or(used_at.span())
-}
-
-/// A dataset's local source must exist (a folder or a file, as its format wants).
-fn check_source(
-    loc: &Locator,
-    raw: &SpecFile,
-    used_at: &Spanned<String>,
-    spec: &DatasetSpec,
-) -> Result<()> {
-    if spec.source.starts_with("asset:") || Path::new(&spec.source).exists() {
-        return Ok(());
-    }
-    bail!(loc.err(
-        key_of_table(loc, &raw.dataset, &spec.name, "source", used_at),
-        "dataset.source",
-        format!(
-            "`{}` does not exist (fix: a path relative to the spec, or `asset:NAME`)",
-            spec.source
-        ),
-    ))
-}
-
-fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
-    check_sections(loc, raw, &Variant::base(raw), None)?;
-    check_names(loc, raw)?;
-    // A method's own `lrp` (the spec's and each override's are section checks).
-    for m in &raw.method {
-        if let Some(Err((key, why))) = m.get_ref().lrp.as_ref().map(validate::check_lrp) {
-            bail!(loc.err(loc.key_in(m.span(), key), &format!("lrp.{key}"), why));
-        }
-    }
-    for m in &raw.method {
-        if let Some(c) = &m.get_ref().control {
-            if let Err((key, why)) = check_control(c) {
-                bail!(loc.err(
-                    loc.key_in(m.span(), "control"),
-                    &format!("method.control.{key}"),
-                    why
-                ));
-            }
-        }
-    }
-    for m in &raw.model {
-        if let Err((key, why)) = validate::check_model(m.get_ref()) {
-            bail!(loc.err(loc.key_in(m.span(), key), &format!("model.{key}"), why));
-        }
-    }
-    Ok(())
-}
-
-/// The byte range of `[section]`'s header, or the experiment name's where the section is
-/// not written (its defaults are valid).
-fn section_span(loc: &Locator, raw: &SpecFile, section: &str) -> std::ops::Range<usize> {
-    let header = format!("[{section}]");
-    loc.text
-        .lines()
-        .scan(0usize, |at, line| {
-            let start = *at;
-            *at += line.len() + 1;
-            Some((start, line))
-        })
-        .find(|(_, line)| line.trim() == header)
-        .map_or(raw.experiment.name.span(), |(start, _)| {
-            start..start + header.len()
-        })
-}
-
-/// Range checks of a variant's sections; an override's problems point at the override.
-fn check_sections(
-    loc: &Locator,
-    raw: &SpecFile,
-    v: &Variant,
-    at: Option<std::ops::Range<usize>>,
-) -> Result<()> {
-    let checks = [
-        ("data", validate::check_data(&v.data)),
-        ("pruning", validate::check_pruning(&v.pruning)),
-        ("head", validate::check_head(&v.head)),
-        ("pruning", validate::check_after_step(&v.pruning, &v.head)),
-        ("lrp", validate::check_lrp(&v.lrp)),
-    ];
-    for (section, result) in checks {
-        let Err((key, why)) = result else { continue };
-        let (span, key_path, why) = match &at {
-            Some(o) => (
-                loc.key_in(o.clone(), section),
-                format!("override.{section}.{key}"),
-                format!("in override `{}`: {why}", v.name),
-            ),
-            None => (
-                loc.key_in(section_span(loc, raw, section), key),
-                format!("{section}.{key}"),
-                why,
-            ),
-        };
-        bail!(loc.err(span, &key_path, why));
-    }
-    Ok(())
-}
-
-/// Names (they become file names) and lists without duplicates (a duplicate would run the
-/// same run id twice).
-fn check_names(loc: &Locator, raw: &SpecFile) -> Result<()> {
-    let exp = &raw.experiment;
-    if let Err(why) = validate::check_name(exp.name.get_ref()) {
-        bail!(loc.err(exp.name.span(), "experiment.name", why));
-    }
-    let tables = raw
-        .model
-        .iter()
-        .map(|t| (t.span(), t.get_ref().name.as_str(), "model.name"))
-        .chain(
-            raw.dataset
-                .iter()
-                .map(|t| (t.span(), t.get_ref().name.as_str(), "dataset.name")),
-        )
-        .chain(
-            raw.method
-                .iter()
-                .map(|t| (t.span(), t.get_ref().name.as_str(), "method.name")),
-        );
-    for (span, name, key) in tables {
-        if let Err(why) = validate::check_name(name) {
-            bail!(loc.err(loc.key_in(span, "name"), key, why));
-        }
-    }
-    unique_tables(loc, &raw.model, "model")?;
-    unique_tables(loc, &raw.dataset, "dataset")?;
-    unique_tables(loc, &raw.method, "method")?;
-    for (list, key) in [
-        (&exp.models, "experiment.models"),
-        (&exp.datasets, "experiment.datasets"),
-        (&exp.methods, "experiment.methods"),
-    ] {
-        let mut seen = std::collections::HashSet::new();
-        if let Some(dup) = list.get_ref().iter().find(|n| !seen.insert(n.get_ref())) {
-            bail!(loc.err(
-                dup.span(),
-                key,
-                format!("`{}` is listed twice (fix: list it once)", dup.get_ref())
-            ));
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    if let Some(dup) = exp.seeds.get_ref().iter().find(|s| !seen.insert(**s)) {
-        bail!(loc.err(
-            exp.seeds.span(),
-            "experiment.seeds",
-            format!("seed {dup} is listed twice (fix: list each seed once)")
-        ));
-    }
-    Ok(())
-}
-
-/// Two `[[kind]]` tables of one name: a name resolves to one table, so the second would be
-/// silently ignored.
-fn unique_tables<T: Named>(loc: &Locator, tables: &[Spanned<T>], kind: &str) -> Result<()> {
-    let mut seen = std::collections::HashMap::new();
-    for t in tables {
-        let at = loc.key_in(t.span(), "name");
-        if let Some(first) = seen.insert(t.get_ref().name(), at.start) {
-            bail!(loc.err(
-                at.clone(),
-                &format!("{kind}.name"),
-                format!(
-                    "`{}` names two [[{kind}]] tables, at lines {} and {} (fix: give each table its own name)",
-                    t.get_ref().name(),
-                    loc.line(first),
-                    loc.line(at.start)
-                )
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// One override of the grid (or the spec as written): its name and the settings it yields.
-#[derive(Clone)]
-pub(super) struct Variant {
-    /// `""` for the spec without overrides.
-    name: String,
-    data: DataSettings,
-    pruning: PruningSettings,
-    head: HeadSettings,
-    lrp: LrpSettings,
-    /// The methods and seeds this variant runs for (`None`: all the experiment's); a second
-    /// protocol is often wanted for a few methods on fewer seeds.
-    methods: Option<Vec<String>>,
-    seeds: Option<Vec<u64>>,
-}
-
-impl Variant {
-    /// The spec as written, without overrides.
-    fn base(raw: &SpecFile) -> Self {
-        Variant {
-            name: String::new(),
-            data: raw.data.clone(),
-            pruning: raw.pruning.clone(),
-            head: raw.head.clone(),
-            lrp: raw.lrp.clone(),
-            methods: None,
-            seeds: None,
-        }
-    }
-
-    /// Whether this variant runs `method` on `seed`.
-    fn covers(&self, method: &str, seed: u64) -> bool {
-        self.methods
-            .as_ref()
-            .is_none_or(|m| m.iter().any(|n| n == method))
-            && self.seeds.as_ref().is_none_or(|s| s.contains(&seed))
-    }
-}
-
-/// `[[override]]` tables patch `data`, `pruning` and `head` for a named variant of the grid.
-fn resolve_overrides(loc: &Locator, raw: &SpecFile) -> Result<Vec<Variant>> {
-    let base = Variant::base(raw);
-    let exp_methods: Vec<String> = (raw.experiment.methods.get_ref().iter())
-        .map(|m| m.get_ref().clone())
-        .collect();
-    let exp_seeds = raw.experiment.seeds.get_ref();
-    if raw.overrides.is_empty() {
-        return Ok(vec![base]);
-    }
-    let mut out = Vec::new();
-    for o in &raw.overrides {
-        let table = o.get_ref();
-        let name = match table.get("name") {
-            Some(toml::Value::String(s)) => s.clone(),
-            _ => bail!(loc.err(
-                o.span(),
-                "override.name",
-                "every [[override]] needs a string `name` (fix: name = \"my-variant\")".into()
-            )),
-        };
-        if let Err(why) = validate::check_name(&name) {
-            bail!(loc.err(loc.key_in(o.span(), "name"), "override.name", why));
-        }
-        if out.iter().any(|v: &Variant| v.name == name) {
-            bail!(loc.err(
-                loc.key_in(o.span(), "name"),
-                "override.name",
-                format!("two overrides are named `{name}` (fix: give each its own name)")
-            ));
-        }
-        let mut v = Variant {
-            name: name.clone(),
-            ..base.clone()
-        };
-        for (key, value) in table {
-            let key_path = format!("override.{key}");
-            let bad =
-                |m: String| loc.err(o.span(), &key_path, format!("in override `{name}`: {m}"));
-            match key.as_str() {
-                "name" => {}
-                "data" => v.data = patch(&v.data, value).map_err(bad)?,
-                "pruning" => v.pruning = patch(&v.pruning, value).map_err(bad)?,
-                "head" => v.head = patch(&v.head, value).map_err(bad)?,
-                "lrp" => v.lrp = patch(&v.lrp, value).map_err(bad)?,
-                "methods" => v.methods = Some(subset(value, &exp_methods).map_err(bad)?),
-                "seeds" => v.seeds = Some(subset(value, exp_seeds).map_err(bad)?),
-                other => {
-                    return Err(bad(format!(
-                        "unknown key `{other}` (fix: overrides may patch data, pruning, head or lrp, and name the methods and seeds they run for)"
-                    )))
-                }
-            }
-        }
-        check_sections(loc, raw, &v, Some(o.span()))?;
-        out.push(v);
-    }
-    Ok(out)
-}
-
-/// An override's `methods` or `seeds`: a non-empty list drawn from the experiment's own.
-fn subset<T>(value: &toml::Value, of: &[T]) -> std::result::Result<Vec<T>, String>
-where
-    T: for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
-{
-    let list: Vec<T> = value
-        .clone()
-        .try_into()
-        .map_err(|e: toml::de::Error| format!("must be a list ({})", e.message().trim()))?;
-    if list.is_empty() {
-        return Err("is empty, so the override would run nothing (fix: list some of the experiment's, or leave the key out for all)".into());
-    }
-    match list.iter().find(|x| !of.contains(x)) {
-        Some(x) => Err(format!(
-            "names {x:?}, which the experiment does not run (fix: use some of {of:?})"
-        )),
-        None => Ok(list),
-    }
-}
-
-fn patch<T: Serialize + for<'de> Deserialize<'de>>(
-    base: &T,
-    value: &toml::Value,
-) -> std::result::Result<T, String> {
-    let mut merged = toml::Value::try_from(base).map_err(|e| e.to_string())?;
-    let (Some(dst), Some(src)) = (merged.as_table_mut(), value.as_table()) else {
-        return Err("must be a table".into());
-    };
-    for (k, v) in src {
-        dst.insert(k.clone(), v.clone());
-    }
-    merged
-        .try_into()
-        .map_err(|e: toml::de::Error| e.message().trim().to_string())
 }
 
 #[cfg(test)]
