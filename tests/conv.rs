@@ -275,3 +275,58 @@ fn transformed_filters_selected_from_the_source_equal_fresh_ones() {
         }
     }
 }
+
+/// The fused stores (`conv2d_then`: product with a tensor, LRP's stabilised quotient) give
+/// the bits of the conv followed by the separate op, on both kernels; the one-pass
+/// flipped-swapped kernel equals the index_select construction it replaced.
+#[test]
+fn fused_epilogues_and_the_flipped_kernel_equal_the_separate_ops_bit_for_bit() {
+    use lrprune::model::conv::transpose::flipped_swapped;
+    use lrprune::model::conv::Epilogue;
+    let dev = Device::Cpu;
+    for case in cases() {
+        let x = Tensor::randn(0f32, 1.0, (case.batch, case.cin, case.h, case.w), &dev)
+            .unwrap()
+            .relu()
+            .unwrap();
+        let w = Tensor::randn(0f32, 0.2, (case.cout, case.cin, 3, 3), &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.1, case.cout, &dev).unwrap();
+        let plain = conv::conv2d(&x, &w, Some(&b), case.pad, case.stride, false).unwrap();
+        let m = Tensor::randn(0f32, 1.0, plain.shape(), &dev).unwrap();
+        let then = |e: Epilogue| conv::conv2d_then(&x, &w, Some(&b), case.pad, case.stride, e);
+        let times = then(Epilogue::Times(m.clone())).unwrap();
+        assert_eq!(common::bits(&times), common::bits(&(&m * &plain).unwrap()));
+        let ratio = then(Epilogue::Ratio {
+            r: m.clone(),
+            eps: 1e-6,
+        })
+        .unwrap();
+        let want = lrprune::lrp::fused::ratio(&m, &plain, 1e-6).unwrap();
+        assert_eq!(common::bits(&ratio), common::bits(&want));
+        // The same quotient on Candle's ops (other devices): zennit's stabiliser.
+        let ops = lrprune::model::conv::epilogue::stab_div_ops(&m, &plain, 1e-6).unwrap();
+        assert!(
+            common::max_abs_diff(&ops, &want)
+                <= 1e-6 * common::max_abs_diff(&want, &want.zeros_like().unwrap()).max(1.0)
+        );
+        // A wrong-sized operand is an error, not a read out of bounds.
+        let short = m.narrow(0, 0, 1).unwrap();
+        if case.batch > 1 {
+            assert!(then(Epilogue::Times(short)).is_err());
+        }
+    }
+    let w = Tensor::randn(0f32, 1.0, (7, 5, 3, 3), &dev).unwrap();
+    let rev = |n: usize| Tensor::new((0..n as u32).rev().collect::<Vec<_>>().as_slice(), &dev);
+    let slow = w
+        .index_select(&rev(3).unwrap(), 2)
+        .unwrap()
+        .index_select(&rev(3).unwrap(), 3)
+        .unwrap()
+        .transpose(0, 1)
+        .unwrap()
+        .contiguous()
+        .unwrap();
+    let fast = flipped_swapped(&w).unwrap();
+    assert_eq!(fast.dims(), &[5, 7, 3, 3]);
+    assert_eq!(common::bits(&fast), common::bits(&slow));
+}

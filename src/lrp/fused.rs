@@ -4,6 +4,7 @@
 //! scale, add, divide), which made element-wise work a fifth of a relevance pass on CPU.
 //! On the CPU (f32, contiguous) this is one parallel loop; elsewhere the Candle ops run.
 
+use crate::model::conv::epilogue::{stab_div, stab_div_ops};
 use crate::model::cpu_op::{self, f32_slice};
 use crate::model::layer::Window;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -18,7 +19,7 @@ pub fn stabilize(z: &Tensor, eps: f64) -> Result<Tensor> {
 /// `r / stabilize(z, eps)`.
 pub fn ratio(r: &Tensor, z: &Tensor, eps: f64) -> Result<Tensor> {
     if !(cpu_op::applies(&[r, z]) && r.shape() == z.shape()) {
-        return r / stabilize(z, eps)?;
+        return stab_div_ops(r, z, eps);
     }
     r.contiguous()?
         .apply_op2_no_bwd(&z.contiguous()?, &Ratio { eps: eps as f32 })
@@ -46,7 +47,7 @@ impl CustomOp2 for Ratio {
             .par_iter()
             .zip(z.par_iter())
             .with_min_len(1 << 14)
-            .map(|(r, z)| r / if *z >= 0.0 { z + eps } else { z - eps })
+            .map(|(r, z)| stab_div(*r, *z, eps))
             .collect();
         Ok((CpuStorage::F32(r), l1.shape().clone()))
     }

@@ -7,7 +7,8 @@
 
 use super::fused::ratio;
 use crate::model::conv::depthwise::{Depthwise, DepthwiseTranspose};
-use crate::model::conv::{conv2d, conv2d_full};
+use crate::model::conv::transpose::flipped_swapped;
+use crate::model::conv::{conv2d, conv2d_full, conv2d_then, Epilogue};
 use crate::model::cpu_op;
 use crate::model::layer::{Conv, Pad2d};
 use candle_core::{Result, Tensor};
@@ -22,6 +23,20 @@ pub trait Affine {
     /// `forward(x, w) + b`, fused where the operator can.
     fn forward_bias(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
         self.add_bias(&self.forward(x, w)?, b)
+    }
+    /// `r / stab(forward(x, w) + b)`, fused where the operator can (the same values).
+    fn forward_ratio(&self, x: &Tensor, w: &Tensor, b: &Tensor, r: &Tensor) -> Result<Tensor> {
+        ratio(r, &self.forward_bias(x, w, b)?, STAB)
+    }
+    /// `m ⊙ transpose(s, w, input)`, fused where the operator can (the same values).
+    fn transpose_times(
+        &self,
+        s: &Tensor,
+        w: &Tensor,
+        input: &Tensor,
+        m: &Tensor,
+    ) -> Result<Tensor> {
+        m * self.transpose(s, w, input)?
     }
 }
 
@@ -48,6 +63,34 @@ impl Affine for ConvOp {
     }
     fn forward_bias(&self, x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
         conv2d_full(x, w, Some(b), self.padding, self.stride, self.groups, false)
+    }
+    fn forward_ratio(&self, x: &Tensor, w: &Tensor, b: &Tensor, r: &Tensor) -> Result<Tensor> {
+        match self.padding.symmetric() {
+            Some(p) if self.groups == 1 => {
+                let then = Epilogue::Ratio {
+                    r: r.clone(),
+                    eps: STAB as f32,
+                };
+                conv2d_then(x, w, Some(b), p, self.stride, then)
+            }
+            _ => ratio(r, &self.forward_bias(x, w, b)?, STAB),
+        }
+    }
+    fn transpose_times(
+        &self,
+        s: &Tensor,
+        w: &Tensor,
+        input: &Tensor,
+        m: &Tensor,
+    ) -> Result<Tensor> {
+        let (kh, kw) = (w.dims()[2], w.dims()[3]);
+        match self.padding.symmetric() {
+            Some(p) if self.groups == 1 && self.stride == 1 && kh == kw && p < kh => {
+                let k = flipped_swapped(w)?;
+                conv2d_then(s, &k, None, kh - 1 - p, 1, Epilogue::Times(m.clone()))
+            }
+            _ => m * self.transpose(s, w, input)?,
+        }
     }
     fn transpose(&self, s: &Tensor, w: &Tensor, input: &Tensor) -> Result<Tensor> {
         let (_, _, h, wd) = input.dims4()?;
@@ -77,18 +120,8 @@ fn transpose_sym(
     let (kh, kw) = (w.dims()[2], w.dims()[3]);
     if groups == 1 {
         if stride == 1 && kh == kw && p < kh {
-            // Stride 1: the transpose is a plain convolution with the spatially flipped,
-            // in/out-swapped kernel, which runs on the fast conv kernels (Candle's direct
-            // conv_transpose2d is much slower on CPU).
-            let rev = |n: usize| {
-                Tensor::new(
-                    (0..n as u32).rev().collect::<Vec<_>>().as_slice(),
-                    w.device(),
-                )
-            };
-            let flipped = w.index_select(&rev(kh)?, 2)?.index_select(&rev(kw)?, 3)?;
-            let k = flipped.transpose(0, 1)?.contiguous()?;
-            return conv2d(s, &k, None, kh - 1 - p, 1, false);
+            // Stride 1: a plain convolution (model::conv::transpose).
+            return conv2d(s, &flipped_swapped(w)?, None, kh - 1 - p, 1, false);
         }
         let natural = (s.dims()[2] - 1) * stride + kh - 2 * p;
         if natural <= in_hw.0 && in_hw.0 - natural < stride && kh == kw && in_hw.0 == in_hw.1 {
@@ -243,25 +276,33 @@ fn alpha_beta(
     } else {
         (x.clone(), None)
     };
-    let (wp, wn) = (pos(w)?, neg(w)?);
-    let share = |w1: &Tensor, w2: &Tensor, bias: &Tensor| -> Result<Tensor> {
-        let z = match &xn {
-            Some(xn) => op.add_bias(&(op.forward(&xp, w1)? + op.forward(xn, w2)?)?, bias)?,
-            None => op.forward_bias(&xp, w1, bias)?,
+    // W⁻ is read only for a negative input part or a β share.
+    let wp = pos(w)?;
+    let wn = if xn.is_some() || beta != 0.0 {
+        Some(neg(w)?)
+    } else {
+        None
+    };
+    let share = |w1: &Tensor, w2: Option<&Tensor>, bias: &Tensor| -> Result<Tensor> {
+        let s = match (&xn, w2) {
+            (Some(xn), Some(w2)) => {
+                let z = op.add_bias(&(op.forward(&xp, w1)? + op.forward(xn, w2)?)?, bias)?;
+                ratio(r, &z, STAB)?
+            }
+            _ => op.forward_ratio(&xp, w1, bias, r)?,
         };
-        let s = ratio(r, &z, STAB)?;
-        let mut out = (&xp * op.transpose(&s, w1, x)?)?;
-        if let Some(xn) = &xn {
+        let mut out = op.transpose_times(&s, w1, x, &xp)?;
+        if let (Some(xn), Some(w2)) = (&xn, w2) {
             out = (out + (xn * op.transpose(&s, w2, x)?)?)?;
         }
         Ok(out)
     };
-    let mut out = share(&wp, &wn, b_pos)?;
+    let mut out = share(&wp, wn.as_ref(), b_pos)?;
     if alpha != 1.0 {
         out = (out * alpha)?;
     }
-    if beta != 0.0 {
-        out = (out - (share(&wn, &wp, b_neg)? * beta)?)?;
+    if let (Some(wn), true) = (&wn, beta != 0.0) {
+        out = (out - (share(wn, Some(&wp), b_neg)? * beta)?)?;
     }
     Ok(out)
 }

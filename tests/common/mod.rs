@@ -244,3 +244,14 @@ pub fn max_abs(t: &Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// Every element's bit pattern (exact comparisons: -0.0 ≠ 0.0, NaNs by payload).
+pub fn bits(t: &Tensor) -> Vec<u32> {
+    t.flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}

@@ -12,15 +12,19 @@ pub mod cudnn;
 #[cfg(feature = "cudnn")]
 pub mod cudnn_graph;
 pub mod depthwise;
+pub mod epilogue;
 pub mod im2col;
 pub mod lanes;
 pub mod reuse;
 pub mod shifted;
+pub mod transpose;
 pub mod winograd;
 
 use super::cpu_op::{self, f32_slice};
 use super::layer::Pad2d;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
+use epilogue::with_store;
+pub use epilogue::Epilogue;
 use im2col::Window;
 use winograd::Geometry;
 
@@ -57,17 +61,33 @@ pub fn conv2d(
     stride: usize,
     relu: bool,
 ) -> Result<Tensor> {
+    let then = if relu { Epilogue::Relu } else { Epilogue::Bias };
+    conv2d_then(x, w, b, padding, stride, then)
+}
+
+/// `conv2d(x, w) + b`, then `then` (fused into the CPU kernels' stores).
+pub fn conv2d_then(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    padding: usize,
+    stride: usize,
+    then: Epilogue,
+) -> Result<Tensor> {
     let kernel = kernel_for(x, w, stride);
-    if kernel == Kernel::Candle || b.is_some_and(|b| !cpu_op::applies(&[b])) {
+    let operand_on_cpu = then.operand().is_none_or(|t| cpu_op::applies(&[t]));
+    if kernel == Kernel::Candle || b.is_some_and(|b| !cpu_op::applies(&[b])) || !operand_on_cpu {
         #[cfg(feature = "cudnn")]
         if cudnn::applies(&[x, w]) && b.is_none_or(|b| cudnn::applies(&[b])) {
-            return cudnn::conv2d(x, w, b, padding, stride, relu);
+            let relu = matches!(then, Epilogue::Relu);
+            let y = cudnn::conv2d(x, w, b, padding, stride, relu)?;
+            return if relu { Ok(y) } else { then.apply_ops(y) };
         }
         let mut y = x.conv2d(w, padding, stride, 1, 1)?;
         if let Some(b) = b {
             y = y.broadcast_add(&b.reshape((1, b.dims()[0], 1, 1))?)?;
         }
-        return if relu { y.relu() } else { Ok(y) };
+        return then.apply_ops(y);
     }
     x.contiguous()?.apply_op3_no_bwd(
         &w.contiguous()?,
@@ -75,7 +95,7 @@ pub fn conv2d(
         &FastConv {
             padding,
             stride,
-            relu,
+            then,
             kernel,
             weight_id: w.id(),
         },
@@ -153,7 +173,7 @@ pub fn conv2d_full(
 struct FastConv {
     padding: usize,
     stride: usize,
-    relu: bool,
+    then: Epilogue,
     kernel: Kernel,
     /// Identity of the weight tensor, for the transformed-filter cache.
     weight_id: candle_core::TensorId,
@@ -241,10 +261,16 @@ impl CustomOp3 for FastConv {
             stride: self.stride,
         };
         let (ho, wo) = win.out_hw(&g);
-        let y = match self.kernel {
-            Kernel::Winograd => winograd::conv3x3(x, w, Some(self.weight_id), b, &g, self.relu),
-            _ => im2col::conv(x, w, b, &g, &win, self.relu),
-        };
+        let y = with_store(&self.then, batch * k * ho * wo, |store| {
+            Ok(match self.kernel {
+                Kernel::Winograd => winograd::conv3x3(x, w, Some(self.weight_id), b, &g, store),
+                _ => {
+                    let mut y = im2col::conv(x, w, b, &g, &win, store.relu());
+                    store.apply_all(&mut y);
+                    y
+                }
+            })
+        })?;
         Ok((CpuStorage::F32(y), Shape::from((batch, k, ho, wo))))
     }
 }
