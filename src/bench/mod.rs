@@ -50,11 +50,11 @@ pub fn time<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
     Ok(t[t.len() / 2])
 }
 
-/// One relevance pass over the reference set vs one forward pass of the same batch.
-fn lrp_ratio(out: &mut String, cfg: &RunConfig, device: &Device, reps: usize) -> Result<()> {
+/// One relevance pass over the reference set vs one forward pass of the same images, for
+/// the first run of a spec: (forward s, relevance s).
+fn lrp_ratio(cfg: &RunConfig, device: &Device, reps: usize) -> Result<(f64, f64)> {
     let task = runner::prepare_task(cfg, device)?;
     let refset = &task.data.train;
-    let n = refset.labels.len();
     let bs = cfg.data.batch_size;
     let fwd = time(reps, || {
         Ok(
@@ -67,18 +67,33 @@ fn lrp_ratio(out: &mut String, cfg: &RunConfig, device: &Device, reps: usize) ->
     let rel = time(reps, || {
         filter_relevance(&task.net, refset, &comp, task.data.n_classes(), bs, None)
     })?;
+    Ok((fwd, rel))
+}
+
+/// The relevance-vs-forward table, one row per spec (the quickstart's 32², the 224² task).
+fn lrp_ratio_table(
+    out: &mut String,
+    cfgs: &[&RunConfig],
+    device: &Device,
+    reps: usize,
+) -> Result<()> {
     writeln!(out, "\n### LRP relevance pass vs forward pass\n")?;
-    writeln!(
-        out,
-        "VGG16 (ImageNet weights) + trained head, {n} reference images (Fashion-MNIST, {}²), batch {bs}, composite `epsilon-plus`, per-class per-filter relevance:\n",
-        cfg.model.input_size
-    )?;
-    writeln!(out, "| pass | s |\n|---|---|\n| forward | {fwd:.3} |\n| relevance (forward + reverse) | {rel:.3} |\n")?;
-    writeln!(
-        out,
-        "One relevance pass costs **{:.1}×** a forward pass of the same batch.",
-        rel / fwd
-    )?;
+    writeln!(out, "One relevance pass (the trace, then the reverse pass down to the first conv's output; composite `epsilon-plus`, per-class per-filter relevance) over each task's reference images, against one forward pass of the same images, same batches. The floor is about 3.0× (docs/performance.md, \"the floor\").\n")?;
+    writeln!(out, "| model | dataset | input | images | batch | forward s | relevance s | relevance / forward |\n|---|---|---|---|---|---|---|---|")?;
+    for cfg in cfgs {
+        eprintln!("bench: relevance vs forward at {}²…", cfg.model.input_size);
+        let (fwd, rel) = lrp_ratio(cfg, device, reps)?;
+        let n = runner::prepare_task(cfg, device)?.data.train.labels.len();
+        writeln!(
+            out,
+            "| {} | {} | {}² | {n} | {} | {fwd:.3} | {rel:.3} | **{:.2}×** |",
+            cfg.model.name,
+            cfg.dataset.name,
+            cfg.model.input_size,
+            cfg.data.batch_size,
+            rel / fwd
+        )?;
+    }
     Ok(())
 }
 
@@ -162,16 +177,25 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
         )?;
     }
 
-    eprintln!("bench: relevance vs forward…");
-    lrp_ratio(&mut out, cfg, &device, opts.reps)?;
+    let spec_224 = crate::spec::load(&opts.spec_224)?;
+    let cfg_224 = spec_224.runs.first().context("the 224² spec has no runs")?;
+    lrp_ratio_table(&mut out, &[cfg, cfg_224], &device, opts.reps)?;
 
     if opts.torch {
-        eprintln!("bench: reference sweep (lrprune and PyTorch + zennit)…");
-        let sides = reference::compare(&spec, &opts.script)?;
         writeln!(out, "\n## The same sweep in PyTorch + zennit\n")?;
-        writeln!(out, "The quickstart's first task (seed {}, {} reference and {} test images, batch {}), run by lrprune and by `scripts/torch_reference.py sweep` on lrprune's export of it (same weights, head and splits): plain iterative `lrp` (zennit EpsilonPlus; per-layer sum normalisation) and `l1`, 5% steps to 90%, compacting after every step and evaluating every step. Times are each sweep loop, file loading excluded. The curves must match for the times to mean anything: the last column is the largest per-step difference in balanced accuracy.\n",
-            cfg.seed, cfg.data.train_per_class * 10, cfg.data.test_per_class * 10, cfg.data.batch_size)?;
-        reference::table(&mut out, &sides)?;
+        writeln!(out, "Each spec's first task, run by lrprune and by `scripts/torch_reference.py sweep` on lrprune's export of it (same weights, head and splits, same threads): plain iterative `lrp` (zennit EpsilonPlus; per-layer sum normalisation) and `l1` on the spec's grid, compacting after every step and evaluating every step. Times are each sweep loop, file loading excluded; *per step* is the loop's time over its steps (step 0's evaluation included). The curves must match for the times to mean anything: the last column is the largest per-step difference in balanced accuracy.")?;
+        for s in [&spec, &spec_224] {
+            let c = s.runs.first().context("the spec has no runs")?;
+            eprintln!(
+                "bench: reference sweep at {}² (lrprune and PyTorch + zennit)…",
+                c.model.input_size
+            );
+            let sides = reference::compare(s, &opts.script)?;
+            writeln!(out, "\n#### `{}` at {}² (seed {}, {} reference and {} test images, batch {}, {}% steps to {}%)\n",
+                s.path.display(), c.model.input_size, c.seed, sides.first().map_or(0, |x| x.n_reference), sides.first().map_or(0, |x| x.n_test), c.data.batch_size,
+                (c.pruning.step * 100.0).round(), (c.pruning.max_rate * 100.0).round())?;
+            reference::table(&mut out, &sides)?;
+        }
     }
 
     if opts.sweeps {

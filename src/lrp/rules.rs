@@ -5,7 +5,7 @@
 //! can be checked against it: stabiliser `z + ε·(sign(z) + [z = 0])`, z⁺ splitting inputs and
 //! weights by sign.
 
-use super::fused::ratio;
+use super::fused::{has_negative, ratio};
 use crate::model::conv::depthwise::{Depthwise, DepthwiseTranspose};
 use crate::model::conv::transpose::flipped_swapped;
 use crate::model::conv::{conv2d, conv2d_full, conv2d_then, Epilogue};
@@ -266,11 +266,7 @@ fn alpha_beta(
 ) -> Result<Tensor> {
     // After a ReLU the input has no negative part: x⁺ = x, x⁻ = 0, so skip both copies
     // and half of the convolutions.
-    let has_neg = x
-        .min_all()?
-        .to_dtype(candle_core::DType::F64)?
-        .to_scalar::<f64>()?
-        < 0.0;
+    let has_neg = has_negative(x)?;
     let (xp, xn) = if has_neg {
         (pos(x)?, Some(neg(x)?))
     } else {

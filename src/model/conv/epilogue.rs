@@ -1,11 +1,11 @@
-//! What a conv does with each output value before storing it: the bias, then ReLU, or a
-//! product or quotient with a tensor of the output's shape. The last two are LRP's
-//! element-wise steps around a rule's convolutions (`s = R / stab(z)` after z⁺, `x ⊙ c`
-//! after the transpose): fused into the conv's store, an activation-sized tensor is neither
-//! written nor read again (docs/performance.md, "the floor").
+//! What a conv does with its output after adding the bias: ReLU, or a product or quotient
+//! with a tensor of the output's shape. The last two are LRP's element-wise steps around a
+//! rule's convolutions (`s = R / stab(z)` after z⁺, `x ⊙ c` after the transpose): applied
+//! in place on the conv's output, no second activation-sized tensor is allocated (fresh
+//! ones are page-faulted in, which costs about as much as the arithmetic).
 
-use crate::model::cpu_op::f32_slice;
-use candle_core::{Result, Storage, Tensor};
+use crate::model::cpu_op::with_f32;
+use candle_core::{Result, Tensor};
 
 /// What happens to `conv(x, W) + b` before it is stored.
 #[derive(Clone, Debug)]
@@ -53,7 +53,7 @@ impl Epilogue {
     }
 }
 
-/// An [`Epilogue`] on raw CPU data, as the kernels' stores take it.
+/// An [`Epilogue`] on raw CPU data.
 #[derive(Clone, Copy)]
 pub enum Store<'a> {
     Plain { relu: bool },
@@ -66,12 +66,12 @@ impl Store<'_> {
         matches!(self, Store::Plain { relu: true })
     }
 
-    /// Whether a value is stored as computed (after the bias and any ReLU).
+    /// Whether the conv's output is kept as computed (after the bias and any ReLU).
     pub fn is_plain(&self) -> bool {
         matches!(self, Store::Plain { .. })
     }
 
-    /// The value stored at output index `at` for `v = conv + b` (ReLU already applied).
+    /// The value at output index `at` for `v = conv + b` (ReLU already applied).
     #[inline(always)]
     pub fn value(&self, v: f32, at: usize) -> f32 {
         match self {
@@ -81,7 +81,7 @@ impl Store<'_> {
         }
     }
 
-    /// Applied in place to a whole output `y` (kernels that store plainly first).
+    /// Applied in place to a whole output `y`.
     pub fn apply_all(&self, y: &mut [f32]) {
         use rayon::prelude::*;
         if self.is_plain() {
@@ -102,20 +102,16 @@ pub fn with_store<T>(e: &Epilogue, len: usize, f: impl FnOnce(Store) -> Result<T
             relu: matches!(e, Epilogue::Relu),
         });
     };
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*storage else {
-        candle_core::bail!("conv epilogue: operand must be on the CPU");
-    };
-    let data = f32_slice(cpu, layout, "epilogue operand")?;
-    if data.len() != len {
-        candle_core::bail!(
-            "conv epilogue: operand has {} values, the output {len}",
-            data.len()
-        );
-    }
-    f(match e {
-        Epilogue::Ratio { eps, .. } => Store::Ratio(data, *eps),
-        _ => Store::Times(data),
+    with_f32(t, "epilogue operand", |data| {
+        if data.len() != len {
+            candle_core::bail!(
+                "conv epilogue: operand has {} values, the output {len}",
+                data.len()
+            );
+        }
+        f(match e {
+            Epilogue::Ratio { eps, .. } => Store::Ratio(data, *eps),
+            _ => Store::Times(data),
+        })
     })
 }

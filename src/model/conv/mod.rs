@@ -65,7 +65,7 @@ pub fn conv2d(
     conv2d_then(x, w, b, padding, stride, then)
 }
 
-/// `conv2d(x, w) + b`, then `then` (fused into the CPU kernels' stores).
+/// `conv2d(x, w) + b`, then `then` (on the CPU: in place on the conv's output).
 pub fn conv2d_then(
     x: &Tensor,
     w: &Tensor,
@@ -262,14 +262,17 @@ impl CustomOp3 for FastConv {
         };
         let (ho, wo) = win.out_hw(&g);
         let y = with_store(&self.then, batch * k * ho * wo, |store| {
-            Ok(match self.kernel {
-                Kernel::Winograd => winograd::conv3x3(x, w, Some(self.weight_id), b, &g, store),
-                _ => {
-                    let mut y = im2col::conv(x, w, b, &g, &win, store.relu());
-                    store.apply_all(&mut y);
-                    y
+            // In place after the conv, not in its stores: those scatter over filters, and
+            // a product or quotient read at the same scattered places cost more there than
+            // this pass (measured at 224² on AVX2); in place, no new output is allocated.
+            let mut y = match self.kernel {
+                Kernel::Winograd => {
+                    winograd::conv3x3(x, w, Some(self.weight_id), b, &g, store.relu())
                 }
-            })
+                _ => im2col::conv(x, w, b, &g, &win, store.relu()),
+            };
+            store.apply_all(&mut y);
+            Ok(y)
         })?;
         Ok((CpuStorage::F32(y), Shape::from((batch, k, ho, wo))))
     }

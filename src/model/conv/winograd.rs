@@ -12,7 +12,6 @@
 //! chunk per task: transform, GEMMs and output transform of a chunk stay in cache and need
 //! no synchronisation. The output transform adds the bias (and ReLU) and writes NCHW.
 
-use super::epilogue::Store;
 use super::lanes::{dispatch, Level, LANES, V16};
 use super::reuse;
 use candle_core::TensorId;
@@ -286,8 +285,7 @@ fn fill_padded_nhwc(x: &[f32], g: &Geometry, hp: usize, wp: usize, cp: usize, ou
         });
 }
 
-/// `y = conv3x3(x, weight) + bias`, then `store`'s ReLU, product or quotient, stride 1,
-/// NCHW, f32.
+/// `y = conv3x3(x, weight) + bias` (then ReLU if `relu`), stride 1, NCHW, f32.
 /// `weight_id` identifies the weight tensor for the transformed-filter cache
 /// ([`reuse::filters`]); `None` transforms afresh.
 pub fn conv3x3(
@@ -296,12 +294,12 @@ pub fn conv3x3(
     weight_id: Option<TensorId>,
     bias: &[f32],
     g: &Geometry,
-    store: Store,
+    relu: bool,
 ) -> Vec<f32> {
     let (ho, wo) = g.out_hw();
     match tile_for(ho, wo) {
-        4 => Plan::<4, 6>::new(g).run(x, weight, weight_id, bias, store),
-        _ => Plan::<2, 4>::new(g).run(x, weight, weight_id, bias, store),
+        4 => Plan::<4, 6>::new(g).run(x, weight, weight_id, bias, relu),
+        _ => Plan::<2, 4>::new(g).run(x, weight, weight_id, bias, relu),
     }
 }
 
@@ -350,7 +348,7 @@ impl<const M: usize, const A: usize> Plan<M, A> {
         weight: &[f32],
         weight_id: Option<TensorId>,
         bias: &[f32],
-        store: Store,
+        relu: bool,
     ) -> Vec<f32> {
         let g = &self.g;
         let u = reuse::filters(
@@ -362,12 +360,12 @@ impl<const M: usize, const A: usize> Plan<M, A> {
         let n_xp = g.batch * self.hp * self.wp * self.cp;
         reuse::with_scratch(n_xp, |xp| {
             fill_padded_nhwc(x, g, self.hp, self.wp, self.cp, xp);
-            self.tiles(xp, &u, bias, store)
+            self.tiles(xp, &u, bias, relu)
         })
     }
 
     /// Every tile of the padded input `xp`, in chunks.
-    fn tiles(&self, xp: &[f32], u: &[f32], bias: &[f32], store: Store) -> Vec<f32> {
+    fn tiles(&self, xp: &[f32], u: &[f32], bias: &[f32], relu: bool) -> Vec<f32> {
         let g = &self.g;
         let mut bias_p = vec![0f32; self.kp];
         bias_p[..g.k].copy_from_slice(bias);
@@ -394,7 +392,7 @@ impl<const M: usize, const A: usize> Plan<M, A> {
                 xp,
                 u,
                 &bias_p,
-                store,
+                relu,
                 out,
                 parallel,
             )
@@ -417,7 +415,7 @@ impl<const M: usize, const A: usize> Plan<M, A> {
         xp: &[f32],
         u: &[f32],
         bias: &[f32],
-        store: Store,
+        relu: bool,
         out: Shared,
         parallel: bool,
     ) {
@@ -456,7 +454,7 @@ impl<const M: usize, const A: usize> Plan<M, A> {
             for_each(tn, parallel, |tl| {
                 dispatch(
                     #[inline(always)]
-                    || self.output_tile(t0 + tl, tl, tn, prod, bias, store, out),
+                    || self.output_tile(t0 + tl, tl, tn, prod, bias, relu, out),
                 )
             });
         })
@@ -492,7 +490,7 @@ impl<const M: usize, const A: usize> Plan<M, A> {
         }
     }
 
-    /// Output transform of tile `t`, plus bias, then `store`, scattered into NCHW `out`.
+    /// Output transform of tile `t`, plus bias (and ReLU), scattered into NCHW `out`.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
     fn output_tile(
@@ -502,10 +500,9 @@ impl<const M: usize, const A: usize> Plan<M, A> {
         tn: usize,
         prod: &[f32],
         bias: &[f32],
-        store: Store,
+        relu: bool,
         out: Shared,
     ) {
-        let relu = store.relu();
         let (b, ty, tx) = self.tile_pos(t);
         let (g, kp) = (&self.g, self.kp);
         let rows = M.min(self.ho - ty * M);
@@ -540,17 +537,14 @@ impl<const M: usize, const A: usize> Plan<M, A> {
                 let per_k = unsafe { super::lanes::transpose16(&flat) };
                 for (l, px) in per_k.iter().enumerate().take(lanes) {
                     for i in 0..4 {
-                        let to = at(kg * LANES + l, ty * M + i);
                         // SAFETY: row i of filter k's tile is inside y and only this
                         // tile's task writes it.
                         unsafe {
-                            if store.is_plain() {
-                                std::ptr::copy_nonoverlapping(px.0[i * 4..].as_ptr(), out.at(to), 4)
-                            } else {
-                                for q in 0..4 {
-                                    *out.at(to + q) = store.value(px.0[i * 4 + q], to + q);
-                                }
-                            }
+                            std::ptr::copy_nonoverlapping(
+                                px.0[i * 4..].as_ptr(),
+                                out.at(at(kg * LANES + l, ty * M + i)),
+                                4,
+                            )
                         };
                     }
                 }
@@ -559,10 +553,9 @@ impl<const M: usize, const A: usize> Plan<M, A> {
             for (i, yrow) in y.iter().enumerate().take(rows) {
                 for (j, yv) in yrow.iter().enumerate().take(cols) {
                     for (l, val) in yv.0.iter().enumerate().take(lanes) {
-                        let to = at(kg * LANES + l, ty * M + i) + j;
                         // SAFETY: (b, k, oy, ox) is inside y, and only this tile's task
                         // writes it.
-                        unsafe { *out.at(to) = store.value(*val, to) };
+                        unsafe { *out.at(at(kg * LANES + l, ty * M + i) + j) = *val };
                     }
                 }
             }
