@@ -1,8 +1,8 @@
 //! What a conv does with its output after adding the bias: ReLU, or a product or quotient
 //! with a tensor of the output's shape. The last two are LRP's element-wise steps around a
 //! rule's convolutions (`s = R / stab(z)` after z⁺, `x ⊙ c` after the transpose): applied
-//! in place on the conv's output, no second activation-sized tensor is allocated (fresh
-//! ones are page-faulted in, which costs about as much as the arithmetic).
+//! in place on the conv's output, no second activation-sized tensor is allocated, written
+//! and read again.
 
 use crate::model::cpu_op::with_f32;
 use candle_core::{Result, Tensor};
