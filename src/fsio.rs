@@ -225,6 +225,10 @@ pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Res
     Ok(())
 }
 
+/// A run lock or a partial results file not refreshed for this long is stale, whoever wrote
+/// it (runner::lock refreshes a held lock every 30 s).
+pub const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,8 +6,8 @@
 //! → `data` (decode, preprocess, seeded split) → `model` (the network graph, architectures,
 //! fixed backbone + trained head) → `eval` (per-class metrics) → `lrp` (relevance by an
 //! explicit reverse pass) → `prune` (pruning groups, criteria, masks, compaction, schedules,
-//! the controller) → `runner` (tasks, methods, the sweep) → `results` (atomic Parquet)
-//! → `report` (tables and plots); `bench` measures them; `rng`, `fsio` (regular files in, atomic
+//! the controller) → `results` (the Parquet contract, atomic writes) → `runner` (tasks,
+//! methods, the sweep) → `report` (tables and plots); `bench` measures them; `rng`, `fsio` (regular files in, atomic
 //! writes out) and `sysmem` (memory facts and the `--max-memory` limit) serve all.
 
 pub mod assets;

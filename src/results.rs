@@ -200,7 +200,7 @@ fn partial_is_stale(rest: &str, e: &std::fs::DirEntry) -> bool {
     }
     let age = e.metadata().and_then(|m| m.modified()).ok();
     age.and_then(|t| t.elapsed().ok())
-        .is_some_and(|a| a > crate::runner::lock::STALE_AFTER)
+        .is_some_and(|a| a > crate::fsio::STALE_AFTER)
 }
 
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {

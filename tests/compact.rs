@@ -4,7 +4,7 @@
 mod common;
 use candle_core::{Device, Tensor};
 use lrprune::model::{cost, Linear, Network, Op};
-use lrprune::prune::{compact::compact, mask, FilterMask, Plan};
+use lrprune::prune::{compact::compact, zeroed, FilterMask, Plan};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -74,7 +74,7 @@ fn masked_and_compacted_networks_agree_on_random_masks() {
                 let n = row.len();
                 row[trial % n] = true; // keep every layer non-empty
             }
-            let masked = mask::apply(&net, &plan, &m).unwrap();
+            let masked = zeroed::zeroed(&net, &plan, &m).unwrap();
             let small = compact(&net, &plan, &m).unwrap();
             assert_eq!(small.filters_per_conv(), m.per_layer());
             let a = masked.forward(&x).unwrap();
@@ -122,7 +122,10 @@ fn masking_only_weights_is_not_removal() {
         c.weight = Tensor::cat(&[zero, c.weight.narrow(0, 1, 7).unwrap()], 0).unwrap();
     }
     let removed = compact(&net, &plan, &m).unwrap().forward(&x).unwrap();
-    let both = mask::apply(&net, &plan, &m).unwrap().forward(&x).unwrap();
+    let both = zeroed::zeroed(&net, &plan, &m)
+        .unwrap()
+        .forward(&x)
+        .unwrap();
     let leaky = weight_only.forward(&x).unwrap();
     assert!(common::max_abs_diff(&removed, &both) < 1e-5);
     assert!(

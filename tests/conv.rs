@@ -7,7 +7,7 @@
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig};
 use lrprune::model::conv::{self, Kernel};
-use lrprune::model::layer::{Pad2d, Window};
+use lrprune::model::geometry::{Pad2d, Window};
 
 mod common;
 

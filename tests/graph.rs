@@ -11,7 +11,7 @@ use lrprune::lrp::composite;
 use lrprune::lrp::propagate::propagate;
 use lrprune::model::arch::{self, Source, Tail};
 use lrprune::model::{cost, load, Network};
-use lrprune::prune::{compact::compact, mask, FilterMask, Plan};
+use lrprune::prune::{compact::compact, zeroed, FilterMask, Plan};
 use lrprune::spec::{Arch, GroupPolicy, Preprocess};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -153,7 +153,7 @@ fn masked_logits_equal_the_compacted_network() {
             let plan = Plan::build(&f.net, policy, Default::default()).unwrap();
             for _ in 0..3 {
                 let m = random_mask(&plan, &mut rng);
-                let masked = mask::apply(&f.net, &plan, &m).unwrap();
+                let masked = zeroed::zeroed(&f.net, &plan, &m).unwrap();
                 let small = compact(&f.net, &plan, &m).unwrap();
                 let (a, b) = (
                     masked.forward(&f.images).unwrap(),

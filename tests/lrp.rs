@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use lrprune::lrp::composite::{self, Composite};
 use lrprune::lrp::propagate::{max_pool_wta, per_sample_filter_relevance, propagate};
 use lrprune::lrp::rules::{self, LinearOp, Rule};
-use lrprune::model::layer::Window;
+use lrprune::model::geometry::Window;
 use lrprune::model::{Linear, Network, Op};
 
 fn t2(v: &[f32], r: usize, c: usize) -> Tensor {

@@ -4,7 +4,7 @@
 use super::composite;
 use super::propagate::{per_sample_filter_relevance, propagate};
 use crate::model::arch::{self, vgg, Source, Tail};
-use crate::model::network::Shape;
+use crate::model::geometry::Shape;
 use crate::model::{classifier, weights, Network, Op};
 use crate::spec::{Arch, CfgItem, Preprocess};
 use anyhow::{bail, Context, Result};

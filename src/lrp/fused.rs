@@ -6,7 +6,7 @@
 
 use crate::model::conv::epilogue::{stab_div, stab_div_ops};
 use crate::model::cpu_op::{self, f32_slice};
-use crate::model::layer::Window;
+use crate::model::geometry::Window;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 

@@ -3,7 +3,7 @@
 
 use super::composite::Composite;
 use super::rules::{self, ConvOp, LinearOp};
-use crate::model::layer::Window;
+use crate::model::geometry::Window;
 use crate::model::{Network, Op};
 use candle_core::{DType, Result, Tensor, D};
 

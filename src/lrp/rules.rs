@@ -10,7 +10,8 @@ use crate::model::conv::depthwise::{Depthwise, DepthwiseTranspose};
 use crate::model::conv::transpose::flipped_swapped;
 use crate::model::conv::{conv2d, conv2d_full, conv2d_then, Epilogue};
 use crate::model::cpu_op;
-use crate::model::layer::{Conv, Pad2d};
+use crate::model::geometry::Pad2d;
+use crate::model::layer::Conv;
 use candle_core::{Result, Tensor};
 
 /// An affine operator `x ↦ A(x; W) + b` with its transpose, enough to express every rule.

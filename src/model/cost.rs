@@ -5,8 +5,9 @@
 //! conv costs `in / groups` MACs per output. Parameters are counted as the original model
 //! counts them: a conv's folded batch-norm adds its γ and β (torchvision's figures).
 
+use super::geometry::Shape;
 use super::layer::{Conv, Linear, Op};
-use super::network::{Network, Shape};
+use super::network::Network;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cost {

@@ -4,30 +4,8 @@
 //! loaded (a canonizer step, as zennit does before LRP), so pruning a filter is exactly
 //! zeroing (or removing) one output channel of one weight/bias pair.
 
-use super::network::Shape;
+use super::geometry::{Pad2d, Shape, Window};
 use candle_core::{Result, Tensor, D};
-
-/// Zero padding of a conv: (top, bottom) and (left, right). TF-"SAME" convs pad
-/// asymmetrically; torchvision's are symmetric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Pad2d {
-    pub h: (usize, usize),
-    pub w: (usize, usize),
-}
-
-impl Pad2d {
-    pub fn same(p: usize) -> Self {
-        Self {
-            h: (p, p),
-            w: (p, p),
-        }
-    }
-    /// The padding when it is the same on all four sides.
-    pub fn symmetric(&self) -> Option<usize> {
-        let p = self.h.0;
-        (self.h == (p, p) && self.w == (p, p)).then_some(p)
-    }
-}
 
 /// A 2-D convolution with bias (BN folded in), optionally grouped (depthwise when
 /// `groups` equals the channel count).
@@ -94,29 +72,6 @@ pub struct Linear {
 impl Linear {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         x.matmul(&self.weight.t()?)?.broadcast_add(&self.bias)
-    }
-}
-
-/// A pooling window: square `kernel`, `stride`, and `padding` (before, after) on both
-/// spatial axes (after > before where a converted graph pads only the far edge).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Window {
-    pub kernel: usize,
-    pub stride: usize,
-    pub padding: (usize, usize),
-}
-
-impl Window {
-    /// A window padded alike on both sides.
-    pub fn new(kernel: usize, stride: usize, padding: usize) -> Self {
-        Self {
-            kernel,
-            stride,
-            padding: (padding, padding),
-        }
-    }
-    pub fn out_size(&self, n: usize) -> usize {
-        (n + self.padding.0 + self.padding.1).saturating_sub(self.kernel) / self.stride + 1
     }
 }
 

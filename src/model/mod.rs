@@ -11,6 +11,7 @@ pub mod conv;
 pub mod cost;
 pub mod cpu_op;
 pub mod export;
+pub mod geometry;
 pub mod gpu;
 pub mod head;
 pub mod layer;

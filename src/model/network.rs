@@ -7,6 +7,7 @@
 //! network (forward, the trace LRP reads, the stored prefix, compaction, cost) walks this
 //! one structure.
 
+use super::geometry::Shape;
 use super::layer::{Conv, Op};
 use candle_core::{Device, Result, Tensor};
 
@@ -27,23 +28,6 @@ pub struct Network {
     pub head_start: usize,
     /// (channels, height, width) of one input image.
     pub input_shape: (usize, usize, usize),
-}
-
-/// The shape of a value: a feature map or a flat vector.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Shape {
-    Map { c: usize, h: usize, w: usize },
-    Flat(usize),
-}
-
-impl Shape {
-    /// Numbers in one image's value of this shape.
-    pub fn elements(&self) -> usize {
-        match *self {
-            Shape::Map { c, h, w } => c * h * w,
-            Shape::Flat(n) => n,
-        }
-    }
 }
 
 impl Network {

@@ -4,7 +4,7 @@
 //! never wins, as in PyTorch).
 
 use super::cpu_op;
-use super::layer::Window;
+use super::geometry::Window;
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 

@@ -170,6 +170,16 @@ pub fn trace(
     }
 }
 
+/// Every value of `net` on `images`, in batches of `batch` ([`Values`]), from the stored
+/// prefix when `from` is given (`images` is then the split the prefix was stored on).
+pub fn values(net: &Network, images: &Tensor, from: Option<Start>, batch: usize) -> Result<Values> {
+    let n = images.dim(0)?;
+    let per_batch: Vec<Vec<Tensor>> = batch_ranges(n, batch)
+        .map(|(start, len)| trace(net, images, from, start, len))
+        .collect::<Result<_>>()?;
+    Ok(per_batch.into())
+}
+
 /// `net`'s output on images `start..start + len` of `images`, as [`trace`] does it.
 pub fn forward(
     net: &Network,

@@ -1,8 +1,9 @@
 //! A per-node table of a network: shapes, filters, parameters and MACs.
 
 use super::cost::{conv_cost, linear_cost};
+use super::geometry::Shape;
 use super::layer::Op;
-use super::network::{Network, Shape};
+use super::network::Network;
 use std::fmt::Write;
 
 pub fn table(net: &Network) -> String {

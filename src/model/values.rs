@@ -3,11 +3,9 @@
 //!
 //! Value v is the input of node v (the output of node v − 1 in a chain), as
 //! [`Network::trace`] gives them; `[b][v]` is value v on batch b of the split, in
-//! [`batch_ranges`] order. The first values come from the intact network's stored prefix
-//! ([`prefix::Start`]) where one is given, as every other pass over a split does.
+//! [`batch_ranges`] order. `model::prefix::values` makes them from the intact network's
+//! stored prefix, as every other pass over a split starts.
 
-use super::network::batch_ranges;
-use super::prefix::{self, Start};
 use super::Network;
 use candle_core::{Result, Tensor, TensorId};
 use std::collections::HashSet;
@@ -15,22 +13,14 @@ use std::collections::HashSet;
 #[derive(Clone, Default)]
 pub struct Values(Vec<Vec<Tensor>>);
 
-impl Values {
-    /// Every value of `net` on `images`, in batches of `batch`, from the stored prefix when
-    /// `from` is given (`images` is then the split the prefix was stored on).
-    pub fn trace(
-        net: &Network,
-        images: &Tensor,
-        from: Option<Start>,
-        batch: usize,
-    ) -> Result<Self> {
-        let n = images.dim(0)?;
-        let per_batch = batch_ranges(n, batch)
-            .map(|(start, len)| prefix::trace(net, images, from, start, len))
-            .collect::<Result<_>>()?;
-        Ok(Self(per_batch))
+impl From<Vec<Vec<Tensor>>> for Values {
+    /// `[b][v]`: value v on batch b.
+    fn from(per_batch: Vec<Vec<Tensor>>) -> Self {
+        Self(per_batch)
     }
+}
 
+impl Values {
     /// Every value of `net`, which equals the network of these values before node `start`:
     /// those are shared, the rest computed from them.
     pub fn trace_from(&self, net: &Network, start: usize) -> Result<Self> {

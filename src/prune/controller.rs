@@ -10,8 +10,9 @@
 //!
 //! With both switches off it makes exactly the decisions of iterative `lrp`.
 
+use super::criteria::postprocess;
 use super::mask::FilterMask;
-use super::relevance::{grouped, postprocess};
+use super::relevance::grouped;
 use super::schedule::{is_last, rate_at, Context, Pruned, Schedule, Step};
 use super::search::{search, Costs, Ended, Offers};
 use super::select::{expand, prune_lowest, target_count, Scores};

@@ -4,11 +4,11 @@
 //! LRP and Taylor criteria plug in here without touching the schedule or the runner.
 
 use super::plan::Plan;
-use super::relevance::postprocess;
 use crate::data::split::Split;
 use crate::model::network::batch_ranges;
 use crate::model::prefix::Start;
 use crate::model::Network;
+use crate::spec::LayerNorm;
 use anyhow::Result;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
@@ -60,7 +60,7 @@ impl Criterion for WeightNorm {
 /// a per-group scale, so the order within a group is the inner criterion's own.
 pub struct Normalized {
     pub inner: Box<dyn Criterion>,
-    pub norm: crate::spec::LayerNorm,
+    pub norm: LayerNorm,
 }
 
 impl Criterion for Normalized {
@@ -133,6 +133,27 @@ impl Criterion for Taylor {
             }
         }
         let grouped = input.plan.group_scores(&sums);
-        Ok(postprocess(grouped, false, crate::spec::LayerNorm::L2))
+        Ok(postprocess(grouped, false, LayerNorm::L2))
     }
+}
+
+/// Optional |·| then per-group normalisation (Yeom: v / Σ v) of `[group][channel]` scores.
+pub fn postprocess(scores: Vec<Vec<f64>>, abs: bool, norm: LayerNorm) -> Vec<Vec<f64>> {
+    scores
+        .into_iter()
+        .map(|layer| {
+            let layer: Vec<f64> = if abs {
+                layer.iter().map(|v| v.abs()).collect()
+            } else {
+                layer
+            };
+            let d = match norm {
+                LayerNorm::None => 1.0,
+                LayerNorm::Sum => layer.iter().sum::<f64>(),
+                LayerNorm::L2 => layer.iter().map(|v| v * v).sum::<f64>().sqrt(),
+            };
+            let d = if d.abs() < 1e-30 { 1.0 } else { d.abs() };
+            layer.into_iter().map(|v| v / d).collect()
+        })
+        .collect()
 }

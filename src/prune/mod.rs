@@ -15,6 +15,7 @@ pub mod screen;
 pub mod search;
 pub mod select;
 pub mod signal;
+pub mod zeroed;
 
 pub use criteria::{Criterion, ScoreInput};
 pub use mask::FilterMask;

@@ -8,13 +8,13 @@
 //! ops (ReLU, pooling, dropout, `Add`) pass a channel through unchanged; `Flatten` turns
 //! channel `c` into features `c·hw .. (c+1)·hw`.
 //!
-//! Everything that acts on a mask — zeroing ([`super::mask::apply`]), compaction
+//! Everything that acts on a mask — zeroing ([`super::zeroed::zeroed`]), compaction
 //! ([`super::compact::compact`]), scoring a group from its convs, where a pass may start —
 //! follows this plan; nothing else walks the graph to find out what feeds what. A VGG has
 //! one group per conv, in conv order, so its masks read exactly as before.
 
 use super::mask::FilterMask;
-use crate::model::network::Shape;
+use crate::model::geometry::Shape;
 use crate::model::prefix::{PrefixCache, Start};
 use crate::model::{Network, Op};
 pub use crate::spec::{GroupPolicy, GroupReduce};

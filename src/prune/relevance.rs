@@ -2,33 +2,12 @@
 //! group's producing convs, then optionally |·| and normalised per group (Yeom et al.:
 //! v / Σ v).
 
-use super::criteria::{Criterion, ScoreInput};
+use super::criteria::{postprocess, Criterion, ScoreInput};
 use super::plan::Plan;
 use crate::lrp::filters::filter_relevance;
 use crate::lrp::{Composite, FilterRelevance};
-use crate::spec::{LayerNorm, LrpSettings};
+use crate::spec::LrpSettings;
 use anyhow::Result;
-
-/// Optional |·| then per-group normalisation (Yeom: v / Σ v) of `[group][channel]` scores.
-pub fn postprocess(scores: Vec<Vec<f64>>, abs: bool, norm: LayerNorm) -> Vec<Vec<f64>> {
-    scores
-        .into_iter()
-        .map(|layer| {
-            let layer: Vec<f64> = if abs {
-                layer.iter().map(|v| v.abs()).collect()
-            } else {
-                layer
-            };
-            let d = match norm {
-                LayerNorm::None => 1.0,
-                LayerNorm::Sum => layer.iter().sum::<f64>(),
-                LayerNorm::L2 => layer.iter().map(|v| v * v).sum::<f64>().sqrt(),
-            };
-            let d = if d.abs() < 1e-30 { 1.0 } else { d.abs() };
-            layer.into_iter().map(|v| v / d).collect()
-        })
-        .collect()
-}
 
 /// Per-conv relevance combined into per-group relevance, class by class.
 pub fn grouped(plan: &Plan, rel: &FilterRelevance) -> FilterRelevance {

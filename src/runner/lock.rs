@@ -20,10 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::{Duration, SystemTime};
 
+pub use crate::fsio::STALE_AFTER;
+
 /// How often a holder refreshes its lock's mtime.
 pub const HEARTBEAT: Duration = Duration::from_secs(30);
-/// A lock not refreshed for this long is stale, whoever wrote it.
-pub const STALE_AFTER: Duration = Duration::from_secs(600);
 
 /// This process's `pid host`, as lock files record it.
 pub fn holder() -> String {

@@ -6,7 +6,7 @@
 //! depended on the machine's memory would make results depend on it too (the per-class
 //! relevance sums are added batch by batch). The estimate names the largest batch that fits.
 
-use crate::model::network::Shape;
+use crate::model::geometry::Shape;
 use crate::model::prefix;
 use crate::model::Network;
 use crate::spec::SettingError;

@@ -4,7 +4,6 @@
 
 use super::locate::Locator;
 use super::names::key_of_table;
-use super::sections::{check_sections, section_span};
 use super::{
     default_classes, validate, ClassRef, ControlSettings, DataSettings, DatasetSpec, HeadSettings,
     LrpSettings, MethodKind, MethodSpec, ModelSpec, PruningSettings, RunConfig, SpecFile,
@@ -269,4 +268,59 @@ fn patch<T: Serialize + for<'de> Deserialize<'de>>(
     merged
         .try_into()
         .map_err(|e: toml::de::Error| e.message().trim().to_string())
+}
+
+/// Range checks of the spec's own sections (each override's are checked as it is made).
+pub(super) fn check_base(loc: &Locator, raw: &SpecFile) -> Result<()> {
+    check_sections(loc, raw, &Variant::base(raw), None)
+}
+
+/// The byte range of `[section]`'s header, or the experiment name's where the section is
+/// not written (its defaults are valid).
+fn section_span(loc: &Locator, raw: &SpecFile, section: &str) -> std::ops::Range<usize> {
+    let header = format!("[{section}]");
+    loc.text
+        .lines()
+        .scan(0usize, |at, line| {
+            let start = *at;
+            *at += line.len() + 1;
+            Some((start, line))
+        })
+        .find(|(_, line)| line.trim() == header)
+        .map_or(raw.experiment.name.span(), |(start, _)| {
+            start..start + header.len()
+        })
+}
+
+/// Range checks of a variant's sections; an override's problems point at the override.
+fn check_sections(
+    loc: &Locator,
+    raw: &SpecFile,
+    v: &Variant,
+    at: Option<std::ops::Range<usize>>,
+) -> Result<()> {
+    let checks = [
+        ("data", validate::check_data(&v.data)),
+        ("pruning", validate::check_pruning(&v.pruning)),
+        ("head", validate::check_head(&v.head)),
+        ("pruning", validate::check_after_step(&v.pruning, &v.head)),
+        ("lrp", validate::check_lrp(&v.lrp)),
+    ];
+    for (section, result) in checks {
+        let Err((key, why)) = result else { continue };
+        let (span, key_path, why) = match &at {
+            Some(o) => (
+                loc.key_in(o.clone(), section),
+                format!("override.{section}.{key}"),
+                format!("in override `{}`: {why}", v.name),
+            ),
+            None => (
+                loc.key_in(section_span(loc, raw, section), key),
+                format!("{section}.{key}"),
+                why,
+            ),
+        };
+        bail!(loc.err(span, &key_path, why));
+    }
+    Ok(())
 }

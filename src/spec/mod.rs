@@ -240,6 +240,7 @@ pub fn parse(path: &Path, text: &str) -> Result<Spec> {
             ));
         }
     }
+    grid::check_base(&loc, &raw)?;
     validate_settings(&loc, &raw)?;
 
     let models = resolve_names(

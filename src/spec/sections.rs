@@ -1,8 +1,8 @@
-//! Checks of the spec as written: its sections' ranges (the spec's own and each override's)
-//! and its names, each error pointing at the line that sets the key.
+//! Checks of the spec as written: its names, the methods' own `lrp` and `control` tables and
+//! the model tables, each error pointing at the line that sets the key. (The sections'
+//! ranges, the spec's own and each override's, are checked with the grid's variants.)
 
 use super::control::check_control;
-use super::grid::Variant;
 use super::locate::Locator;
 use super::names::Named;
 use super::{validate, SpecFile};
@@ -10,7 +10,6 @@ use anyhow::{bail, Result};
 use toml::Spanned;
 
 pub(super) fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
-    check_sections(loc, raw, &Variant::base(raw), None)?;
     check_names(loc, raw)?;
     // A method's own `lrp` (the spec's and each override's are section checks).
     for m in &raw.method {
@@ -33,56 +32,6 @@ pub(super) fn validate_settings(loc: &Locator, raw: &SpecFile) -> Result<()> {
         if let Err((key, why)) = validate::check_model(m.get_ref()) {
             bail!(loc.err(loc.key_in(m.span(), key), &format!("model.{key}"), why));
         }
-    }
-    Ok(())
-}
-
-/// The byte range of `[section]`'s header, or the experiment name's where the section is
-/// not written (its defaults are valid).
-pub(super) fn section_span(loc: &Locator, raw: &SpecFile, section: &str) -> std::ops::Range<usize> {
-    let header = format!("[{section}]");
-    loc.text
-        .lines()
-        .scan(0usize, |at, line| {
-            let start = *at;
-            *at += line.len() + 1;
-            Some((start, line))
-        })
-        .find(|(_, line)| line.trim() == header)
-        .map_or(raw.experiment.name.span(), |(start, _)| {
-            start..start + header.len()
-        })
-}
-
-/// Range checks of a variant's sections; an override's problems point at the override.
-pub(super) fn check_sections(
-    loc: &Locator,
-    raw: &SpecFile,
-    v: &Variant,
-    at: Option<std::ops::Range<usize>>,
-) -> Result<()> {
-    let checks = [
-        ("data", validate::check_data(&v.data)),
-        ("pruning", validate::check_pruning(&v.pruning)),
-        ("head", validate::check_head(&v.head)),
-        ("pruning", validate::check_after_step(&v.pruning, &v.head)),
-        ("lrp", validate::check_lrp(&v.lrp)),
-    ];
-    for (section, result) in checks {
-        let Err((key, why)) = result else { continue };
-        let (span, key_path, why) = match &at {
-            Some(o) => (
-                loc.key_in(o.clone(), section),
-                format!("override.{section}.{key}"),
-                format!("in override `{}`: {why}", v.name),
-            ),
-            None => (
-                loc.key_in(section_span(loc, raw, section), key),
-                format!("{section}.{key}"),
-                why,
-            ),
-        };
-        bail!(loc.err(span, &key_path, why));
     }
     Ok(())
 }

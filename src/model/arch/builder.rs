@@ -1,7 +1,8 @@
 //! Building a graph node by node from named tensors, with batch-norm folded into convs.
 
-use crate::model::layer::{Conv, Linear, Op, Pad2d, Window};
-use crate::model::network::{Network, Shape};
+use crate::model::geometry::{Pad2d, Shape, Window};
+use crate::model::layer::{Conv, Linear, Op};
+use crate::model::network::Network;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use std::collections::HashMap;

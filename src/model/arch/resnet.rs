@@ -5,7 +5,8 @@
 //! layout (open_nsfw's ResNet-50-1by2).
 
 use super::{Builder, ConvSpec, Tail};
-use crate::model::layer::{Op, Window};
+use crate::model::geometry::Window;
+use crate::model::layer::Op;
 use anyhow::Result;
 
 /// Where the two ResNet-50 lineages differ.

@@ -21,7 +21,7 @@ pub mod transpose;
 pub mod winograd;
 
 use super::cpu_op::{self, f32_slice};
-use super::layer::Pad2d;
+use super::geometry::Pad2d;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use epilogue::with_store;
 pub use epilogue::Epilogue;

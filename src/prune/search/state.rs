@@ -4,6 +4,7 @@
 
 use super::memory::keep_allowed;
 use super::read::{logits_of, run_from};
+use crate::model::prefix;
 use crate::model::values::Values;
 use crate::model::{Network, Op};
 use crate::prune::compact::compact;
@@ -135,7 +136,7 @@ impl State {
     pub fn run_current(&mut self, reader: &Reader) -> Result<()> {
         let from = reader.prefix.map(|c| reader.plan.start(c, &self.mask));
         let control = reader.control;
-        self.values = Values::trace(&self.net, &control.images, from, reader.batch)?;
+        self.values = prefix::values(&self.net, &control.images, from, reader.batch)?;
         let logits = logits_of(&self.net, &self.values, self.restandardize)?;
         self.a = reader.read(&logits)?.0;
         Ok(())
