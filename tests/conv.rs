@@ -304,7 +304,7 @@ fn fused_epilogues_and_the_flipped_kernel_equal_the_separate_ops_bit_for_bit() {
         let want = lrprune::lrp::fused::ratio(&m, &plain, 1e-6).unwrap();
         assert_eq!(common::bits(&ratio), common::bits(&want));
         // The same quotient on Candle's ops (other devices): zennit's stabiliser.
-        let ops = lrprune::model::conv::epilogue::stab_div_ops(&m, &plain, 1e-6).unwrap();
+        let ops = lrprune::model::conv::epilogue::stabilized_ratio_ops(&m, &plain, 1e-6).unwrap();
         assert!(
             common::max_abs_diff(&ops, &want)
                 <= 1e-6 * common::max_abs_diff(&want, &want.zeros_like().unwrap()).max(1.0)

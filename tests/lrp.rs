@@ -130,7 +130,7 @@ fn fused_cpu_ops_equal_their_candle_op_versions() {
     let z = Tensor::new(&[[0f32, -0.5, 2.0, -1e-9]], &Device::Cpu).unwrap();
     let rr = Tensor::new(&[[1f32, 1.0, 3.0, 1.0]], &Device::Cpu).unwrap();
     let a = fused::ratio(&rr, &z, 1e-6).unwrap();
-    let b = lrprune::model::conv::epilogue::stab_div_ops(&rr, &z, 1e-6).unwrap();
+    let b = lrprune::model::conv::epilogue::stabilized_ratio_ops(&rr, &z, 1e-6).unwrap();
     let av = a.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let bv = b.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     for (x, y) in av.iter().zip(&bv) {

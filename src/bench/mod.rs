@@ -51,8 +51,8 @@ pub fn time<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
 }
 
 /// One relevance pass over the reference set vs one forward pass of the same images, for
-/// the first run of a spec: (forward s, relevance s).
-fn lrp_ratio(cfg: &RunConfig, device: &Device, reps: usize) -> Result<(f64, f64)> {
+/// the first run of a spec: (images, forward s, relevance s).
+fn lrp_ratio(cfg: &RunConfig, device: &Device, reps: usize) -> Result<(usize, f64, f64)> {
     let task = runner::prepare_task(cfg, device)?;
     let refset = &task.data.train;
     let bs = cfg.data.batch_size;
@@ -67,7 +67,7 @@ fn lrp_ratio(cfg: &RunConfig, device: &Device, reps: usize) -> Result<(f64, f64)
     let rel = time(reps, || {
         filter_relevance(&task.net, refset, &comp, task.data.n_classes(), bs, None)
     })?;
-    Ok((fwd, rel))
+    Ok((refset.labels.len(), fwd, rel))
 }
 
 /// The relevance-vs-forward table, one row per spec (the quickstart's 32², the 224² task).
@@ -82,8 +82,7 @@ fn lrp_ratio_table(
     writeln!(out, "| model | dataset | input | images | batch | forward s | relevance s | relevance / forward |\n|---|---|---|---|---|---|---|---|")?;
     for cfg in cfgs {
         eprintln!("bench: relevance vs forward at {}²…", cfg.model.input_size);
-        let (fwd, rel) = lrp_ratio(cfg, device, reps)?;
-        let n = runner::prepare_task(cfg, device)?.data.train.labels.len();
+        let (n, fwd, rel) = lrp_ratio(cfg, device, reps)?;
         writeln!(
             out,
             "| {} | {} | {}² | {n} | {} | {fwd:.3} | {rel:.3} | **{:.2}×** |",

@@ -1,20 +1,13 @@
-//! The rules' element-wise step `S = R / stab(Z)` as one pass.
-//!
-//! Written with Candle ops it is five passes over an activation-sized tensor (compare, cast,
-//! scale, add, divide), which made element-wise work a fifth of a relevance pass on CPU.
-//! On the CPU (f32, contiguous) this is one parallel loop; elsewhere the Candle ops run.
+//! The reverse pass's element-wise steps as one CPU pass each: the stabilised quotient
+//! `S = R / stab(Z)` (defined with the conv epilogues, `model::conv::epilogue`), the
+//! negative-input check and winner-take-all relevance through a max-pool. Written with
+//! Candle ops each is several passes over an activation-sized tensor; elsewhere than the
+//! CPU (f32, contiguous) the Candle ops run.
 
-use crate::model::conv::epilogue::{stab_div, stab_div_ops};
 use crate::model::cpu_op::{self, f32_slice};
 use crate::model::geometry::Window;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
-
-/// zennit's stabiliser `z + ε·(sign(z) + [z = 0])`: never zero, same sign as z (0 → +).
-pub fn stabilize(z: &Tensor, eps: f64) -> Result<Tensor> {
-    let sign = z.ge(0.0)?.to_dtype(z.dtype())?.affine(2.0, -1.0)?;
-    z + (sign * eps)?
-}
 
 /// Whether `x` holds a value below zero: after a ReLU it holds none, and a rule may skip
 /// the negative part. One parallel pass on the CPU (Candle's `min_all` is a serial one).
@@ -30,42 +23,8 @@ pub fn has_negative(x: &Tensor) -> Result<bool> {
         < 0.0)
 }
 
-/// `r / stabilize(z, eps)`.
-pub fn ratio(r: &Tensor, z: &Tensor, eps: f64) -> Result<Tensor> {
-    if !(cpu_op::applies(&[r, z]) && r.shape() == z.shape()) {
-        return stab_div_ops(r, z, eps);
-    }
-    r.contiguous()?
-        .apply_op2_no_bwd(&z.contiguous()?, &Ratio { eps: eps as f32 })
-}
-
-struct Ratio {
-    eps: f32,
-}
-
-impl CustomOp2 for Ratio {
-    fn name(&self) -> &'static str {
-        "lrprune-stabilized-ratio"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (r, z) = (f32_slice(s1, l1, "relevance")?, f32_slice(s2, l2, "z")?);
-        let eps = self.eps;
-        let r: Vec<f32> = r
-            .par_iter()
-            .zip(z.par_iter())
-            .with_min_len(1 << 14)
-            .map(|(r, z)| stab_div(*r, *z, eps))
-            .collect();
-        Ok((CpuStorage::F32(r), l1.shape().clone()))
-    }
-}
+/// `r / stab(z)` (the stabilised quotient lives with the conv epilogues that fuse it).
+pub use crate::model::conv::epilogue::stabilized_ratio as ratio;
 
 /// Winner-take-all relevance through a max-pool on the CPU in one pass: each window's
 /// relevance goes to the position(s) holding its maximum, split evenly on exact ties

@@ -8,7 +8,7 @@
 use super::fused::{has_negative, ratio};
 use crate::model::conv::depthwise::{Depthwise, DepthwiseTranspose};
 use crate::model::conv::transpose::flipped_swapped;
-use crate::model::conv::{conv2d, conv2d_full, conv2d_then, Epilogue};
+use crate::model::conv::{conv2d_full, conv2d_full_then, conv2d_then, Epilogue};
 use crate::model::cpu_op;
 use crate::model::geometry::Pad2d;
 use crate::model::layer::Conv;
@@ -56,6 +56,25 @@ impl ConvOp {
             groups: c.groups,
         }
     }
+
+    /// The transpose of this conv applied to `s`, onto `input`'s size, then `then`.
+    fn transpose_then(
+        &self,
+        s: &Tensor,
+        w: &Tensor,
+        input: &Tensor,
+        then: Epilogue,
+    ) -> Result<Tensor> {
+        let (_, _, h, wd) = input.dims4()?;
+        let Some(p) = self.padding.symmetric() else {
+            // Asymmetric padding: transpose onto the padded input, then crop the padding.
+            let (t, l) = (self.padding.h.0, self.padding.w.0);
+            let padded = (h + t + self.padding.h.1, wd + l + self.padding.w.1);
+            let full = transpose_sym(s, w, 0, self.stride, self.groups, padded, Epilogue::Bias)?;
+            return then.apply(full.narrow(2, t, h)?.narrow(3, l, wd)?);
+        };
+        transpose_sym(s, w, p, self.stride, self.groups, (h, wd), then)
+    }
 }
 
 impl Affine for ConvOp {
@@ -66,16 +85,11 @@ impl Affine for ConvOp {
         conv2d_full(x, w, Some(b), self.padding, self.stride, self.groups, false)
     }
     fn forward_ratio(&self, x: &Tensor, w: &Tensor, b: &Tensor, r: &Tensor) -> Result<Tensor> {
-        match self.padding.symmetric() {
-            Some(p) if self.groups == 1 => {
-                let then = Epilogue::Ratio {
-                    r: r.clone(),
-                    eps: STAB as f32,
-                };
-                conv2d_then(x, w, Some(b), p, self.stride, then)
-            }
-            _ => ratio(r, &self.forward_bias(x, w, b)?, STAB),
-        }
+        let then = Epilogue::Ratio {
+            r: r.clone(),
+            eps: STAB as f32,
+        };
+        conv2d_full_then(x, w, Some(b), self.padding, self.stride, self.groups, then)
     }
     fn transpose_times(
         &self,
@@ -84,33 +98,37 @@ impl Affine for ConvOp {
         input: &Tensor,
         m: &Tensor,
     ) -> Result<Tensor> {
-        let (kh, kw) = (w.dims()[2], w.dims()[3]);
-        match self.padding.symmetric() {
-            Some(p) if self.groups == 1 && self.stride == 1 && kh == kw && p < kh => {
-                let k = flipped_swapped(w)?;
-                conv2d_then(s, &k, None, kh - 1 - p, 1, Epilogue::Times(m.clone()))
-            }
-            _ => m * self.transpose(s, w, input)?,
-        }
+        self.transpose_then(s, w, input, Epilogue::Times(m.clone()))
     }
     fn transpose(&self, s: &Tensor, w: &Tensor, input: &Tensor) -> Result<Tensor> {
-        let (_, _, h, wd) = input.dims4()?;
-        let Some(p) = self.padding.symmetric() else {
-            // Asymmetric padding: transpose onto the padded input, then crop the padding.
-            let (t, l) = (self.padding.h.0, self.padding.w.0);
-            let padded = (h + t + self.padding.h.1, wd + l + self.padding.w.1);
-            let full = transpose_sym(s, w, 0, self.stride, self.groups, padded)?;
-            return full.narrow(2, t, h)?.narrow(3, l, wd);
-        };
-        transpose_sym(s, w, p, self.stride, self.groups, (h, wd))
+        self.transpose_then(s, w, input, Epilogue::Bias)
     }
     fn add_bias(&self, z: &Tensor, b: &Tensor) -> Result<Tensor> {
         z.broadcast_add(&b.reshape((1, b.dims()[0], 1, 1))?)
     }
 }
 
-/// The transpose of a conv with symmetric padding `p` onto an input of size `in_hw`.
+/// The transpose of a conv with symmetric padding `p` onto an input of size `in_hw`, then
+/// `then`.
 fn transpose_sym(
+    s: &Tensor,
+    w: &Tensor,
+    p: usize,
+    stride: usize,
+    groups: usize,
+    in_hw: (usize, usize),
+    then: Epilogue,
+) -> Result<Tensor> {
+    let (kh, kw) = (w.dims()[2], w.dims()[3]);
+    if groups == 1 && stride == 1 && kh == kw && p < kh {
+        // Stride 1: a plain convolution (model::conv::transpose), `then` in place.
+        return conv2d_then(s, &flipped_swapped(w)?, None, kh - 1 - p, 1, then);
+    }
+    then.apply(transpose_other(s, w, p, stride, groups, in_hw)?)
+}
+
+/// [`transpose_sym`]'s other shapes: strided, grouped, depthwise.
+fn transpose_other(
     s: &Tensor,
     w: &Tensor,
     p: usize,
@@ -120,10 +138,6 @@ fn transpose_sym(
 ) -> Result<Tensor> {
     let (kh, kw) = (w.dims()[2], w.dims()[3]);
     if groups == 1 {
-        if stride == 1 && kh == kw && p < kh {
-            // Stride 1: a plain convolution (model::conv::transpose).
-            return conv2d(s, &flipped_swapped(w)?, None, kh - 1 - p, 1, false);
-        }
         let natural = (s.dims()[2] - 1) * stride + kh - 2 * p;
         if natural <= in_hw.0 && in_hw.0 - natural < stride && kh == kw && in_hw.0 == in_hw.1 {
             return s.conv_transpose2d(w, p, in_hw.0 - natural, stride, 1);

@@ -23,7 +23,6 @@ pub mod winograd;
 use super::cpu_op::{self, f32_slice};
 use super::geometry::Pad2d;
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
-use epilogue::with_store;
 pub use epilogue::Epilogue;
 use im2col::Window;
 use winograd::Geometry;
@@ -79,15 +78,14 @@ pub fn conv2d_then(
     if kernel == Kernel::Candle || b.is_some_and(|b| !cpu_op::applies(&[b])) || !operand_on_cpu {
         #[cfg(feature = "cudnn")]
         if cudnn::applies(&[x, w]) && b.is_none_or(|b| cudnn::applies(&[b])) {
-            let relu = matches!(then, Epilogue::Relu);
-            let y = cudnn::conv2d(x, w, b, padding, stride, relu)?;
-            return if relu { Ok(y) } else { then.apply_ops(y) };
+            let y = cudnn::conv2d(x, w, b, padding, stride, then.relu())?;
+            return if then.relu() { Ok(y) } else { then.apply(y) };
         }
         let mut y = x.conv2d(w, padding, stride, 1, 1)?;
         if let Some(b) = b {
             y = y.broadcast_add(&b.reshape((1, b.dims()[0], 1, 1))?)?;
         }
-        return then.apply_ops(y);
+        return then.apply(y);
     }
     x.contiguous()?.apply_op3_no_bwd(
         &w.contiguous()?,
@@ -128,6 +126,20 @@ pub fn conv2d_full(
     groups: usize,
     relu: bool,
 ) -> Result<Tensor> {
+    let then = if relu { Epilogue::Relu } else { Epilogue::Bias };
+    conv2d_full_then(x, w, b, pad, stride, groups, then)
+}
+
+/// [`conv2d_full`], then `then`.
+pub fn conv2d_full_then(
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    pad: Pad2d,
+    stride: usize,
+    groups: usize,
+    then: Epilogue,
+) -> Result<Tensor> {
     let (padded, p);
     let x = match pad.symmetric() {
         Some(sym) => {
@@ -141,19 +153,20 @@ pub fn conv2d_full(
         }
     };
     if groups == 1 {
-        return conv2d(x, w, b, p, stride, relu);
+        return conv2d_then(x, w, b, p, stride, then);
     }
     let depthwise = w.dims()[1] == 1 && groups == w.dims()[0] && x.dims()[1] == groups;
     if depthwise && cpu_op::applies(&[x, w]) && b.is_none_or(|b| cpu_op::applies(&[b])) {
-        return x.contiguous()?.apply_op3_no_bwd(
+        let y = x.contiguous()?.apply_op3_no_bwd(
             &w.contiguous()?,
             &bias_or_zeros(b, w)?,
             &depthwise::Depthwise {
                 stride,
                 padding: p,
-                relu,
+                relu: then.relu(),
             },
-        );
+        )?;
+        return if then.relu() { Ok(y) } else { then.apply(y) };
     }
     let mut y = if depthwise {
         shifted::depthwise(&pad_zeros(x, Pad2d::same(p))?, w, stride)?
@@ -163,11 +176,7 @@ pub fn conv2d_full(
     if let Some(b) = b {
         y = y.broadcast_add(&b.reshape((1, b.dims()[0], 1, 1))?)?;
     }
-    if relu {
-        y.relu()
-    } else {
-        Ok(y)
-    }
+    then.apply(y)
 }
 
 struct FastConv {
@@ -261,19 +270,15 @@ impl CustomOp3 for FastConv {
             stride: self.stride,
         };
         let (ho, wo) = win.out_hw(&g);
-        let y = with_store(&self.then, batch * k * ho * wo, |store| {
-            // In place after the conv, not in its stores: those scatter over filters, and
-            // a product or quotient read at the same scattered places cost more there than
-            // this pass (measured at 224² on AVX2); in place, no new output is allocated.
-            let mut y = match self.kernel {
-                Kernel::Winograd => {
-                    winograd::conv3x3(x, w, Some(self.weight_id), b, &g, store.relu())
-                }
-                _ => im2col::conv(x, w, b, &g, &win, store.relu()),
-            };
-            store.apply_all(&mut y);
-            Ok(y)
-        })?;
+        let relu = self.then.relu();
+        let mut y = match self.kernel {
+            Kernel::Winograd => winograd::conv3x3(x, w, Some(self.weight_id), b, &g, relu),
+            _ => im2col::conv(x, w, b, &g, &win, relu),
+        };
+        // After the conv, not in its stores: those scatter over filters, and a product or
+        // quotient read at the same scattered places cost more there (measured at 224² on
+        // AVX2).
+        self.then.apply_in_place(&mut y)?;
         Ok((CpuStorage::F32(y), Shape::from((batch, k, ho, wo))))
     }
 }
