@@ -49,6 +49,17 @@ pub fn from_predictions(pred: &[u32], labels: &[u32], n_classes: usize) -> Metri
     }
 }
 
+/// The last step of a curve before its first point more than `tol` below the first (`None`
+/// for an empty curve): the safe rate's step (`summary.parquet`'s `safe_rate` on balanced
+/// accuracy within 1 point, `lrprune export --safe`).
+pub fn safe_step(values: &[f64], tol: f64) -> Option<usize> {
+    let &v0 = values.first()?;
+    Some(values.iter().take_while(|&&v| v >= v0 - tol).count().max(1) - 1)
+}
+
+/// Balanced accuracy may fall this far below step 0's and still count as safe.
+pub const SAFE_TOLERANCE: f64 = 0.01;
+
 pub fn harmonic_mean(acc: &[f64], floor: f64) -> f64 {
     if acc.is_empty() {
         return 0.0;

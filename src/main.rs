@@ -173,14 +173,32 @@ enum Cmd {
     Explain(ExplainArgs),
     /// Export a run's task (backbone + trained head, preprocessed splits) as
     /// DIR/weights.safetensors, DIR/inputs.safetensors (training split, what `explain`
-    /// reads), DIR/test.safetensors and DIR/task.json (the run's resolved settings).
+    /// reads), DIR/test.safetensors and DIR/task.json (the run's resolved settings); or,
+    /// with --rate, --step or --safe, the network the run pruned at that step (compacted,
+    /// head included) as DIR/model.onnx, DIR/model.safetensors, DIR/model.json (kept
+    /// channels, rate, size, accuracy, preprocessing) and DIR/test.safetensors.
     Export {
+        /// The spec; or, with --rate, --step or --safe, a results folder (its runs files
+        /// hold each run's settings) and --run ID.
         spec: PathBuf,
-        /// Index of the run in `inspect`'s list.
-        #[arg(long, default_value_t = 0)]
-        run: usize,
+        /// The run: its index in `inspect`'s list, or its id.
+        #[arg(long, default_value = "0")]
+        run: String,
         #[arg(long)]
         out: PathBuf,
+        /// The pruned network at the most pruned step whose rate is at most this.
+        #[arg(long, group = "at")]
+        rate: Option<f64>,
+        /// The pruned network at this step (0 = unpruned).
+        #[arg(long, group = "at")]
+        step: Option<usize>,
+        /// The pruned network at the safe rate: the last step before balanced accuracy
+        /// first falls more than 1 point below step 0's.
+        #[arg(long, group = "at")]
+        safe: bool,
+        /// Where the run's results are, when `run --results-dir` put them elsewhere.
+        #[arg(long)]
+        results_dir: Option<PathBuf>,
     },
     /// Speed benchmarks (relevance vs forward pass, conv GFLOP/s per VGG16 layer) as Markdown.
     Bench {
@@ -478,6 +496,44 @@ fn tune_allocator() {
     }
 }
 
+/// `lrprune export --rate/--step/--safe`: run `cfg` of results folder `dir`, to `out`.
+fn export_pruned(
+    dir: &std::path::Path,
+    cfg: &spec::RunConfig,
+    at: runner::export::At,
+    out: &std::path::Path,
+) -> Result<()> {
+    lrprune::fsio::check_dir_destination(out).context("--out")?;
+    let e = runner::export::pruned(dir, cfg, at, out)?;
+    let how = match e.replayed {
+        true => ", replayed: its steps file holds no masks",
+        false => "",
+    };
+    outln!(
+        "exported {} at step {} (rate {:.4}{how}) to {}",
+        cfg.run_id(),
+        e.step,
+        e.rate,
+        out.display()
+    );
+    Ok(())
+}
+
+/// The run `--run` names: its index in `inspect`'s list, or its id.
+fn pick_run<'a>(spec: &'a spec::Spec, run: &str) -> Result<&'a spec::RunConfig> {
+    if let Some(cfg) = spec.runs.iter().find(|r| r.run_id() == run) {
+        return Ok(cfg);
+    }
+    match run.parse::<usize>() {
+        Ok(i) if i < spec.runs.len() => Ok(&spec.runs[i]),
+        _ => bail!(
+            "--run {run}: not a run id of {} nor an index below its {} runs (see `lrprune inspect`)",
+            spec.path.display(),
+            spec.runs.len()
+        ),
+    }
+}
+
 fn main() -> ExitCode {
     let started = std::time::Instant::now();
     tune_allocator();
@@ -551,20 +607,43 @@ fn main() -> ExitCode {
         }),
         // `run` guards each run; `explain` reads inputs no spec check has seen.
         Cmd::Explain(args) => runner::guard(|| explain(args)),
-        Cmd::Export { spec, run, out } => spec::load(&spec).and_then(|spec| {
-            let Some(cfg) = spec.runs.get(run) else {
-                bail!(
-                    "--run {run}: the spec has {} runs (see `lrprune inspect`)",
-                    spec.runs.len()
-                );
+        Cmd::Export {
+            spec,
+            run,
+            out,
+            rate,
+            step,
+            safe,
+            results_dir,
+        } => (|| {
+            use runner::export::At;
+            let at = match (rate, step, safe) {
+                (Some(r), _, _) => Some(At::Rate(r)),
+                (_, Some(k), _) => Some(At::Step(k)),
+                (_, _, true) => Some(At::Safe),
+                _ => None,
             };
+            // A results folder holds each run's settings: with a step named, it is enough.
+            if spec.is_dir() {
+                let Some(at) = at else {
+                    bail!("{}: a results folder exports a pruned network: name its step with --rate, --step or --safe (the task alone: `lrprune export SPEC --run N --out DIR`)", spec.display());
+                };
+                let cfg = runner::export::config_of(&spec, &run)?;
+                return export_pruned(&spec, &cfg, at, &out);
+            }
+            let spec = spec::load(&spec)?;
+            let cfg = pick_run(&spec, &run)?;
             lrprune::fsio::check_dir_destination(&out).context("--out")?;
-            let task = runner::prepare_task(cfg, &candle_core::Device::Cpu)?;
-            lrprune::fsio::create_dir_all(&out).context("--out")?;
-            model::export::write_task(cfg, &task.net, &task.data.train, &task.data.test, &out)?;
-            outln!("exported {} to {}", cfg.run_id(), out.display());
-            Ok(())
-        }),
+            let Some(at) = at else {
+                let task = runner::prepare_task(cfg, &candle_core::Device::Cpu)?;
+                lrprune::fsio::create_dir_all(&out).context("--out")?;
+                model::export::write_task(cfg, &task.net, &task.data.train, &task.data.test, &out)?;
+                outln!("exported {} to {}", cfg.run_id(), out.display());
+                return Ok(());
+            };
+            let dir = results_dir.unwrap_or_else(|| spec.results_dir.clone());
+            export_pruned(&dir, cfg, at, &out)
+        })(),
         Cmd::Bench {
             out,
             reps,

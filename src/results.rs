@@ -18,6 +18,10 @@ pub struct StepRecord {
     pub harmonic_acc: f64,
     pub class_acc: Vec<f64>,
     pub layer_filters: Vec<i64>,
+    /// Which channels the step keeps: one string per pruning group, `1` for a kept channel
+    /// and `0` for a pruned one, in the unpruned network's order (what `lrprune export
+    /// --rate` rebuilds the pruned network from).
+    pub kept: Vec<String>,
     pub control_acc: Option<f64>,
     pub step_size: f64,
     pub backoffs: i64,
@@ -89,6 +93,12 @@ pub fn steps_frame(id: &RunIdentity, rows: &[StepRecord]) -> Result<DataFrame> {
             list_i64(
                 "layer_filters",
                 rows.iter().map(|r| r.layer_filters.clone()),
+            ),
+            list_col(
+                "kept",
+                rows.iter()
+                    .map(|r| Series::new("".into(), &r.kept))
+                    .collect(),
             ),
             Column::new(
                 "control_acc".into(),
@@ -305,27 +315,29 @@ pub fn run_frame(
 }
 
 /// A digest of a step file's contents: sha256 over every column but `wall_ms` (the only one
-/// that may differ between two runs of the same spec and seed on the CPU), columns in name
-/// order, floats by their exact bits. Two result folders agree run for run exactly when
-/// their digests do (`lrprune digest`).
+/// that may differ between two runs of the same spec and seed on the CPU) and `kept`,
+/// columns in name order, floats by their exact bits. Two result folders agree run for run
+/// exactly when their digests do (`lrprune digest`). `kept` (the masks, added later) is
+/// left out so that digests compare with those of folders written before it; the masks'
+/// counts per group are in `layer_filters`, and different masks would show in the accuracies.
 pub fn step_digest(path: &Path) -> Result<String> {
-    digest_without(path, "wall_ms")
+    digest_without(path, &["wall_ms", "kept"])
 }
 
 /// The same for a run's metadata file (`runs/`): every column but `wall_s`.
 pub fn run_digest(path: &Path) -> Result<String> {
-    digest_without(path, "wall_s")
+    digest_without(path, &["wall_s"])
 }
 
-/// sha256 over every column of `path` but `skip` (the one timing column).
-fn digest_without(path: &Path, skip: &str) -> Result<String> {
+/// sha256 over every column of `path` but those in `skip`.
+fn digest_without(path: &Path, skip: &[&str]) -> Result<String> {
     use sha2::{Digest, Sha256};
     let df = read_parquet(path)?;
     let mut names: Vec<String> = df
         .get_column_names()
         .iter()
         .map(|s| s.to_string())
-        .filter(|n| n != skip)
+        .filter(|n| !skip.contains(&n.as_str()))
         .collect();
     names.sort();
     let mut h = Sha256::new();

@@ -4,7 +4,7 @@
 mod common;
 use polars::prelude::*;
 
-const COLUMNS: [&str; 20] = [
+const COLUMNS: [&str; 21] = [
     "run_id",
     "experiment",
     "model",
@@ -21,6 +21,7 @@ const COLUMNS: [&str; 20] = [
     "harmonic_acc",
     "class_acc",
     "layer_filters",
+    "kept",
     "control_acc",
     "step_size",
     "backoffs",
@@ -65,6 +66,10 @@ fn real_vgg16_on_fashion_mnist_end_to_end() {
         assert_eq!(
             df.column("layer_filters").unwrap().dtype(),
             &DataType::List(Box::new(DataType::Int64))
+        );
+        assert_eq!(
+            df.column("kept").unwrap().dtype(),
+            &DataType::List(Box::new(DataType::String))
         );
         let top1 = df.column("top1").unwrap().f64().unwrap();
         let rate = df.column("pruning_rate").unwrap().f64().unwrap();

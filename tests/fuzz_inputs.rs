@@ -505,6 +505,7 @@ fn step_row(k: i64, rng: &mut ChaCha8Rng) -> lrprune::results::StepRecord {
         harmonic_acc: rng.random_range(0.0..1.0),
         class_acc: vec![0.5, 0.4, 0.9],
         layer_filters: vec![60 - k * 5, 40 - k * 5],
+        kept: vec![],
         control_acc: None,
         step_size: 0.1,
         backoffs: 0,

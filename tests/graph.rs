@@ -11,7 +11,7 @@ use lrprune::lrp::composite;
 use lrprune::lrp::propagate::propagate;
 use lrprune::model::arch::{self, Source, Tail};
 use lrprune::model::{cost, load, Network};
-use lrprune::prune::{compact::compact, zeroed, FilterMask, Plan};
+use lrprune::prune::{compact::compact, zeroed, Plan};
 use lrprune::spec::{Arch, GroupPolicy, Preprocess};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -131,19 +131,6 @@ fn per_filter_relevance_matches_zennit() {
     }
 }
 
-/// A random mask keeping at least one channel of every group.
-fn random_mask(plan: &Plan, rng: &mut ChaCha8Rng) -> FilterMask {
-    let mut m = FilterMask::all_alive(&plan.sizes());
-    for row in &mut m.keep {
-        for k in row.iter_mut() {
-            *k = rng.random::<f64>() > 0.4;
-        }
-        let keep = rng.random_range(0..row.len());
-        row[keep] = true;
-    }
-    m
-}
-
 #[test]
 fn masked_logits_equal_the_compacted_network() {
     let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -152,7 +139,7 @@ fn masked_logits_equal_the_compacted_network() {
         for policy in [GroupPolicy::All, GroupPolicy::Internal] {
             let plan = Plan::build(&f.net, policy, Default::default()).unwrap();
             for _ in 0..3 {
-                let m = random_mask(&plan, &mut rng);
+                let m = common::random_mask(&plan, 0.6, &mut rng);
                 let masked = zeroed::zeroed(&f.net, &plan, &m).unwrap();
                 let small = compact(&f.net, &plan, &m).unwrap();
                 let (a, b) = (

@@ -397,6 +397,7 @@ fn tiny_results(d: &Path) -> polars::prelude::DataFrame {
         harmonic_acc: 0.5,
         class_acc: vec![0.5, 0.5],
         layer_filters: vec![10],
+        kept: vec![],
         control_acc: None,
         step_size: 0.5,
         backoffs: 0,

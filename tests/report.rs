@@ -17,6 +17,7 @@ fn rec(step: i64, rate: f64, top1: f64, bal: f64) -> StepRecord {
         harmonic_acc: bal,
         class_acc: vec![bal, top1, (bal + top1) / 2.0],
         layer_filters: vec![60 - (rate * 50.0) as i64, 40 - (rate * 40.0) as i64],
+        kept: vec![],
         control_acc: None,
         step_size: 0.1,
         backoffs: 0,

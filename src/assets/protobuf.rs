@@ -1,6 +1,7 @@
 //! The protobuf messages lrprune reads weights from, declared with only the fields it uses:
-//! TensorFlow's `GraphDef` (frozen graphs) and ONNX's `ModelProto`. Field numbers are those
-//! of `tensorflow/core/framework/*.proto` and `onnx/onnx.proto`; every other field is skipped
+//! TensorFlow's `GraphDef` (frozen graphs) and ONNX's `ModelProto`, which it also writes
+//! (`lrprune export --rate`, src/model/export/onnx.rs). Field numbers are those of
+//! `tensorflow/core/framework/*.proto` and `onnx/onnx.proto`; every other field is skipped
 //! by the decoder.
 
 use std::collections::HashMap;
@@ -78,14 +79,35 @@ pub const TF_FLOAT: i32 = 1;
 /// `onnx.ModelProto`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct OnnxModel {
+    #[prost(int64, tag = "1")]
+    pub ir_version: i64,
+    #[prost(string, tag = "2")]
+    pub producer_name: String,
+    #[prost(string, tag = "3")]
+    pub producer_version: String,
+    #[prost(string, tag = "6")]
+    pub doc_string: String,
     #[prost(message, optional, tag = "7")]
     pub graph: Option<OnnxGraph>,
+    #[prost(message, repeated, tag = "8")]
+    pub opset_import: Vec<OnnxOpset>,
+}
+
+/// `onnx.OperatorSetIdProto`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OnnxOpset {
+    #[prost(string, tag = "1")]
+    pub domain: String,
+    #[prost(int64, tag = "2")]
+    pub version: i64,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct OnnxGraph {
     #[prost(message, repeated, tag = "1")]
     pub node: Vec<OnnxNode>,
+    #[prost(string, tag = "2")]
+    pub name: String,
     #[prost(message, repeated, tag = "5")]
     pub initializer: Vec<OnnxTensor>,
     #[prost(message, repeated, tag = "11")]
@@ -122,7 +144,14 @@ pub struct OnnxAttribute {
     pub t: Option<OnnxTensor>,
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
+    /// `AttributeType`: [`ONNX_ATTR_INT`], [`ONNX_ATTR_INTS`], …
+    #[prost(int32, tag = "20")]
+    pub r#type: i32,
 }
+
+/// ONNX's `AttributeProto.AttributeType` values lrprune writes.
+pub const ONNX_ATTR_INT: i32 = 2;
+pub const ONNX_ATTR_INTS: i32 = 7;
 
 /// `onnx.TensorProto`.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -145,6 +174,38 @@ pub struct OnnxTensor {
 pub struct OnnxValueInfo {
     #[prost(string, tag = "1")]
     pub name: String,
+    #[prost(message, optional, tag = "2")]
+    pub r#type: Option<OnnxType>,
+}
+
+/// `onnx.TypeProto`, tensors only.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OnnxType {
+    #[prost(message, optional, tag = "1")]
+    pub tensor_type: Option<OnnxTensorType>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OnnxTensorType {
+    #[prost(int32, tag = "1")]
+    pub elem_type: i32,
+    #[prost(message, optional, tag = "2")]
+    pub shape: Option<OnnxShape>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OnnxShape {
+    #[prost(message, repeated, tag = "1")]
+    pub dim: Vec<OnnxDim>,
+}
+
+/// A dimension: a size, or a name for one chosen at run time (the batch).
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct OnnxDim {
+    #[prost(int64, optional, tag = "1")]
+    pub dim_value: Option<i64>,
+    #[prost(string, optional, tag = "2")]
+    pub dim_param: Option<String>,
 }
 
 /// ONNX's `FLOAT` and `INT64` element types.

@@ -13,6 +13,39 @@ impl FilterMask {
             keep: filters.iter().map(|&n| vec![true; n]).collect(),
         }
     }
+    /// One string per group, `1` for a kept channel and `0` for a pruned one (the steps
+    /// file's `kept` column).
+    pub fn to_strings(&self) -> Vec<String> {
+        let bit = |&k: &bool| if k { '1' } else { '0' };
+        self.keep
+            .iter()
+            .map(|row| row.iter().map(bit).collect())
+            .collect()
+    }
+
+    /// The mask [`Self::to_strings`] wrote, checked against the groups' sizes; the error
+    /// says what does not fit.
+    pub fn from_strings(rows: &[String], sizes: &[usize]) -> Result<Self, String> {
+        if rows.len() != sizes.len() {
+            return Err(format!(
+                "{} groups recorded, the network has {}",
+                rows.len(),
+                sizes.len()
+            ));
+        }
+        let mut keep = Vec::with_capacity(rows.len());
+        for (g, (row, &n)) in rows.iter().zip(sizes).enumerate() {
+            if row.len() != n || !row.bytes().all(|b| b == b'0' || b == b'1') {
+                return Err(format!(
+                    "group {g}: `{}…` is not {n} characters of 0 and 1",
+                    row.chars().take(16).collect::<String>()
+                ));
+            }
+            keep.push(row.bytes().map(|b| b == b'1').collect());
+        }
+        Ok(Self { keep })
+    }
+
     pub fn total(&self) -> usize {
         self.keep.iter().map(Vec::len).sum()
     }
@@ -77,4 +110,25 @@ pub fn kept_positions(before: &[bool], after: &[bool]) -> Vec<u32> {
         .filter(|&(_, i)| after[i])
         .map(|(j, _)| j as u32)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FilterMask;
+
+    #[test]
+    fn a_mask_survives_its_strings_and_a_misfit_is_named() {
+        let m = FilterMask {
+            keep: vec![vec![true, false, true], vec![false, true]],
+        };
+        let s = m.to_strings();
+        assert_eq!(s, ["101", "01"]);
+        assert_eq!(FilterMask::from_strings(&s, &[3, 2]).unwrap(), m);
+        let e = FilterMask::from_strings(&s, &[3]).unwrap_err();
+        assert!(e.contains("2 groups recorded, the network has 1"), "{e}");
+        let e = FilterMask::from_strings(&s, &[3, 3]).unwrap_err();
+        assert!(e.contains("group 1"), "{e}");
+        let bad = ["1x1".to_string(), "01".to_string()];
+        assert!(FilterMask::from_strings(&bad, &[3, 2]).is_err());
+    }
 }

@@ -36,19 +36,10 @@ pub fn at(rates: &[f64], values: &[f64], x: f64) -> Option<f64> {
     Some(values[values.len() - 1])
 }
 
-/// The highest recorded rate up to which every point stays within `tol` of the first point.
+/// The highest recorded rate up to which every point stays within `tol` of the first point
+/// (the step [`crate::eval::safe_step`] picks).
 pub fn safe_rate(rates: &[f64], values: &[f64], tol: f64) -> f64 {
-    let Some(&v0) = values.first() else {
-        return 0.0;
-    };
-    let mut best = rates[0];
-    for (r, v) in rates.iter().zip(values) {
-        if *v < v0 - tol {
-            break;
-        }
-        best = *r;
-    }
-    best
+    crate::eval::safe_step(values, tol).map_or(0.0, |k| rates[k])
 }
 
 #[cfg(test)]

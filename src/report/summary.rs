@@ -359,7 +359,7 @@ pub fn run_summary(steps: &DataFrame) -> Result<DataFrame> {
     let safe: Vec<f64> = rates
         .iter()
         .zip(&bal)
-        .map(|(r, v)| curve::safe_rate(r, v, 0.01))
+        .map(|(r, v)| curve::safe_rate(r, v, crate::eval::SAFE_TOLERANCE))
         .collect();
     out.with_column(Column::new("safe_rate".into(), safe))?;
     Ok(out)

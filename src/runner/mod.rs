@@ -3,6 +3,7 @@
 //!
 //! `task` prepares a task, `methods` maps a method to its schedule; this file runs them.
 
+pub mod export;
 pub mod inputs;
 pub mod lock;
 pub mod memory;
@@ -15,6 +16,7 @@ pub use task::{context, prepare_task, Task};
 
 use crate::eval::{self, Metrics};
 use crate::model::{cost, Network};
+use crate::prune::schedule::Pruned;
 use crate::prune::FilterMask;
 use crate::results::{self, RunIdentity, RunMeta, StepRecord};
 use crate::spec::{RunConfig, Spec};
@@ -45,6 +47,7 @@ fn record(
         harmonic_acc: m.harmonic,
         class_acc: m.class_acc.clone(),
         layer_filters: mask.per_layer().into_iter().map(|v| v as i64).collect(),
+        kept: mask.to_strings(),
         control_acc: s.and_then(|s| s.control_acc()),
         step_size: s.map_or(0.0, |s| s.step_size),
         backoffs: s.map_or(0, |s| s.backoffs),
@@ -54,6 +57,22 @@ fn record(
 
 /// Run one configuration on a prepared task; returns every step's record (step 0 = unpruned).
 pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<StepRecord>> {
+    Ok(steps(cfg, task, bar, None)?.0)
+}
+
+/// Run `cfg` again up to step `until` (`lrprune export` of a run whose steps file holds no
+/// masks): the records up to it and its state. Same spec and seed, same steps on the CPU.
+pub fn replay(cfg: &RunConfig, task: &Task, until: usize) -> Result<(Vec<StepRecord>, Pruned)> {
+    steps(cfg, task, &ProgressBar::hidden(), Some(until))
+}
+
+/// The steps of `cfg` on `task`, to the end or to step `until`, and the last state.
+fn steps(
+    cfg: &RunConfig,
+    task: &Task,
+    bar: &ProgressBar,
+    until: Option<usize>,
+) -> Result<(Vec<StepRecord>, Pruned)> {
     let n_classes = task.data.n_classes();
     let bs = cfg.data.batch_size;
     let mask = FilterMask::all_alive(&task.plan.sizes());
@@ -80,11 +99,11 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
     bar.set_length(n_steps);
     bar.set_position(0);
     let mut state = ctx.form(mask)?;
-    while let Some(step) = {
+    while until.is_none_or(|u| rows.len() <= u) {
         let t = Instant::now();
-        schedule.next(&state, &ctx)?.map(|s| (s, t))
-    } {
-        let (step, t) = step;
+        let Some(step) = schedule.next(&state, &ctx)? else {
+            break;
+        };
         let pruned = &step.pruned;
         let from = task.plan.start(&task.test_prefix, &pruned.mask);
         let m = eval::evaluate_from(&pruned.net, &task.data.test, n_classes, bs, Some(from))?;
@@ -105,7 +124,7 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
         }
         state = step.pruned;
     }
-    Ok(rows)
+    Ok((rows, state))
 }
 
 /// `f`, with a panic (a bug: everything a spec can say is checked at load) turned into an

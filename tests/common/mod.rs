@@ -255,3 +255,21 @@ pub fn bits(t: &Tensor) -> Vec<u32> {
         .map(|v| v.to_bits())
         .collect()
 }
+
+/// A random mask of `plan`'s groups keeping each channel with probability `keep`, and at
+/// least one channel of every group.
+pub fn random_mask(
+    plan: &lrprune::prune::Plan,
+    keep: f64,
+    rng: &mut ChaCha8Rng,
+) -> lrprune::prune::FilterMask {
+    let mut m = lrprune::prune::FilterMask::all_alive(&plan.sizes());
+    for row in &mut m.keep {
+        for k in row.iter_mut() {
+            *k = rng.random::<f64>() < keep;
+        }
+        let one = rng.random_range(0..row.len());
+        row[one] = true;
+    }
+    m
+}

@@ -5,6 +5,8 @@
 //! `standardize.inv_std` (not folded into `classifier.0`: LRP through a folded layer would
 //! score the last convs differently from what the pruning criterion sees).
 
+pub mod onnx;
+
 use super::layer::Op;
 use super::network::Network;
 use anyhow::{bail, Result};
@@ -22,23 +24,43 @@ pub fn write_checkpoint(net: &Network, path: &Path) -> Result<()> {
             map.insert(format!("{}.bias", node.name), conv.bias.clone());
         }
     }
-    let mut index = 0;
-    for node in &net.nodes[net.head_start..] {
+    for (j, node) in net.nodes.iter().enumerate().skip(net.head_start) {
+        let name = param_name(net, j);
         match &node.op {
             Op::Standardize { mean, inv_std } => {
-                map.insert("standardize.mean".into(), mean.clone());
-                map.insert("standardize.inv_std".into(), inv_std.clone());
+                map.insert(format!("{name}.mean"), mean.clone());
+                map.insert(format!("{name}.inv_std"), inv_std.clone());
             }
             Op::Linear(l) => {
-                map.insert(format!("classifier.{index}.weight"), l.weight.clone());
-                map.insert(format!("classifier.{index}.bias"), l.bias.clone());
-                index += 2; // Linear, ReLU, Linear, … as torchvision numbers them
+                map.insert(format!("{name}.weight"), l.weight.clone());
+                map.insert(format!("{name}.bias"), l.bias.clone());
             }
             Op::Relu | Op::Dropout | Op::Flatten | Op::GlobalAvgPool => {}
             other => bail!("cannot export a `{}` layer in the head", other.kind()),
         }
     }
     save(&map, path)
+}
+
+/// The name node `j`'s parameters are exported under: a backbone node's own (torchvision)
+/// name; in the head, `standardize` and `classifier.N` for its linear layers, numbered as
+/// torchvision numbers a classifier (Linear, ReLU, Linear, …).
+pub fn param_name(net: &Network, j: usize) -> String {
+    if j < net.head_start {
+        return net.nodes[j].name.clone();
+    }
+    let linear = |n: &super::network::Node| matches!(n.op, Op::Linear(_));
+    match &net.nodes[j].op {
+        Op::Standardize { .. } => "standardize".into(),
+        Op::Linear(_) => {
+            let before = net.nodes[net.head_start..j]
+                .iter()
+                .filter(|n| linear(n))
+                .count();
+            format!("classifier.{}", 2 * before)
+        }
+        _ => net.nodes[j].name.clone(),
+    }
 }
 
 /// Write `inputs.safetensors` (`images` f32, `labels` i64).
@@ -84,6 +106,30 @@ pub fn write_task(
     });
     let json = serde_json::to_string_pretty(&meta)?;
     crate::fsio::write_atomic(&dir.join("task.json"), |tmp| {
+        Ok(std::fs::write(tmp, &json)?)
+    })
+}
+
+/// The network a run pruned, taken home (`lrprune export --rate`): `model.onnx` (the whole
+/// network, preprocessed images in, logits out), `model.safetensors` (the same weights under
+/// torchvision-style names, with the pruned shapes, as [`write_checkpoint`] names them),
+/// `model.json` (`meta`: which channels were kept, the step's rate, size and accuracy, the
+/// preprocessing) and `test.safetensors` (the test split as the model reads it).
+pub fn write_pruned(
+    net: &Network,
+    test: &crate::data::split::Split,
+    meta: &serde_json::Value,
+    dir: &Path,
+) -> Result<()> {
+    let doc = meta["run_id"].as_str().unwrap_or_default();
+    let bytes = onnx::to_onnx(net, &format!("lrprune run {doc}"))?;
+    crate::fsio::write_atomic(&dir.join("model.onnx"), |tmp| {
+        Ok(std::fs::write(tmp, &bytes)?)
+    })?;
+    write_checkpoint(net, &dir.join("model.safetensors"))?;
+    write_inputs(&test.images, &test.labels, &dir.join("test.safetensors"))?;
+    let json = serde_json::to_string_pretty(meta)? + "\n";
+    crate::fsio::write_atomic(&dir.join("model.json"), |tmp| {
         Ok(std::fs::write(tmp, &json)?)
     })
 }
