@@ -7,8 +7,6 @@
 
 mod common;
 use candle_core::{Device, Tensor};
-use lrprune::lrp::composite;
-use lrprune::lrp::propagate::propagate;
 use lrprune::model::arch::{self, Source, Tail};
 use lrprune::model::{cost, load, Network};
 use lrprune::prune::{compact::compact, zeroed, Plan};
@@ -36,14 +34,7 @@ fn fixture(name: &str) -> Fixture {
     let inputs =
         candle_core::safetensors::load(d.join("inputs.safetensors"), &Device::Cpu).unwrap();
     let images = inputs["images"].clone();
-    let labels = inputs["labels"]
-        .to_dtype(candle_core::DType::I64)
-        .unwrap()
-        .to_vec1::<i64>()
-        .unwrap()
-        .into_iter()
-        .map(|l| l as u32)
-        .collect();
+    let labels = common::labels(&inputs["labels"]);
     let size = images.dims()[2];
     let arch = Arch::parse(name).unwrap();
     let net = load::from_checkpoint(
@@ -96,38 +87,9 @@ fn device_generic_ops_equal_pytorch() {
 
 #[test]
 fn per_filter_relevance_matches_zennit() {
-    let comp = composite::by_name("epsilon-plus", Preprocess::Torchvision, &Device::Cpu).unwrap();
     for name in ARCHS {
         let f = fixture(name);
-        let rel = propagate(&f.net, &f.images, &f.labels, &comp).unwrap();
-        let convs = f.net.conv_nodes();
-        assert_eq!(rel.conv_outputs.len(), convs.len());
-        for (k, &node) in convs.iter().enumerate() {
-            let conv = &f.net.nodes[node].name;
-            let reference = f.expected[&format!("rel.{conv}")].to_vec1::<f64>().unwrap();
-            let ours: Vec<f64> = rel.conv_outputs[k]
-                .sum((0, 2, 3))
-                .unwrap()
-                .to_dtype(candle_core::DType::F64)
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-            assert_eq!(ours.len(), reference.len(), "{name} {conv}");
-            let rho = common::spearman(&ours, &reference);
-            assert!(rho >= 0.999, "{name} {conv}: Spearman ρ = {rho}");
-            let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
-            let mut errs: Vec<f64> = ours
-                .iter()
-                .zip(&reference)
-                .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3 * scale).max(1e-12))
-                .collect();
-            errs.sort_by(f64::total_cmp);
-            let median = errs[errs.len() / 2];
-            assert!(
-                median <= 1e-3,
-                "{name} {conv}: median relative error {median}"
-            );
-        }
+        common::relevance_matches(name, &f.net, &f.images, &f.labels, &f.expected);
     }
 }
 

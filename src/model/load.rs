@@ -41,6 +41,17 @@ pub fn from_checkpoint(
     tail: Tail,
     device: &Device,
 ) -> Result<Network> {
+    if arch == Arch::Onnx {
+        let net = arch::onnx::load(path, (3, input_size, input_size), tail, device)?;
+        if let Some(node) = net.too_small_at(net.input_shape) {
+            bail!(
+                "{}: at input_size = {input_size} the feature map is gone by node `{}` (fix: a larger input_size)",
+                path.display(),
+                net.nodes[node].name
+            );
+        }
+        return Ok(net);
+    }
     let tensors = weights::load(path, device)?;
     let src = Source::Checkpoint {
         tensors: &tensors,

@@ -47,6 +47,7 @@ fn load_unchecked(path: &Path, device: &Device) -> Result<HashMap<String, Tensor
                 .map(|(k, t)| Ok((k, t.to_device(device)?)))
                 .collect()
         }
+        "onnx" => bail!("{}: an ONNX file holds a whole model, not a checkpoint (fix: as a [[model]]'s weights, with no `arch` or arch = \"onnx\")", path.display()),
         _ => bail!("{}: unknown weights format `.{ext}` {hint}", path.display()),
     }
 }

@@ -71,6 +71,10 @@ pub enum Arch {
     /// A VGG-style chain from `cfg`.
     #[serde(rename = "custom")]
     Custom,
+    /// The graph an ONNX file holds (`weights = "model.onnx"`; the default `arch` of a
+    /// `[[model]]` table), read by `src/model/arch/onnx.rs`.
+    #[serde(rename = "onnx")]
+    Onnx,
 }
 
 impl Arch {
@@ -93,6 +97,7 @@ impl Arch {
         ("mobilenet_v2", Arch::MobilenetV2),
         ("efficientnet_lite0", Arch::EfficientnetLite0),
         ("custom", Arch::Custom),
+        ("onnx", Arch::Onnx),
     ];
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, a)| *a)
@@ -110,7 +115,9 @@ impl Arch {
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     pub name: String,
-    /// A torchvision architecture name, or `custom` (then `cfg` is required).
+    /// A torchvision architecture name, `custom` (then `cfg` is required), or `onnx` (the
+    /// default: the graph in an .onnx `weights` file).
+    #[serde(default = "d_arch")]
     pub arch: Arch,
     #[serde(default)]
     pub cfg: Vec<CfgItem>,
@@ -122,6 +129,9 @@ pub struct ModelSpec {
     pub input_size: usize,
     #[serde(default = "d_pre")]
     pub preprocess: Preprocess,
+}
+fn d_arch() -> Arch {
+    Arch::Onnx
 }
 fn d_input() -> usize {
     32

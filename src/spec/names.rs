@@ -91,7 +91,7 @@ pub(super) fn check_weights(
         key_of_table(loc, &raw.model, &spec.name, "weights", used_at),
         "model.weights",
         format!(
-            "weights file `{}` {problem} (fix: give a .safetensors or .pth file, relative to the spec, or `asset:NAME` for a built-in asset)",
+            "weights file `{}` {problem} (fix: give a .safetensors, .pth or .onnx file, relative to the spec, or `asset:NAME` for a built-in asset)",
             spec.weights
         ),
     ))

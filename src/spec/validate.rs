@@ -152,6 +152,8 @@ pub fn min_input_size(m: &ModelSpec) -> usize {
             1usize << pools.min(10)
         }
         Arch::Alexnet => 63,
+        // Unknown until the graph is read: checked then (`model::load`).
+        Arch::Onnx => 1,
         // Five 2×2 pools, or a total stride of 32.
         _ => 32,
     }
@@ -169,6 +171,22 @@ pub(super) fn check_model(m: &ModelSpec) -> Result<(), Problem> {
                 min.max(64)
             ),
         ));
+    }
+    let onnx_file = m.weights.to_ascii_lowercase().ends_with(".onnx");
+    match (m.arch, onnx_file) {
+        (Arch::Onnx, false) => return Err((
+            "arch",
+            format!("no `arch` given, and weights `{}` is not an .onnx file, whose graph would be the architecture (fix: name one, e.g. arch = \"resnet18\", or give an .onnx file)", m.weights),
+        )),
+        (Arch::Onnx, true) if !m.cfg.is_empty() || m.batch_norm => return Err((
+            "cfg",
+            "an ONNX model's graph is its architecture (fix: remove `cfg` and `batch_norm`)".into(),
+        )),
+        (arch, true) if arch != Arch::Onnx => return Err((
+            "arch",
+            format!("arch = \"{}\" with an .onnx weights file, whose graph is its own architecture (fix: remove `arch`, or write arch = \"onnx\")", arch.name()),
+        )),
+        _ => {}
     }
     if m.arch == Arch::Custom {
         if !m.cfg.iter().any(|c| matches!(c, CfgItem::Conv(_))) {

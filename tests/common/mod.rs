@@ -273,3 +273,62 @@ pub fn random_mask(
     }
     m
 }
+
+/// `net`'s per-filter EpsilonPlus relevance on `images` equals zennit's in `expected`
+/// (`rel.<conv name>`, tests/fixtures/graph/): Spearman ρ ≥ 0.999 and median relative error
+/// ≤ 1e-3 for every conv, which must all have a reference.
+pub fn relevance_matches(
+    name: &str,
+    net: &lrprune::model::Network,
+    images: &Tensor,
+    labels: &[u32],
+    expected: &HashMap<String, Tensor>,
+) {
+    use lrprune::spec::Preprocess;
+    let comp =
+        lrprune::lrp::composite::by_name("epsilon-plus", Preprocess::Torchvision, &Device::Cpu)
+            .unwrap();
+    let rel = lrprune::lrp::propagate::propagate(net, images, labels, &comp).unwrap();
+    let convs = net.conv_nodes();
+    assert_eq!(rel.conv_outputs.len(), convs.len());
+    for (k, &node) in convs.iter().enumerate() {
+        let conv = &net.nodes[node].name;
+        let reference = expected
+            .get(&format!("rel.{conv}"))
+            .unwrap_or_else(|| panic!("{name}: no reference for conv `{conv}`"))
+            .to_vec1::<f64>()
+            .unwrap();
+        let ours: Vec<f64> = rel.conv_outputs[k]
+            .sum((0, 2, 3))
+            .unwrap()
+            .to_dtype(candle_core::DType::F64)
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        assert_eq!(ours.len(), reference.len(), "{name} {conv}");
+        let rho = spearman(&ours, &reference);
+        assert!(rho >= 0.999, "{name} {conv}: Spearman ρ = {rho}");
+        let scale = reference.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let mut errs: Vec<f64> = ours
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs() / b.abs().max(1e-3 * scale).max(1e-12))
+            .collect();
+        errs.sort_by(f64::total_cmp);
+        let median = errs[errs.len() / 2];
+        assert!(
+            median <= 1e-3,
+            "{name} {conv}: median relative error {median}"
+        );
+    }
+}
+
+/// A fixture's `labels` tensor (any integer dtype) as class indices.
+pub fn labels(t: &Tensor) -> Vec<u32> {
+    let v = t.to_dtype(candle_core::DType::I64).unwrap();
+    v.to_vec1::<i64>()
+        .unwrap()
+        .into_iter()
+        .map(|l| l as u32)
+        .collect()
+}

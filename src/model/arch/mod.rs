@@ -12,6 +12,7 @@ pub mod builder;
 pub mod efficientnet_lite;
 pub mod mobilenet_v1;
 pub mod mobilenet_v2;
+pub mod onnx;
 pub mod resnet;
 pub mod vgg;
 
@@ -50,6 +51,9 @@ pub fn build(
         Arch::MobilenetV1 => mobilenet_v1::build(&mut b, tail)?,
         Arch::MobilenetV2 => mobilenet_v2::build(&mut b, tail)?,
         Arch::EfficientnetLite0 => efficientnet_lite::build(&mut b, tail)?,
+        Arch::Onnx => anyhow::bail!(
+            "an ONNX model is read from its file (`onnx::load`), not built from tensors"
+        ),
         vgg_arch => {
             let (cfg, bn) = vgg::named(vgg_arch).expect("every other arch is a VGG");
             vgg::build(&mut b, &cfg, bn || batch_norm, tail)?

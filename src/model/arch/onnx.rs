@@ -1,0 +1,573 @@
+//! Any standard CNN as an ONNX file (`[[model]] weights = "model.onnx"`): the graph read
+//! node by node into lrprune's own ops, batch-norm and per-channel constants folded into the
+//! conv before them, so a network from PyTorch (`torch.onnx.export`), Keras (tf2onnx) or any
+//! other exporter prunes, explains and exports like the built-in ones.
+//!
+//! The graph is cut where the backbone ends — at the first node that leaves the feature
+//! maps (a global pool, a flatten, a linear layer) — and the project's own head is trained
+//! on it; with [`Tail::Classifier`] the whole graph is read (to check logits against the
+//! file's own). An op or attribute outside what is read here is refused naming the node, the
+//! op and what is supported — never guessed.
+//!
+//! Node names: the PyTorch exporter names a node `/layer1/layer1.0/conv1/Conv`; the module
+//! path's last part (`layer1.0.conv1`, torchvision's name) is taken, so group names, the
+//! relevance files and exported checkpoints read as torchvision's do. Other names are kept.
+
+use super::builder::{fold_batch_norm, tf_same};
+use super::Tail;
+use crate::assets::protobuf::{
+    f32_le, OnnxAttribute, OnnxGraph, OnnxModel, OnnxNode, OnnxTensor, ONNX_FLOAT, ONNX_INT64,
+};
+use crate::model::geometry::{Pad2d, Shape, Window};
+use crate::model::layer::{Conv, Linear, Op};
+use crate::model::network::Network;
+use anyhow::{anyhow, bail, Context, Result};
+use candle_core::{Device, Tensor};
+use prost::Message;
+use std::collections::HashMap;
+use std::path::Path;
+
+/// ONNX files larger than this are refused (the largest ImageNet CNNs are ~600 MB).
+const MAX_BYTES: u64 = 2 << 30;
+
+/// What the importer reads, for the refusal message.
+const SUPPORTED: &str = "Conv (dilation 1; groups 1 or depthwise), BatchNormalization and Mul/Add by a per-channel constant after a Conv or Gemm, Relu, Clip(0, 6), Add of two values, MaxPool, AveragePool over the whole map, GlobalAveragePool, Flatten, Reshape to a vector, Gemm, MatMul by a constant, Dropout, Identity, Constant";
+
+/// The network in the ONNX file at `path`, for `input` (C, H, W) images.
+pub fn load(
+    path: &Path,
+    input: (usize, usize, usize),
+    tail: Tail,
+    device: &Device,
+) -> Result<Network> {
+    let bytes = crate::fsio::read_capped(path, "ONNX model", MAX_BYTES)?;
+    let model = OnnxModel::decode(&bytes[..]).map_err(|e| {
+        anyhow!(
+            "{}: not an ONNX model ({e}) (fix: give a .onnx file written by an ONNX exporter)",
+            path.display()
+        )
+    })?;
+    let graph = model
+        .graph
+        .with_context(|| format!("{}: the ONNX model holds no graph", path.display()))?;
+    Importer::new(path, &graph, input, device)?.run(&graph, tail)
+}
+
+struct Importer {
+    path: String,
+    device: Device,
+    /// Initialisers and `Constant` outputs, by name.
+    consts: HashMap<String, OnnxTensor>,
+    /// The network value each ONNX value is (aliases share one).
+    values: HashMap<String, usize>,
+    /// How many nodes read each ONNX value (a fold needs the conv's output to itself).
+    readers: HashMap<String, usize>,
+    net: Network,
+    shapes: Vec<Shape>,
+    names: HashMap<String, usize>,
+}
+
+impl Importer {
+    fn new(
+        path: &Path,
+        g: &OnnxGraph,
+        input: (usize, usize, usize),
+        device: &Device,
+    ) -> Result<Self> {
+        let consts: HashMap<String, OnnxTensor> = g
+            .initializer
+            .iter()
+            .map(|t| (t.name.clone(), t.clone()))
+            .collect();
+        let path = path.display().to_string();
+        let Some(x) = g.input.iter().find(|i| !consts.contains_key(&i.name)) else {
+            bail!("{path}: the graph has no input besides its weights");
+        };
+        let mut readers = HashMap::new();
+        for n in &g.node {
+            for i in &n.input {
+                *readers.entry(i.clone()).or_insert(0) += 1;
+            }
+        }
+        let (c, h, w) = input;
+        Ok(Self {
+            path,
+            device: device.clone(),
+            consts,
+            values: HashMap::from([(x.name.clone(), 0)]),
+            readers,
+            net: Network {
+                nodes: vec![],
+                head_start: 0,
+                input_shape: input,
+            },
+            shapes: vec![Shape::Map { c, h, w }],
+            names: HashMap::new(),
+        })
+    }
+
+    fn run(mut self, g: &OnnxGraph, tail: Tail) -> Result<Network> {
+        for (k, node) in g.node.iter().enumerate() {
+            if tail == Tail::Features && self.leaves_the_maps(node) {
+                let x = self.value(node, 0)?;
+                if x != self.net.nodes.len() {
+                    bail!("{}: node `{}` ({}) ends the backbone but does not read the last feature map (fix: export the model without branches after its last conv block)", self.path, node.name, node.op_type);
+                }
+                return self.finish();
+            }
+            self.node(node, k).with_context(|| {
+                format!("{}: node `{}` ({})", self.path, node.name, node.op_type)
+            })?;
+        }
+        if tail == Tail::Features {
+            return self.finish();
+        }
+        let out = g.output.first().context("the graph has no output")?;
+        match self.values.get(&out.name) {
+            Some(&v) if v == self.net.nodes.len() => self.finish(),
+            _ => bail!(
+                "{}: the graph's output `{}` is not its last node's",
+                self.path,
+                out.name
+            ),
+        }
+    }
+
+    fn finish(mut self) -> Result<Network> {
+        if self.net.nodes.is_empty() {
+            bail!("{}: no layer before the backbone ends", self.path);
+        }
+        self.net.head_start = self.net.nodes.len();
+        Ok(self.net)
+    }
+
+    /// A node that takes the backbone's feature maps to vectors: where the backbone ends.
+    fn leaves_the_maps(&self, node: &OnnxNode) -> bool {
+        let flat_op = matches!(
+            node.op_type.as_str(),
+            "GlobalAveragePool" | "Flatten" | "Reshape" | "Gemm" | "MatMul"
+        );
+        let whole_pool = node.op_type == "AveragePool";
+        (flat_op || whole_pool)
+            && node
+                .input
+                .first()
+                .and_then(|i| self.values.get(i))
+                .is_some_and(|&v| matches!(self.shapes[v], Shape::Map { .. }))
+    }
+
+    /// The network value of `node`'s `i`-th input.
+    fn value(&self, node: &OnnxNode, i: usize) -> Result<usize> {
+        let name = node.input.get(i).context("an input is missing")?;
+        self.values.get(name).copied().with_context(|| {
+            format!("input `{name}` is neither a value computed before nor a constant")
+        })
+    }
+
+    fn konst(&self, node: &OnnxNode, i: usize) -> Option<&OnnxTensor> {
+        node.input.get(i).and_then(|n| self.consts.get(n))
+    }
+
+    /// Node `k` (named by its torch module path where it has one), read into the network.
+    fn node(&mut self, node: &OnnxNode, k: usize) -> Result<()> {
+        let op = node.op_type.as_str();
+        let out = node
+            .output
+            .first()
+            .context("the node has no output")?
+            .clone();
+        let alias = |s: &mut Self, v: usize| {
+            s.values.insert(out.clone(), v);
+            Ok(())
+        };
+        match op {
+            "Constant" => {
+                let t = attr(node, "value")
+                    .and_then(|a| a.t.clone())
+                    .context("a Constant without a tensor `value`")?;
+                self.consts.insert(out, t);
+                Ok(())
+            }
+            "Identity" | "Dropout" => {
+                if let Some(t) = self.konst(node, 0) {
+                    let t = t.clone();
+                    self.consts.insert(out, t);
+                    return Ok(());
+                }
+                let v = self.value(node, 0)?;
+                alias(self, v)
+            }
+            "Conv" => {
+                let conv = self.conv(node)?;
+                self.push(node, k, Op::Conv(conv), vec![self.value(node, 0)?])
+            }
+            "BatchNormalization" => {
+                let v = self.value(node, 0)?;
+                let Shape::Map { c, .. } = self.shapes[v] else {
+                    bail!("a batch-norm of a vector");
+                };
+                let eps = attr(node, "epsilon").map_or(1e-5, |a| a.f as f64);
+                let get = |i| self.vector(node, i, c);
+                let (gamma, beta, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
+                let conv = self.conv_to_fold(node, v)?;
+                let folded = fold_batch_norm(conv.clone(), &gamma, &beta, &mean, &var, eps)?;
+                *conv = Conv {
+                    extra_params: conv.extra_params + 2,
+                    ..folded
+                };
+                alias(self, v)
+            }
+            "Mul" | "Add" | "Sub" if self.konst(node, 1).is_some() || self.konst(node, 0).is_some() => {
+                self.fold_constant(node)?;
+                let v = self.value(node, usize::from(self.konst(node, 0).is_some()))?;
+                alias(self, v)
+            }
+            "Add" if node.input.len() == 2 => {
+                let (a, b) = (self.value(node, 0)?, self.value(node, 1)?);
+                if self.shapes[a] != self.shapes[b] {
+                    bail!("adds a {:?} to a {:?}", self.shapes[a], self.shapes[b]);
+                }
+                self.push(node, k, Op::Add, vec![a, b])
+            }
+            "Relu" => self.push(node, k, Op::Relu, vec![self.value(node, 0)?]),
+            "Clip" => {
+                let bound = |i: usize, name: &str| -> Option<f32> {
+                    match self.konst(node, i) {
+                        Some(t) => floats(t).first().copied(),
+                        None => attr(node, name).map(|a| a.f),
+                    }
+                };
+                let op = match (bound(1, "min"), bound(2, "max")) {
+                    (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => Op::Relu6,
+                    (Some(0.0), None) => Op::Relu,
+                    (lo, hi) => bail!("clips to [{lo:?}, {hi:?}]; only [0, 6] (ReLU6) and [0, ∞) are read"),
+                };
+                self.push(node, k, op, vec![self.value(node, 0)?])
+            }
+            "MaxPool" => {
+                let (kernel, stride, padding) = self.window(node)?;
+                if ints(node, "dilations").iter().any(|&d| d != 1) {
+                    bail!("a dilated max-pool");
+                }
+                let win = Window { kernel, stride, padding };
+                self.push(node, k, Op::MaxPool(win), vec![self.value(node, 0)?])
+            }
+            "AveragePool" | "GlobalAveragePool" => {
+                let v = self.value(node, 0)?;
+                if op == "AveragePool" {
+                    let (kernel, _, padding) = self.window(node)?;
+                    let whole = matches!(self.shapes[v], Shape::Map { h, w, .. } if h == kernel && w == kernel);
+                    if !whole || padding != (0, 0) {
+                        bail!("an average pool over part of the map ({kernel}×{kernel} on {:?}); only one over the whole map is read", self.shapes[v]);
+                    }
+                }
+                self.push(node, k, Op::GlobalAvgPool, vec![v])
+            }
+            "Flatten" | "Reshape" => {
+                let v = self.value(node, 0)?;
+                match self.shapes[v] {
+                    Shape::Flat(_) => alias(self, v),
+                    Shape::Map { .. } if op == "Flatten" && attr(node, "axis").is_none_or(|a| a.i == 1) => {
+                        self.push(node, k, Op::Flatten, vec![v])
+                    }
+                    s => bail!("reshapes a {s:?}; only a flatten to (N, features) is read"),
+                }
+            }
+            "Gemm" | "MatMul" => {
+                let x = self.value(node, 0)?;
+                let linear = self.linear(node)?;
+                if !matches!(self.shapes[x], Shape::Flat(n) if n == linear.weight.dims()[1]) {
+                    bail!("multiplies a {:?} by a {:?} matrix", self.shapes[x], linear.weight.dims());
+                }
+                self.push(node, k, Op::Linear(linear), vec![x])
+            }
+            "Concat" => bail!("Concat (DenseNet- and Inception-style models) is not read yet; supported: {SUPPORTED}"),
+            other => bail!("the op `{other}` is not read; supported: {SUPPORTED}"),
+        }
+    }
+
+    /// Push `op` reading `inputs` as ONNX node `node` (the `k`-th) and map its output to it.
+    fn push(&mut self, node: &OnnxNode, k: usize, op: Op, inputs: Vec<usize>) -> Result<()> {
+        let shape = op.out_shape(self.shapes[inputs[0]]);
+        let name = self.unique(
+            module_name(&node.name)
+                .unwrap_or_else(|| format!("{}{k}", node.op_type.to_lowercase())),
+        );
+        let v = self.net.push(name, op, inputs);
+        self.shapes.push(shape);
+        self.values.insert(node.output[0].clone(), v);
+        Ok(())
+    }
+
+    fn unique(&mut self, name: String) -> String {
+        let n = self.names.entry(name.clone()).or_insert(0);
+        *n += 1;
+        match *n {
+            1 => name,
+            n => format!("{name}_{n}"),
+        }
+    }
+
+    fn conv(&self, node: &OnnxNode) -> Result<Conv> {
+        let x = self.value(node, 0)?;
+        let Shape::Map { c: in_c, h, w } = self.shapes[x] else {
+            bail!("a conv reading a vector");
+        };
+        let weight = self.tensor(node, 1)?;
+        let d = weight.dims().to_vec();
+        if d.len() != 4 {
+            bail!(
+                "a {}-d conv weight; only 2-D convs are read",
+                d.len().saturating_sub(2)
+            );
+        }
+        let groups = attr(node, "group").map_or(1, |a| a.i as usize);
+        let depthwise = groups == in_c && d[1] == 1 && d[0] == in_c;
+        if groups != 1 && !depthwise || d[1] * groups != in_c {
+            bail!("groups = {groups} on {in_c} channels with a {d:?} weight; only plain and depthwise convs are read");
+        }
+        if ints(node, "dilations").iter().any(|&v| v != 1) {
+            bail!("a dilated conv (dilations {:?})", ints(node, "dilations"));
+        }
+        let stride = square(&ints(node, "strides"), 1, "strides")?;
+        let padding = match auto_pad(node).as_str() {
+            "" | "NOTSET" => match ints(node, "pads").as_slice() {
+                [] => Pad2d::same(0),
+                [t, l, b, r] => Pad2d {
+                    h: (*t as usize, *b as usize),
+                    w: (*l as usize, *r as usize),
+                },
+                p => bail!("pads {p:?}: four values expected"),
+            },
+            "VALID" => Pad2d::same(0),
+            "SAME_UPPER" => Pad2d {
+                h: tf_same(h, d[2], stride),
+                w: tf_same(w, d[3], stride),
+            },
+            other => bail!("auto_pad = {other}"),
+        };
+        let (bias, extra) = match self.konst(node, 2) {
+            Some(_) => (self.vector(node, 2, d[0])?, 1),
+            None => (
+                Tensor::zeros(d[0], candle_core::DType::F32, &self.device)?,
+                0,
+            ),
+        };
+        Ok(Conv {
+            weight,
+            bias,
+            padding,
+            stride,
+            groups,
+            extra_params: extra,
+        })
+    }
+
+    /// (kernel, stride, (before, after) padding) of a square pooling window.
+    fn window(&self, node: &OnnxNode) -> Result<(usize, usize, (usize, usize))> {
+        if attr(node, "ceil_mode").is_some_and(|a| a.i != 0) {
+            bail!("ceil_mode = 1");
+        }
+        if !matches!(auto_pad(node).as_str(), "" | "NOTSET" | "VALID") {
+            bail!("auto_pad = {}", auto_pad(node));
+        }
+        let kernel = square(&ints(node, "kernel_shape"), 0, "kernel_shape")?;
+        let stride = square(&ints(node, "strides"), 1, "strides")?;
+        let padding = match ints(node, "pads").as_slice() {
+            [] => (0, 0),
+            [t, l, b, r] if t == l && b == r => (*t as usize, *b as usize),
+            p => bail!("pads {p:?}: the same on both axes expected"),
+        };
+        Ok((kernel, stride, padding))
+    }
+
+    fn linear(&self, node: &OnnxNode) -> Result<Linear> {
+        let b = self.tensor(node, 1)?;
+        if b.dims().len() != 2 {
+            bail!("a {:?} matrix", b.dims());
+        }
+        let gemm = node.op_type == "Gemm";
+        let flag = |n: &str, default: i64| attr(node, n).map_or(default, |a| a.i);
+        let scale = |n: &str| attr(node, n).map_or(1.0, |a| a.f);
+        if gemm && (flag("transA", 0) != 0 || scale("alpha") != 1.0 || scale("beta") != 1.0) {
+            bail!("a Gemm with transA, alpha or beta set");
+        }
+        let weight = if gemm && flag("transB", 0) != 0 {
+            b
+        } else {
+            b.t()?.contiguous()?
+        };
+        let out = weight.dims()[0];
+        let bias = match (gemm, self.konst(node, 2)) {
+            (true, Some(_)) => self.vector(node, 2, out)?,
+            _ => Tensor::zeros(out, candle_core::DType::F32, &self.device)?,
+        };
+        Ok(Linear { weight, bias })
+    }
+
+    /// The conv whose output `v` is, if this node is its only reader (a fold target).
+    fn conv_to_fold(&mut self, node: &OnnxNode, v: usize) -> Result<&mut Conv> {
+        let feeds = node
+            .input
+            .first()
+            .map_or(0, |i| self.readers.get(i).copied().unwrap_or(0));
+        match self.net.nodes.get_mut(v.wrapping_sub(1)) {
+            Some(n) if feeds == 1 => match &mut n.op {
+                Op::Conv(c) => Ok(c),
+                _ => bail!("a per-channel affine after `{}`, not after a conv; only one right after a conv is read", n.name),
+            },
+            _ => bail!("a per-channel affine whose input is read elsewhere too, or is not a conv's; only one right after a conv is read"),
+        }
+    }
+
+    /// `y = x · a`, `x + a` or `x − a` with `a` a per-channel constant (a scalar or C values),
+    /// folded into the conv or linear layer that computes `x`.
+    fn fold_constant(&mut self, node: &OnnxNode) -> Result<()> {
+        let first_const = self.konst(node, 0).is_some();
+        if first_const && node.op_type == "Sub" {
+            bail!("subtracts a value from a constant");
+        }
+        let (xi, ci) = if first_const { (1, 0) } else { (0, 1) };
+        let v = self.value(node, xi)?;
+        let a = floats(self.konst(node, ci).context("the constant")?);
+        let feeds = node
+            .input
+            .get(xi)
+            .map_or(0, |i| self.readers.get(i).copied().unwrap_or(0));
+        let n = self
+            .net
+            .nodes
+            .get_mut(v.wrapping_sub(1))
+            .filter(|_| feeds == 1);
+        let (weight, bias) = match n.map(|n| &mut n.op) {
+            Some(Op::Conv(c)) => (&mut c.weight, &mut c.bias),
+            Some(Op::Linear(l)) => (&mut l.weight, &mut l.bias),
+            _ => bail!("a constant {} on a value that is not a conv's or linear layer's alone; only a per-channel affine right after one is read", node.op_type),
+        };
+        let c = bias.dims()[0];
+        let a = match a.len() {
+            1 => vec![a[0]; c],
+            n if n == c => a,
+            n => bail!("a constant of {n} values on {c} channels"),
+        };
+        let a = Tensor::from_vec(a, c, &self.device)?;
+        match node.op_type.as_str() {
+            "Mul" => {
+                let shape: Vec<usize> = std::iter::once(c)
+                    .chain(std::iter::repeat_n(1, weight.rank() - 1))
+                    .collect();
+                *weight = weight.broadcast_mul(&a.reshape(shape)?)?;
+                *bias = (&*bias * &a)?;
+            }
+            "Add" => *bias = (&*bias + &a)?,
+            _ => *bias = (&*bias - &a)?,
+        }
+        Ok(())
+    }
+
+    /// Input `i` of `node`: a constant float tensor.
+    fn tensor(&self, node: &OnnxNode, i: usize) -> Result<Tensor> {
+        let t = self.konst(node, i).with_context(|| {
+            format!("input {i} is not a constant (weights must be initialisers)")
+        })?;
+        if t.data_type != ONNX_FLOAT {
+            bail!("`{}` has ONNX data type {}, not float", t.name, t.data_type);
+        }
+        let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
+        let v = floats(t);
+        if v.len() != dims.iter().product::<usize>() || v.iter().any(|x| !x.is_finite()) {
+            bail!(
+                "`{}`: {} values for shape {dims:?}, or NaN/inf among them",
+                t.name,
+                v.len()
+            );
+        }
+        Ok(Tensor::from_vec(v, dims, &self.device)?)
+    }
+
+    /// Input `i`: a constant vector of `n` values.
+    fn vector(&self, node: &OnnxNode, i: usize, n: usize) -> Result<Tensor> {
+        let t = self.tensor(node, i)?;
+        if t.elem_count() != n {
+            bail!("input {i} holds {} values, {n} expected", t.elem_count());
+        }
+        Ok(t.flatten_all()?)
+    }
+}
+
+fn floats(t: &OnnxTensor) -> Vec<f32> {
+    match (t.data_type, t.raw_data.is_empty()) {
+        (ONNX_FLOAT, true) => t.float_data.clone(),
+        (ONNX_FLOAT, false) => f32_le(&t.raw_data),
+        (ONNX_INT64, _) => t.int64_data.iter().map(|&v| v as f32).collect(),
+        _ => vec![],
+    }
+}
+
+fn attr<'a>(node: &'a OnnxNode, name: &str) -> Option<&'a OnnxAttribute> {
+    node.attribute.iter().find(|a| a.name == name)
+}
+
+fn ints(node: &OnnxNode, name: &str) -> Vec<i64> {
+    attr(node, name).map_or(vec![], |a| a.ints.clone())
+}
+
+fn auto_pad(node: &OnnxNode) -> String {
+    attr(node, "auto_pad").map_or(String::new(), |a| {
+        String::from_utf8_lossy(&a.s).into_owned()
+    })
+}
+
+/// One value from a per-axis pair that must agree (`default` when absent).
+fn square(v: &[i64], default: usize, what: &str) -> Result<usize> {
+    match v {
+        [] => Ok(default),
+        [a, b] if a == b && *a > 0 => Ok(*a as usize),
+        other => bail!("{what} {other:?}: the same positive value on both axes expected"),
+    }
+}
+
+/// `layer1.0.conv1` from the PyTorch exporter's `/layer1/layer1.0/conv1/Conv`: each scope
+/// part is a child's attribute name, except that a `Sequential`'s child (`layer1.0`, and
+/// `conv.0` under `conv`) spells its parent's part too, which it then replaces.
+fn module_name(onnx_name: &str) -> Option<String> {
+    let parts: Vec<&str> = onnx_name.split('/').filter(|p| !p.is_empty()).collect();
+    if !onnx_name.starts_with('/') || parts.len() < 2 {
+        return None;
+    }
+    let mut path: Vec<&str> = Vec::new();
+    for part in &parts[..parts.len() - 1] {
+        match path.last() {
+            Some(last) if part.strip_prefix(last).is_some_and(|r| r.starts_with('.')) => {
+                *path.last_mut().unwrap() = part;
+            }
+            _ => path.push(part),
+        }
+    }
+    Some(path.join("."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::module_name;
+
+    #[test]
+    fn torch_scopes_give_module_names() {
+        assert_eq!(
+            module_name("/layer1/layer1.0/conv1/Conv").as_deref(),
+            Some("layer1.0.conv1")
+        );
+        assert_eq!(
+            module_name("/features/features.0/features.0.0/Conv").as_deref(),
+            Some("features.0.0")
+        );
+        let mb = "/features/features.1/conv/conv.0/conv.0.0/Conv";
+        assert_eq!(module_name(mb).as_deref(), Some("features.1.conv.0.0"));
+        assert_eq!(
+            module_name("/layer1/layer1.0/Add").as_deref(),
+            Some("layer1.0")
+        );
+        assert_eq!(module_name("Conv_12"), None);
+        assert_eq!(module_name("/Relu"), None);
+    }
+}

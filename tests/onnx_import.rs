@@ -1,0 +1,220 @@
+//! Bring your own CNN: an ONNX file read as the model (`[[model]] weights = "x.onnx"`).
+//!
+//! Fixtures: `tests/fixtures/onnx/` (`scripts/onnx_fixtures.py`): the narrow ResNet-18 (its
+//! BatchNormalization nodes kept, folded by the importer) and MobileNet-V2 (batch-norm fused
+//! by the exporter, ReLU6 as Clip) of `tests/fixtures/graph/`, exported by
+//! `torch.onnx.export`, so that fixture's PyTorch logits and zennit relevance are the
+//! references here too.
+
+mod common;
+use candle_core::{Device, Tensor};
+use lrprune::assets::protobuf::{OnnxAttribute, OnnxModel, ONNX_ATTR_INTS};
+use lrprune::model::arch::Tail;
+use lrprune::model::{load, Network};
+use lrprune::prune::Plan;
+use lrprune::spec::{Arch, GroupPolicy};
+use prost::Message;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+const FIXTURES: [&str; 2] = ["resnet18", "mobilenet_v2"];
+
+fn onnx(arch: &str) -> PathBuf {
+    Path::new("tests/fixtures/onnx").join(format!("{arch}.onnx"))
+}
+
+fn graph_fixture(arch: &str, file: &str) -> HashMap<String, Tensor> {
+    let path = Path::new("tests/fixtures/graph").join(arch).join(file);
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+fn import(path: &Path, size: usize, tail: Tail) -> anyhow::Result<Network> {
+    load::from_checkpoint(Arch::Onnx, &[], false, path, size, tail, &Device::Cpu)
+}
+
+/// The torchvision-built network of the same fixture (what the importer must agree with).
+fn builtin(arch: &str, size: usize) -> Network {
+    let path = Path::new("tests/fixtures/graph")
+        .join(arch)
+        .join("weights.pth");
+    let a = Arch::parse(arch).unwrap();
+    load::from_checkpoint(a, &[], false, &path, size, Tail::Classifier, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn imported_fixtures_give_pytorch_logits_zennit_relevance_and_the_same_groups() {
+    for arch in FIXTURES {
+        let inputs = graph_fixture(arch, "inputs.safetensors");
+        let expected = graph_fixture(arch, "expected.safetensors");
+        let images = inputs["images"].clone();
+        let labels = common::labels(&inputs["labels"]);
+        let size = images.dims()[2];
+        let net = import(&onnx(arch), size, Tail::Classifier).unwrap();
+        let ours = net.forward(&images).unwrap();
+        let d = common::max_abs_diff(&ours, &expected["logits"])
+            / common::max_abs(&expected["logits"]).max(1.0);
+        assert!(d <= 1e-4, "{arch}: relative max |Δlogit| = {d}");
+        // Convs named as torchvision names them, each with its zennit reference.
+        common::relevance_matches(arch, &net, &images, &labels, &expected);
+        // The pruning groups the dependency graph finds are the built-in model's.
+        let reference = builtin(arch, size);
+        for policy in [GroupPolicy::All, GroupPolicy::Internal] {
+            let ours = Plan::build(&net, policy, Default::default()).unwrap();
+            let theirs = Plan::build(&reference, policy, Default::default()).unwrap();
+            assert_eq!(ours.names(), theirs.names(), "{arch} {policy:?}");
+            assert_eq!(ours.sizes(), theirs.sizes(), "{arch} {policy:?}");
+        }
+    }
+}
+
+/// Every built-in backbone, exported by lrprune (`model.onnx`) and read back: the same
+/// feature maps (the importer stops where the backbone ends).
+#[test]
+fn every_builtin_backbone_survives_export_and_import() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, arch, weights, _) in lrprune::spec::BUILTIN_MODELS {
+        let path = lrprune::assets::resolve(weights).unwrap();
+        let net = load::from_checkpoint(*arch, &[], false, &path, 64, Tail::Features, &Device::Cpu)
+            .unwrap();
+        let file = dir.path().join(format!("{name}.onnx"));
+        let bytes = lrprune::model::export::onnx::to_onnx(&net, name).unwrap();
+        std::fs::write(&file, bytes).unwrap();
+        let back = import(&file, 64, Tail::Features).unwrap();
+        assert_eq!(back.conv_nodes().len(), net.conv_nodes().len(), "{name}");
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 64, 64), &Device::Cpu).unwrap();
+        let (a, b) = (net.forward(&x).unwrap(), back.forward(&x).unwrap());
+        let d = common::max_abs_diff(&b, &a) / common::max_abs(&a).max(1.0);
+        assert!(d <= 1e-5, "{name}: relative {d}");
+    }
+}
+
+/// `f` applied to the resnet18 fixture's graph, written to `dir`: the file's path.
+fn altered(dir: &Path, f: impl FnOnce(&mut OnnxModel)) -> PathBuf {
+    let bytes = std::fs::read(onnx("resnet18")).unwrap();
+    let mut m = OnnxModel::decode(&bytes[..]).unwrap();
+    f(&mut m);
+    let path = dir.join("altered.onnx");
+    std::fs::write(&path, m.encode_to_vec()).unwrap();
+    path
+}
+
+#[test]
+fn an_unsupported_op_or_attribute_is_refused_naming_the_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = |m: &mut OnnxModel, name: &str| -> usize {
+        let g = m.graph.as_ref().unwrap();
+        g.node.iter().position(|n| n.name == name).unwrap()
+    };
+    type Change = Box<dyn FnOnce(&mut OnnxModel)>;
+    let cases: Vec<(&str, Change, &str)> = vec![
+        (
+            "/layer1/layer1.0/Add",
+            Box::new(move |m| {
+                let i = node(m, "/layer1/layer1.0/Add");
+                m.graph.as_mut().unwrap().node[i].op_type = "Concat".into();
+            }),
+            "Concat",
+        ),
+        (
+            "/layer1/layer1.0/conv1/Conv",
+            Box::new(move |m| {
+                let i = node(m, "/layer1/layer1.0/conv1/Conv");
+                let n = &mut m.graph.as_mut().unwrap().node[i];
+                n.attribute.retain(|a| a.name != "dilations");
+                n.attribute.push(OnnxAttribute {
+                    name: "dilations".into(),
+                    ints: vec![2, 2],
+                    r#type: ONNX_ATTR_INTS,
+                    ..Default::default()
+                });
+            }),
+            "dilated",
+        ),
+        (
+            "/relu/Relu",
+            Box::new(move |m| {
+                let i = node(m, "/relu/Relu");
+                m.graph.as_mut().unwrap().node[i].op_type = "LeakyRelu".into();
+            }),
+            "`LeakyRelu` is not read",
+        ),
+    ];
+    for (at, change, says) in cases {
+        let path = altered(dir.path(), change);
+        let e = format!("{:#}", import(&path, 64, Tail::Features).unwrap_err());
+        assert!(e.contains(&path.display().to_string()), "{e}");
+        assert!(
+            e.contains(&format!("node `{at}`")) && e.contains(says),
+            "{e}"
+        );
+        assert!(e.contains("supported:") || says == "dilated", "{e}");
+    }
+    // Not ONNX at all.
+    let junk = dir.path().join("junk.onnx");
+    std::fs::write(&junk, b"\x0a\xff\xff garbage").unwrap();
+    let e = format!("{:#}", import(&junk, 64, Tail::Features).unwrap_err());
+    assert!(e.contains("not an ONNX model"), "{e}");
+}
+
+#[test]
+fn a_sweep_runs_on_an_imported_model_and_a_wrong_arch_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tiny_idx(&dir.path().join("data"), 30, 11);
+    let model = std::fs::canonicalize(onnx("mobilenet_v2")).unwrap();
+    let spec = |model_table: &str| {
+        format!(
+            r#"[experiment]
+name = "onnx"
+seeds = [0]
+models = ["mine"]
+datasets = ["textures"]
+methods = ["lrp", "aa-lrp"]
+results_dir = "{}"
+
+[data]
+train_per_class = 10
+test_per_class = 10
+batch_size = 40
+
+[pruning]
+step = 0.2
+max_rate = 0.6
+groups = "internal"
+
+[[model]]
+name = "mine"
+{model_table}
+input_size = 32
+preprocess = "torchvision"
+
+[[dataset]]
+name = "textures"
+format = "idx"
+source = "data"
+"#,
+            dir.path().join("out").display()
+        )
+    };
+    let path = dir.path().join("onnx.toml");
+    std::fs::write(&path, spec(&format!("weights = \"{}\"", model.display()))).unwrap();
+    let out = common::run_ok(&["run".as_ref(), "--quiet".as_ref(), path.as_os_str()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.matches(": top1 ").count(), 2, "{text}");
+    let df =
+        lrprune::results::read_parquet(&common::step_files(&dir.path().join("out"))[0]).unwrap();
+    assert!(df.height() >= 4, "steps to 0.6 by 0.2");
+
+    // An .onnx file with another arch, a checkpoint without one: named, with the fix.
+    for (table, says) in [
+        (
+            format!("arch = \"resnet18\"\nweights = \"{}\"", model.display()),
+            "whose graph is its own architecture",
+        ),
+        ("weights = \"w.safetensors\"".to_string(), "no `arch` given"),
+    ] {
+        let e = lrprune::spec::parse(&path, &spec(&table))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("arch") && e.contains(says), "{e}");
+    }
+}
