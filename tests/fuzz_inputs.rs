@@ -1,13 +1,13 @@
-//! Fuzzing past the spec parser (tests/fuzz_spec.rs): 10,000 generated cases, seeded
-//! (4,500 CLI values, 2,000 models, 2,000 `explain` inputs, 1,500 step files), over
-//! what a user hands the harness besides a spec's syntax — CLI values (`--shard`,
-//! `--max-memory`, Slurm's array variables), generated tiny custom models (spec → network →
-//! pruning groups → memory estimate → a forward pass), `explain` inputs (shapes, dtypes,
-//! labels, NaN/inf, damaged checkpoints) and damaged step files (the report's reader on
-//! mutated Parquet bytes and rows). Library functions are called directly, not the binary,
-//! so a case costs milliseconds. A case fails on a panic (caught), on taking longer than
-//! its bound, or on an error that does not name the file, key or argument to fix; a
-//! watchdog aborts the test binary when one case hangs.
+//! Fuzzing past the spec parser (tests/fuzz_spec.rs): 10,300 generated cases, seeded
+//! (4,500 CLI values, 2,000 models, 2,000 `explain` inputs, 1,500 step files, 300 ONNX
+//! models), over what a user hands the harness besides a spec's syntax — CLI values
+//! (`--shard`, `--max-memory`, Slurm's array variables), generated tiny custom models (spec →
+//! network → pruning groups → memory estimate → a forward pass), `explain` inputs (shapes,
+//! dtypes, labels, NaN/inf, damaged checkpoints), damaged step files (the report's reader on
+//! mutated Parquet bytes and rows) and mutated ONNX graphs (the importer). Library functions
+//! are called directly, not the binary, so a case costs milliseconds. A case fails on a panic
+//! (caught), on taking longer than its bound, or on an error that does not name the file, key
+//! or argument to fix; a watchdog aborts the test binary when one case hangs.
 
 mod common;
 
@@ -601,5 +601,101 @@ fn damaged_step_files_are_summarised_or_refused_by_name() {
     assert!(
         read > 100 && refused > 500,
         "read {read}, refused {refused}"
+    );
+}
+
+/// ONNX models a user might hand `[[model]] weights`: the resnet18 fixture's graph with
+/// attributes, weights, inputs and op types mutated, and its bytes damaged. Each is imported
+/// (then run on a tiny batch) or refused naming the file; nothing panics or hangs.
+#[test]
+fn onnx_models_are_imported_or_refused_by_name() {
+    use lrprune::assets::protobuf::OnnxModel;
+    use lrprune::model::arch::Tail;
+    use lrprune::spec::Arch;
+    use prost::Message;
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read("tests/fixtures/onnx/resnet18.onnx").unwrap();
+    let base = OnnxModel::decode(&original[..]).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(25);
+    let mut fz = Fuzz::new("onnx", Duration::from_secs(3));
+    let (mut imported, mut refused) = (0, 0);
+    const OPS: [&str; 8] = [
+        "Conv", "Relu", "Add", "MaxPool", "Concat", "Softmax", "Identity", "Flatten",
+    ];
+    const WILD: [i64; 9] = [0, -1, 1, 2, 3, 7, 64, i64::MAX, i64::MIN];
+    for case in 0..300 {
+        let path = dir.path().join(format!("m{case}.onnx"));
+        let bytes = if case % 10 == 9 {
+            // Damaged bytes: truncated or flipped.
+            let mut b = original.clone();
+            let at = rng.random_range(0..b.len());
+            match rng.random_range(0..2) {
+                0 => b.truncate(at),
+                _ => b[at] ^= 1 << rng.random_range(0..8),
+            }
+            b
+        } else {
+            let mut m = base.clone();
+            let g = m.graph.as_mut().unwrap();
+            for _ in 0..rng.random_range(1..4) {
+                let i = rng.random_range(0..g.node.len());
+                let node = &mut g.node[i];
+                match rng.random_range(0..5) {
+                    0 => node.op_type = OPS[rng.random_range(0..OPS.len())].into(),
+                    1 if !node.attribute.is_empty() => {
+                        let a = rng.random_range(0..node.attribute.len());
+                        let a = &mut node.attribute[a];
+                        a.i = WILD[rng.random_range(0..WILD.len())];
+                        for v in &mut a.ints {
+                            *v = WILD[rng.random_range(0..WILD.len())];
+                        }
+                    }
+                    2 if !node.input.is_empty() => {
+                        let k = rng.random_range(0..node.input.len());
+                        node.input[k] = ["", "nope", "input"][rng.random_range(0..3)].into();
+                    }
+                    3 => {
+                        let t = rng.random_range(0..g.initializer.len());
+                        let t = &mut g.initializer[t];
+                        match rng.random_range(0..3) {
+                            0 => t.dims.push(WILD[rng.random_range(0..WILD.len())]),
+                            1 => t.raw_data.truncate(t.raw_data.len() / 2),
+                            _ => t.raw_data[..4].copy_from_slice(&f32::NAN.to_le_bytes()),
+                        }
+                    }
+                    _ => {
+                        g.node.remove(i);
+                    }
+                }
+            }
+            m.encode_to_vec()
+        };
+        std::fs::write(&path, &bytes).unwrap();
+        let what = format!("case {case}");
+        let got = fz.case(&what, || {
+            let net = lrprune::model::load::from_checkpoint(
+                Arch::Onnx,
+                &[],
+                false,
+                &path,
+                32,
+                Tail::Features,
+                &Device::Cpu,
+            )?;
+            let x = Tensor::zeros((1, 3, 32, 32), DType::F32, &Device::Cpu)?;
+            net.forward(&x)?;
+            anyhow::Ok(())
+        });
+        match got {
+            Ok(()) => imported += 1,
+            Err(e) => {
+                names_one(&what, &e, &[&path.display().to_string()]);
+                refused += 1;
+            }
+        }
+    }
+    assert!(
+        imported > 10 && refused > 100,
+        "imported {imported}, refused {refused}"
     );
 }

@@ -315,6 +315,9 @@ impl Importer {
         };
         let weight = self.tensor(node, 1)?;
         let d = weight.dims().to_vec();
+        if d.len() == 4 && d.contains(&0) {
+            bail!("a conv weight of shape {d:?}");
+        }
         if d.len() != 4 {
             bail!(
                 "a {}-d conv weight; only 2-D convs are read",
@@ -331,13 +334,12 @@ impl Importer {
         }
         let stride = square(&ints(node, "strides"), 1, "strides")?;
         let padding = match auto_pad(node).as_str() {
-            "" | "NOTSET" => match ints(node, "pads").as_slice() {
-                [] => Pad2d::same(0),
-                [t, l, b, r] => Pad2d {
-                    h: (*t as usize, *b as usize),
-                    w: (*l as usize, *r as usize),
+            "" | "NOTSET" => match pads(node, (d[2], d[3]))? {
+                None => Pad2d::same(0),
+                Some([t, l, b, r]) => Pad2d {
+                    h: (t, b),
+                    w: (l, r),
                 },
-                p => bail!("pads {p:?}: four values expected"),
             },
             "VALID" => Pad2d::same(0),
             "SAME_UPPER" => Pad2d {
@@ -372,11 +374,14 @@ impl Importer {
             bail!("auto_pad = {}", auto_pad(node));
         }
         let kernel = square(&ints(node, "kernel_shape"), 0, "kernel_shape")?;
+        if kernel == 0 {
+            bail!("no kernel_shape");
+        }
         let stride = square(&ints(node, "strides"), 1, "strides")?;
-        let padding = match ints(node, "pads").as_slice() {
-            [] => (0, 0),
-            [t, l, b, r] if t == l && b == r => (*t as usize, *b as usize),
-            p => bail!("pads {p:?}: the same on both axes expected"),
+        let padding = match pads(node, (kernel, kernel))? {
+            None => (0, 0),
+            Some([t, l, b, r]) if t == l && b == r => (t, b),
+            Some(p) => bail!("pads {p:?}: the same on both axes expected"),
         };
         Ok((kernel, stride, padding))
     }
@@ -516,6 +521,25 @@ fn auto_pad(node: &OnnxNode) -> String {
     attr(node, "auto_pad").map_or(String::new(), |a| {
         String::from_utf8_lossy(&a.s).into_owned()
     })
+}
+
+/// `pads` (top, left, bottom, right), each below the kernel's size on its axis; `None`
+/// when absent.
+fn pads(node: &OnnxNode, (kh, kw): (usize, usize)) -> Result<Option<[usize; 4]>> {
+    match ints(node, "pads").as_slice() {
+        [] => Ok(None),
+        &[t, l, b, r] => {
+            let fits = |p: i64, k: usize| (0..k as i64).contains(&p);
+            if !(fits(t, kh) && fits(b, kh) && fits(l, kw) && fits(r, kw)) {
+                bail!(
+                    "pads {:?} for a {kh}×{kw} window: each from 0 to the window's size less one",
+                    [t, l, b, r]
+                );
+            }
+            Ok(Some([t as usize, l as usize, b as usize, r as usize]))
+        }
+        p => bail!("pads {p:?}: four values expected"),
+    }
 }
 
 /// One value from a per-axis pair that must agree (`default` when absent).
