@@ -262,3 +262,39 @@ fn an_exported_step_is_the_network_the_curve_describes() {
     lrprune::results::write_parquet_atomic(file, &mut df).unwrap();
     export_err(&spec, &["--step", &step.to_string()], "`params`");
 }
+
+/// Node names are not value names: two nodes of one name, or one called `input` or `logits`
+/// (an imported graph may have them), still give a valid graph.
+#[test]
+fn clashing_node_names_give_distinct_onnx_values() {
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let mut net = Network {
+        nodes: vec![],
+        head_start: 0,
+        input_shape: (3, 8, 8),
+    };
+    let conv = |i: usize, o: usize, rng: &mut ChaCha8Rng| {
+        Op::Conv(lrprune::model::layer::Conv {
+            weight: random(&[o, i, 3, 3], 0.3, rng),
+            bias: random(&[o], 0.1, rng),
+            padding: lrprune::model::geometry::Pad2d::same(1),
+            stride: 1,
+            groups: 1,
+            extra_params: 1,
+        })
+    };
+    let a = net.push("input", conv(3, 4, &mut rng), vec![0]);
+    let a = net.push("relu", Op::Relu, vec![a]);
+    let b = net.push("logits", conv(4, 4, &mut rng), vec![a]);
+    let b = net.push("relu", Op::Relu, vec![b]);
+    let s = net.push("relu", Op::Add, vec![a, b]);
+    net.push("pool", Op::GlobalAvgPool, vec![s]);
+    let net = with_head(net, &mut rng);
+    let images = random(&[2, 3, 8, 8], 1.0, &mut rng);
+    let bytes = to_onnx(&net, "clash").unwrap();
+    let d = rel_diff(
+        &tract_logits(&bytes, &images),
+        &net.forward(&images).unwrap(),
+    );
+    assert!(d <= 1e-4, "relative {d}");
+}

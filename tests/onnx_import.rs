@@ -218,3 +218,63 @@ source = "data"
         assert!(e.contains("arch") && e.contains(says), "{e}");
     }
 }
+
+/// Other spellings of the backbone's end: a `ReduceMean` over the map (Keras, tf2onnx) for the
+/// global pool, and the `Shape` → … → `Reshape` chain of `x.view(x.size(0), -1)`.
+#[test]
+fn reduce_mean_pooling_and_a_view_chain_end_the_backbone() {
+    use lrprune::assets::protobuf::{OnnxNode, ONNX_ATTR_INT};
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = graph_fixture("mobilenet_v2", "inputs.safetensors");
+    let expected = graph_fixture("mobilenet_v2", "expected.safetensors");
+    let images = inputs["images"].clone();
+    let bytes = std::fs::read(onnx("mobilenet_v2")).unwrap();
+    let mut m = OnnxModel::decode(&bytes[..]).unwrap();
+    let g = m.graph.as_mut().unwrap();
+    let gap = g
+        .node
+        .iter()
+        .position(|n| n.op_type == "GlobalAveragePool")
+        .unwrap();
+    let x = g.node[gap].input[0].clone();
+    g.node[gap].op_type = "ReduceMean".into();
+    g.node[gap].attribute = vec![
+        OnnxAttribute {
+            name: "axes".into(),
+            ints: vec![2, 3],
+            r#type: ONNX_ATTR_INTS,
+            ..Default::default()
+        },
+        OnnxAttribute {
+            name: "keepdims".into(),
+            i: 1,
+            r#type: ONNX_ATTR_INT,
+            ..Default::default()
+        },
+    ];
+    // What a view chain starts with, reading the last feature map.
+    g.node.insert(
+        gap,
+        OnnxNode {
+            input: vec![x],
+            output: vec!["shape_of_x".into()],
+            name: "/Shape".into(),
+            op_type: "Shape".into(),
+            attribute: vec![],
+        },
+    );
+    let reduced = dir.path().join("reduce_mean.onnx");
+    std::fs::write(&reduced, m.encode_to_vec()).unwrap();
+    let size = images.dims()[2];
+    let features = import(&reduced, size, Tail::Features).unwrap();
+    let reference = import(&onnx("mobilenet_v2"), size, Tail::Features).unwrap();
+    assert_eq!(features.nodes.len(), reference.nodes.len());
+    // Without the Shape node, the whole graph reads as before (ReduceMean as the pool).
+    let g = m.graph.as_mut().unwrap();
+    g.node.remove(gap);
+    std::fs::write(&reduced, m.encode_to_vec()).unwrap();
+    let net = import(&reduced, size, Tail::Classifier).unwrap();
+    let d = common::max_abs_diff(&net.forward(&images).unwrap(), &expected["logits"])
+        / common::max_abs(&expected["logits"]).max(1.0);
+    assert!(d <= 1e-4, "relative {d}");
+}

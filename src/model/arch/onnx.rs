@@ -31,7 +31,7 @@ use std::path::Path;
 const MAX_BYTES: u64 = 2 << 30;
 
 /// What the importer reads, for the refusal message.
-const SUPPORTED: &str = "Conv (dilation 1; groups 1 or depthwise), BatchNormalization and Mul/Add by a per-channel constant after a Conv or Gemm, Relu, Clip(0, 6), Add of two values, MaxPool, AveragePool over the whole map, GlobalAveragePool, Flatten, Reshape to a vector, Gemm, MatMul by a constant, Dropout, Identity, Constant";
+const SUPPORTED: &str = "Conv (dilation 1; groups 1 or depthwise), BatchNormalization and Mul/Add by a per-channel constant after a Conv or Gemm, Relu, Clip(0, 6), Add of two values, MaxPool, AveragePool over the whole map, GlobalAveragePool, ReduceMean over the map, Flatten, Reshape to a vector, Gemm, MatMul by a constant, Dropout, Identity, Constant";
 
 /// The network in the ONNX file at `path`, for `input` (C, H, W) images.
 pub fn load(
@@ -143,9 +143,16 @@ impl Importer {
 
     /// A node that takes the backbone's feature maps to vectors: where the backbone ends.
     fn leaves_the_maps(&self, node: &OnnxNode) -> bool {
+        // `Shape` starts the `x.view(x.size(0), -1)` chain older models flatten with.
         let flat_op = matches!(
             node.op_type.as_str(),
-            "GlobalAveragePool" | "Flatten" | "Reshape" | "Gemm" | "MatMul"
+            "GlobalAveragePool"
+                | "ReduceMean"
+                | "Flatten"
+                | "Reshape"
+                | "Gemm"
+                | "MatMul"
+                | "Shape"
         );
         let whole_pool = node.op_type == "AveragePool";
         (flat_op || whole_pool)
@@ -252,8 +259,16 @@ impl Importer {
                 let win = Window { kernel, stride, padding };
                 self.push(node, k, Op::MaxPool(win), vec![self.value(node, 0)?])
             }
-            "AveragePool" | "GlobalAveragePool" => {
+            "AveragePool" | "GlobalAveragePool" | "ReduceMean" => {
                 let v = self.value(node, 0)?;
+                if op == "ReduceMean" {
+                    // Keras and tf2onnx spell global pooling as a mean over the map's axes.
+                    let mut axes = ints(node, "axes");
+                    axes.sort_unstable();
+                    if axes != [2, 3] && axes != [-2, -1] {
+                        bail!("a mean over axes {axes:?}; only one over the map ([2, 3]) is read");
+                    }
+                }
                 if op == "AveragePool" {
                     let (kernel, _, padding) = self.window(node)?;
                     let whole = matches!(self.shapes[v], Shape::Map { h, w, .. } if h == kernel && w == kernel);

@@ -31,22 +31,36 @@ pub fn to_onnx(net: &Network, doc: &str) -> Result<Vec<u8>> {
     let mut g = Graph::default();
     let shapes = net.shapes();
     let out = net.output();
-    // Value `v` (0 = the input, `j + 1` = node j's output) under a stable name.
-    let value = |v: usize| match v {
-        0 => INPUT.to_string(),
-        v if v == out => OUTPUT.to_string(),
-        v => super::param_name(net, v - 1),
-    };
+    // Value `v` (0 = the input, `j + 1` = node j's output) under a stable, unique name: its
+    // node's, suffixed where two nodes share one or a node is called `input` or `logits`.
+    let mut seen: std::collections::HashSet<String> =
+        [INPUT, OUTPUT].map(String::from).into_iter().collect();
+    let mut names = vec![INPUT.to_string()];
+    for j in 0..net.nodes.len() {
+        let base = super::param_name(net, j);
+        let mut name = base.clone();
+        let mut k = 1;
+        while j + 1 != out && !seen.insert(name.clone()) {
+            k += 1;
+            name = format!("{base}_{k}");
+        }
+        names.push(if j + 1 == out { OUTPUT.into() } else { name });
+    }
+    let value = |v: usize| names[v].clone();
+    let names = &names;
     for (j, node) in net.nodes.iter().enumerate() {
-        let name = &super::param_name(net, j);
+        // Parameters under the checkpoint's names; nodes under their (unique) value's name,
+        // which runtimes such as tract require to be distinct from each other and the input.
+        let param = super::param_name(net, j);
+        let name = &names[j + 1];
         let xs: Vec<String> = node.inputs.iter().map(|&v| value(v)).collect();
         let y = value(j + 1);
         let x = xs[0].clone();
         match &node.op {
             Op::Conv(c) => {
                 let (kh, kw) = c.kernel();
-                let w = g.tensor(format!("{name}.weight"), &c.weight)?;
-                let b = g.tensor(format!("{name}.bias"), &c.bias)?;
+                let w = g.tensor(format!("{param}.weight"), &c.weight)?;
+                let b = g.tensor(format!("{param}.bias"), &c.bias)?;
                 let attrs = vec![
                     ints("kernel_shape", &[kh, kw]),
                     ints("strides", &[c.stride, c.stride]),
@@ -78,9 +92,9 @@ pub fn to_onnx(net: &Network, doc: &str) -> Result<Vec<u8>> {
                 let Shape::Map { h, w, .. } = shapes[node.inputs[0]] else {
                     bail!("node `{name}`: an adaptive pool reads a feature map");
                 };
-                let bins = g.tensor(format!("{name}.bins"), &averaging(h, w, *oh, *ow)?)?;
-                let flat_shape = g.int64s(&format!("{name}.flat"), &[0, 0, -1]);
-                let map_shape = g.int64s(&format!("{name}.map"), &[0, 0, *oh as i64, *ow as i64]);
+                let bins = g.tensor(format!("{param}.bins"), &averaging(h, w, *oh, *ow)?)?;
+                let flat_shape = g.int64s(&format!("{param}.flat"), &[0, 0, -1]);
+                let map_shape = g.int64s(&format!("{param}.map"), &[0, 0, *oh as i64, *ow as i64]);
                 let (flat, pooled) = (format!("{name}/flat"), format!("{name}/pooled"));
                 g.node("Reshape", &flat, vec![x, flat_shape], &flat, vec![]);
                 g.node("MatMul", &pooled, vec![flat.clone(), bins], &pooled, vec![]);
@@ -95,13 +109,13 @@ pub fn to_onnx(net: &Network, doc: &str) -> Result<Vec<u8>> {
             Op::Add => g.node("Sum", name, xs, &y, vec![]),
             Op::Flatten => g.node("Flatten", name, vec![x], &y, vec![int("axis", 1)]),
             Op::Linear(l) => {
-                let w = g.tensor(format!("{name}.weight"), &l.weight)?;
-                let b = g.tensor(format!("{name}.bias"), &l.bias)?;
+                let w = g.tensor(format!("{param}.weight"), &l.weight)?;
+                let b = g.tensor(format!("{param}.bias"), &l.bias)?;
                 g.node("Gemm", name, vec![x, w, b], &y, vec![int("transB", 1)]);
             }
             Op::Standardize { mean, inv_std } => {
-                let m = g.tensor(format!("{name}.mean"), mean)?;
-                let s = g.tensor(format!("{name}.inv_std"), inv_std)?;
+                let m = g.tensor(format!("{param}.mean"), mean)?;
+                let s = g.tensor(format!("{param}.inv_std"), inv_std)?;
                 let centred = format!("{name}/centred");
                 g.node("Sub", &centred, vec![x, m], &centred, vec![]);
                 g.node("Mul", name, vec![centred, s], &y, vec![]);
