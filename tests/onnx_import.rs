@@ -106,7 +106,7 @@ fn an_unsupported_op_or_attribute_is_refused_naming_the_node() {
         g.node.iter().position(|n| n.name == name).unwrap()
     };
     type Change = Box<dyn FnOnce(&mut OnnxModel)>;
-    let cases: Vec<(&str, Change, &str)> = vec![
+    let mut cases: Vec<(&str, Change, &str)> = vec![
         (
             "/layer1/layer1.0/Add",
             Box::new(move |m| {
@@ -139,6 +139,21 @@ fn an_unsupported_op_or_attribute_is_refused_naming_the_node() {
             "`LeakyRelu` is not read",
         ),
     ];
+    cases.push((
+        "/bn1/BatchNormalization",
+        Box::new(move |m| {
+            let i = node(m, "/bn1/BatchNormalization");
+            m.graph.as_mut().unwrap().node[i]
+                .attribute
+                .push(OnnxAttribute {
+                    name: "training_mode".into(),
+                    i: 1,
+                    r#type: lrprune::assets::protobuf::ONNX_ATTR_INT,
+                    ..Default::default()
+                });
+        }),
+        "training mode",
+    ));
     for (at, change, says) in cases {
         let path = altered(dir.path(), change);
         let e = format!("{:#}", import(&path, 64, Tail::Features).unwrap_err());
@@ -147,8 +162,16 @@ fn an_unsupported_op_or_attribute_is_refused_naming_the_node() {
             e.contains(&format!("node `{at}`")) && e.contains(says),
             "{e}"
         );
-        assert!(e.contains("supported:") || says == "dilated", "{e}");
+        assert!(e.contains("supported:") || says != "Concat", "{e}");
     }
+    // A model for grey images: the input's declared channels are named.
+    let path = altered(dir.path(), |m| {
+        let input = &mut m.graph.as_mut().unwrap().input[0];
+        let t = input.r#type.as_mut().unwrap().tensor_type.as_mut().unwrap();
+        t.shape.as_mut().unwrap().dim[1].dim_value = Some(1);
+    });
+    let e = format!("{:#}", import(&path, 64, Tail::Features).unwrap_err());
+    assert!(e.contains("lrprune feeds it (N, 3, H, W)"), "{e}");
     // Not ONNX at all.
     let junk = dir.path().join("junk.onnx");
     std::fs::write(&junk, b"\x0a\xff\xff garbage").unwrap();

@@ -83,6 +83,22 @@ impl Importer {
         let Some(x) = g.input.iter().find(|i| !consts.contains_key(&i.name)) else {
             bail!("{path}: the graph has no input besides its weights");
         };
+        // The images lrprune feeds are (N, 3, H, W): say so if the model reads others.
+        let declared = x
+            .r#type
+            .as_ref()
+            .and_then(|t| t.tensor_type.as_ref())
+            .and_then(|t| t.shape.as_ref())
+            .map(|s| s.dim.iter().map(|d| d.dim_value).collect::<Vec<_>>());
+        if let Some(dims) = declared {
+            if dims.len() != 4 || dims[1].is_some_and(|c| c != input.0 as i64) {
+                bail!(
+                    "{path}: the graph's input `{}` has shape {dims:?} (None: any size); lrprune feeds it (N, {}, H, W) images (fix: export the model for NCHW RGB input)",
+                    x.name,
+                    input.0
+                );
+            }
+        }
         let mut readers = HashMap::new();
         for n in &g.node {
             for i in &n.input {
@@ -209,6 +225,9 @@ impl Importer {
                 self.push(node, k, Op::Conv(conv), vec![self.value(node, 0)?])
             }
             "BatchNormalization" => {
+                if attr(node, "training_mode").is_some_and(|a| a.i != 0) {
+                    bail!("a batch-norm in training mode (batch statistics); export the model in eval mode");
+                }
                 let v = self.value(node, 0)?;
                 let Shape::Map { c, .. } = self.shapes[v] else {
                     bail!("a batch-norm of a vector");
@@ -449,7 +468,27 @@ impl Importer {
         }
         let (xi, ci) = if first_const { (1, 0) } else { (0, 1) };
         let v = self.value(node, xi)?;
-        let a = floats(self.konst(node, ci).context("the constant")?);
+        let konst = self.konst(node, ci).context("the constant")?;
+        // Right-aligned with the value's (N, C, H, W) or (N, F): 1 everywhere but the channel
+        // axis, so that the constant is one number per channel (or one for all).
+        let rank = match self.shapes[v] {
+            Shape::Map { .. } => 4,
+            Shape::Flat(_) => 2,
+        };
+        let dims = &konst.dims;
+        let spatial = dims.len() > rank
+            || dims
+                .iter()
+                .rev()
+                .enumerate()
+                .any(|(k, &d)| d != 1 && k + 1 != rank - 1);
+        if spatial {
+            bail!(
+                "a constant of shape {dims:?} on a {:?}; only one value per channel is folded",
+                self.shapes[v]
+            );
+        }
+        let a = floats(konst);
         let feeds = node
             .input
             .get(xi)
