@@ -429,11 +429,14 @@ fn skip_producer(
     if plan.groups[g].producers.len() != 1 || !plain_conv {
         return Ok(node);
     }
-    // The conv's output, then every channel-wise op reading only the value before.
+    // The conv's output, then every channel-wise op reading only the value before (the
+    // plan's notion, `Op::is_channelwise`; an `Add` reads two values and so ends the run).
     let mut last = node + 1;
-    while net.nodes.get(last).is_some_and(|n| {
-        matches!(n.op, Op::Relu | Op::Relu6 | Op::MaxPool(_) | Op::Dropout) && n.inputs == [last]
-    }) {
+    while net
+        .nodes
+        .get(last)
+        .is_some_and(|n| n.op.is_channelwise() && n.inputs == [last])
+    {
         last += 1;
     }
     let ids = Tensor::new(keep, net.device())?;
