@@ -1,7 +1,8 @@
 //! Any standard CNN as an ONNX file (`[[model]] weights = "model.onnx"`): the graph read
 //! node by node into lrprune's own ops, batch-norm and per-channel constants folded into the
-//! conv before them, so a network from PyTorch (`torch.onnx.export`), Keras (tf2onnx) or any
-//! other exporter prunes, explains and exports like the built-in ones.
+//! conv before them, so a network from PyTorch (`torch.onnx.export`) or any other exporter
+//! that writes an NCHW graph prunes, explains and exports like the built-in ones (NHWC graphs,
+//! tf2onnx's usual output, are refused at their first transpose).
 //!
 //! The graph is cut where the backbone ends — at the first node that leaves the feature
 //! maps (a global pool, a flatten, a linear layer) — and the project's own head is trained
@@ -281,7 +282,7 @@ impl Importer {
             "AveragePool" | "GlobalAveragePool" | "ReduceMean" => {
                 let v = self.value(node, 0)?;
                 if op == "ReduceMean" {
-                    // Keras and tf2onnx spell global pooling as a mean over the map's axes.
+                    // Some exporters spell global pooling as a mean over the map's axes.
                     let mut axes = ints(node, "axes");
                     axes.sort_unstable();
                     if axes != [2, 3] && axes != [-2, -1] {
