@@ -633,8 +633,8 @@ fn main() -> ExitCode {
             }
             let spec = spec::load(&spec)?;
             let cfg = pick_run(&spec, &run)?;
-            lrprune::fsio::check_dir_destination(&out).context("--out")?;
             let Some(at) = at else {
+                lrprune::fsio::check_dir_destination(&out).context("--out")?;
                 let task = runner::prepare_task(cfg, &candle_core::Device::Cpu)?;
                 lrprune::fsio::create_dir_all(&out).context("--out")?;
                 model::export::write_task(cfg, &task.net, &task.data.train, &task.data.test, &out)?;

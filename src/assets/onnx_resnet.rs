@@ -9,20 +9,12 @@
 //! their place in the bottleneck structure ([3, 4, 6, 3] blocks; a block's projection is the
 //! conv that reads the block input and writes its output width).
 
-use super::protobuf::{f32_le, OnnxModel, OnnxNode, OnnxTensor, ONNX_FLOAT};
+use super::protobuf::{OnnxModel, OnnxNode, ONNX_FLOAT};
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use prost::Message;
 use std::collections::HashMap;
 use std::path::Path;
-
-fn floats(t: &OnnxTensor) -> Vec<f32> {
-    if t.raw_data.is_empty() {
-        t.float_data.clone()
-    } else {
-        f32_le(&t.raw_data)
-    }
-}
 
 /// A conv with its folded affine tail: weight (out, in, kh, kw) and bias.
 struct Folded {
@@ -66,7 +58,7 @@ pub fn to_safetensors(path: &Path, out: &Path) -> Result<()> {
     for t in g.initializer.iter().filter(|t| t.data_type == ONNX_FLOAT) {
         consts.insert(
             t.name.clone(),
-            (t.dims.iter().map(|&d| d as usize).collect(), floats(t)),
+            (t.dims.iter().map(|&d| d as usize).collect(), t.floats()),
         );
     }
     for n in &g.node {
@@ -75,7 +67,7 @@ pub fn to_safetensors(path: &Path, out: &Path) -> Result<()> {
                 if let Some(t) = n.attribute.iter().find_map(|a| a.t.as_ref()) {
                     if t.data_type == ONNX_FLOAT {
                         let dims = t.dims.iter().map(|&d| d as usize).collect();
-                        consts.insert(n.output[0].clone(), (dims, floats(t)));
+                        consts.insert(n.output[0].clone(), (dims, t.floats()));
                     }
                 }
             }

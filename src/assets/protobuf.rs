@@ -212,6 +212,25 @@ pub struct OnnxDim {
 pub const ONNX_FLOAT: i32 = 1;
 pub const ONNX_INT64: i32 = 7;
 
+impl OnnxTensor {
+    /// The values of a float or int64 tensor as f32, from `raw_data` or the typed field
+    /// (empty for other element types).
+    pub fn floats(&self) -> Vec<f32> {
+        let raw = !self.raw_data.is_empty();
+        match self.data_type {
+            ONNX_FLOAT if raw => f32_le(&self.raw_data),
+            ONNX_FLOAT => self.float_data.clone(),
+            ONNX_INT64 if raw => self
+                .raw_data
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().unwrap()) as f32)
+                .collect(),
+            ONNX_INT64 => self.int64_data.iter().map(|&v| v as f32).collect(),
+            _ => vec![],
+        }
+    }
+}
+
 /// Little-endian f32s from raw bytes.
 pub fn f32_le(bytes: &[u8]) -> Vec<f32> {
     bytes

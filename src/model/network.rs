@@ -328,6 +328,29 @@ impl Network {
     }
 }
 
+/// Names made unique as they are handed out: a name already taken gets `_2`, `_3`, …
+/// (an imported graph's repeated module names, the values of an exported one).
+#[derive(Debug, Default)]
+pub struct UniqueNames(std::collections::HashSet<String>);
+
+impl UniqueNames {
+    /// Names that are never handed out (an exported graph's input and output).
+    pub fn reserving(names: &[&str]) -> Self {
+        Self(names.iter().map(|n| n.to_string()).collect())
+    }
+
+    /// `base`, or the first free `base_k`.
+    pub fn take(&mut self, base: String) -> String {
+        let mut name = base.clone();
+        let mut k = 1;
+        while !self.0.insert(name.clone()) {
+            k += 1;
+            name = format!("{base}_{k}");
+        }
+        name
+    }
+}
+
 fn missing(v: usize) -> candle_core::Error {
     candle_core::Error::Msg(format!(
         "internal: value {v} of the network was not computed"

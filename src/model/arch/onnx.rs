@@ -17,11 +17,11 @@
 use super::builder::{fold_batch_norm, tf_same};
 use super::Tail;
 use crate::assets::protobuf::{
-    f32_le, OnnxAttribute, OnnxGraph, OnnxModel, OnnxNode, OnnxTensor, ONNX_FLOAT, ONNX_INT64,
+    OnnxAttribute, OnnxGraph, OnnxModel, OnnxNode, OnnxTensor, ONNX_FLOAT,
 };
 use crate::model::geometry::{Pad2d, Shape, Window};
 use crate::model::layer::{Conv, Linear, Op};
-use crate::model::network::Network;
+use crate::model::network::{Network, UniqueNames};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{Device, Tensor};
 use prost::Message;
@@ -65,7 +65,7 @@ struct Importer {
     readers: HashMap<String, usize>,
     net: Network,
     shapes: Vec<Shape>,
-    names: HashMap<String, usize>,
+    names: UniqueNames,
 }
 
 impl Importer {
@@ -119,7 +119,7 @@ impl Importer {
                 input_shape: input,
             },
             shapes: vec![Shape::Map { c, h, w }],
-            names: HashMap::new(),
+            names: UniqueNames::default(),
         })
     }
 
@@ -260,7 +260,7 @@ impl Importer {
             "Clip" => {
                 let bound = |i: usize, name: &str| -> Option<f32> {
                     match self.konst(node, i) {
-                        Some(t) => floats(t).first().copied(),
+                        Some(t) => t.floats().first().copied(),
                         None => attr(node, name).map(|a| a.f),
                     }
                 };
@@ -324,7 +324,7 @@ impl Importer {
     /// Push `op` reading `inputs` as ONNX node `node` (the `k`-th) and map its output to it.
     fn push(&mut self, node: &OnnxNode, k: usize, op: Op, inputs: Vec<usize>) -> Result<()> {
         let shape = op.out_shape(self.shapes[inputs[0]]);
-        let name = self.unique(
+        let name = self.names.take(
             module_name(&node.name)
                 .unwrap_or_else(|| format!("{}{k}", node.op_type.to_lowercase())),
         );
@@ -332,15 +332,6 @@ impl Importer {
         self.shapes.push(shape);
         self.values.insert(node.output[0].clone(), v);
         Ok(())
-    }
-
-    fn unique(&mut self, name: String) -> String {
-        let n = self.names.entry(name.clone()).or_insert(0);
-        *n += 1;
-        match *n {
-            1 => name,
-            n => format!("{name}_{n}"),
-        }
     }
 
     fn conv(&self, node: &OnnxNode) -> Result<Conv> {
@@ -489,7 +480,7 @@ impl Importer {
                 self.shapes[v]
             );
         }
-        let a = floats(konst);
+        let a = konst.floats();
         let feeds = node
             .input
             .get(xi)
@@ -534,7 +525,7 @@ impl Importer {
             bail!("`{}` has ONNX data type {}, not float", t.name, t.data_type);
         }
         let dims: Vec<usize> = t.dims.iter().map(|&d| d as usize).collect();
-        let v = floats(t);
+        let v = t.floats();
         if v.len() != dims.iter().product::<usize>() || v.iter().any(|x| !x.is_finite()) {
             bail!(
                 "`{}`: {} values for shape {dims:?}, or NaN/inf among them",
@@ -552,15 +543,6 @@ impl Importer {
             bail!("input {i} holds {} values, {n} expected", t.elem_count());
         }
         Ok(t.flatten_all()?)
-    }
-}
-
-fn floats(t: &OnnxTensor) -> Vec<f32> {
-    match (t.data_type, t.raw_data.is_empty()) {
-        (ONNX_FLOAT, true) => t.float_data.clone(),
-        (ONNX_FLOAT, false) => f32_le(&t.raw_data),
-        (ONNX_INT64, _) => t.int64_data.iter().map(|&v| v as f32).collect(),
-        _ => vec![],
     }
 }
 

@@ -8,7 +8,7 @@
 //! ONNX cannot express for sizes that do not divide) is a `MatMul` by its averaging matrix.
 
 use super::super::layer::Op;
-use super::super::network::Network;
+use super::super::network::{Network, UniqueNames};
 use super::super::pool::adaptive_bin;
 use crate::assets::protobuf::{
     OnnxAttribute, OnnxDim, OnnxGraph, OnnxModel, OnnxNode, OnnxOpset, OnnxShape, OnnxTensor,
@@ -31,30 +31,14 @@ pub fn to_onnx(net: &Network, doc: &str) -> Result<Vec<u8>> {
     let mut g = Graph::default();
     let shapes = net.shapes();
     let out = net.output();
-    // Value `v` (0 = the input, `j + 1` = node j's output) under a stable, unique name: its
-    // node's, suffixed where two nodes share one or a node is called `input` or `logits`.
-    let mut seen: std::collections::HashSet<String> =
-        [INPUT, OUTPUT].map(String::from).into_iter().collect();
-    let mut names = vec![INPUT.to_string()];
-    for j in 0..net.nodes.len() {
-        let base = super::param_name(net, j);
-        let mut name = base.clone();
-        let mut k = 1;
-        while j + 1 != out && !seen.insert(name.clone()) {
-            k += 1;
-            name = format!("{base}_{k}");
-        }
-        names.push(if j + 1 == out { OUTPUT.into() } else { name });
-    }
-    let value = |v: usize| names[v].clone();
-    let names = &names;
+    let names = value_names(net);
     for (j, node) in net.nodes.iter().enumerate() {
         // Parameters under the checkpoint's names; nodes under their (unique) value's name,
         // which runtimes such as tract require to be distinct from each other and the input.
         let param = super::param_name(net, j);
         let name = &names[j + 1];
-        let xs: Vec<String> = node.inputs.iter().map(|&v| value(v)).collect();
-        let y = value(j + 1);
+        let xs: Vec<String> = node.inputs.iter().map(|&v| names[v].clone()).collect();
+        let y = names[j + 1].clone();
         let x = xs[0].clone();
         match &node.op {
             Op::Conv(c) => {
@@ -143,6 +127,20 @@ pub fn to_onnx(net: &Network, doc: &str) -> Result<Vec<u8>> {
         }),
     };
     Ok(model.encode_to_vec())
+}
+
+/// Value `v`'s name (0 = the input, `j + 1` = node j's output): its node's, suffixed where two
+/// nodes share one or a node is called `input` or `logits`; the network's output is `logits`.
+fn value_names(net: &Network) -> Vec<String> {
+    let mut taken = UniqueNames::reserving(&[INPUT, OUTPUT]);
+    let mut names = vec![INPUT.to_string()];
+    for j in 0..net.nodes.len() {
+        names.push(match j + 1 == net.output() {
+            true => OUTPUT.into(),
+            false => taken.take(super::param_name(net, j)),
+        });
+    }
+    names
 }
 
 /// The (h·w, oh·ow) matrix whose column `i·ow + j` averages adaptive bin (i, j) of an h × w
