@@ -8,11 +8,21 @@ are the references of the imported models too.
                 eval-mode model): the importer folds them into the convs.
   mobilenet_v2  exported as torch does by default in eval mode: batch-norm already fused
                 into the convs, ReLU6 as Clip(0, 6).
+  densenet121   torchvision's DenseNet-121 layout (block_config 6-12-24-16) made narrow
+                (num_init_features 8, growth_rate 4, bn_size 2, 10 classes), random weights
+                randomised as the graph fixtures' are, exported in eval mode: Concat, the
+                pre-activation BatchNormalization nodes that no conv precedes (norm1 of every
+                dense layer, the transitions' norm, norm5), AveragePool(2, 2). It has no graph
+                fixture, so its own references are written beside it: densenet121/inputs and
+                densenet121/expected.safetensors (logits; zennit EpsilonPlus relevance per
+                conv in float64, as scripts/graph_fixtures.py computes it, with the canonizer
+                below: conv0+norm0 and every conv1+norm2 merged, the functional final ReLU and
+                pooling made modules; a BatchNorm no conv precedes gets zennit's Pass).
 
 Both use opset 13, a dynamic batch axis, and the legacy TorchScript exporter (dynamo=False),
 whose graphs are what most ONNX files in the wild look like.
 
-Outputs, in tests/fixtures/onnx/ (or OUT_DIR): ARCH.onnx. Needs torch, torchvision, onnx
+Outputs, in tests/fixtures/onnx/ (or OUT_DIR): ARCH.onnx, and densenet121/*.safetensors. Needs torch, torchvision, onnx
 (the same venv as scripts/graph_fixtures.py).
 
   python3 scripts/onnx_fixtures.py [OUT_DIR]
@@ -38,6 +48,7 @@ def main():
         "resnet18": (gf.narrow_resnet18, torch.onnx.TrainingMode.PRESERVE),
         "mobilenet_v2": (gf.narrow_mobilenet_v2, torch.onnx.TrainingMode.EVAL),
     }
+    export_densenet(out)
     for arch, (build, training) in builds.items():
         model = build().eval()
         state = torch.load(os.path.join(GRAPH, arch, "weights.pth"))
@@ -67,6 +78,126 @@ def main():
 
         ops = sorted({n.op_type for n in onnx.load(path).graph.node})
         print(f"{arch}: {path} ({os.path.getsize(path)} bytes), ops {ops}")
+
+
+def narrow_densenet121():
+    from torchvision.models import DenseNet
+    return DenseNet(growth_rate=4, block_config=(6, 12, 24, 16), num_init_features=8, bn_size=2,
+                    num_classes=gf.NUM_CLASSES)
+
+
+def densenet_canonizer():
+    """conv0+norm0 and each dense layer's conv1+norm2 merged; the final F.relu and
+    F.adaptive_avg_pool2d made modules (so the ReLU gets Pass and the pool the AvgPool rule)."""
+    import torch
+    from torchvision.models.densenet import DenseNet, _DenseLayer
+    from zennit.canonizers import AttributeCanonizer, CompositeCanonizer, NamedMergeBatchNorm
+
+    def merges(model):
+        pairs = [(["features.conv0"], "features.norm0")]
+        for name, m in model.named_modules():
+            if isinstance(m, _DenseLayer):
+                pairs.append(([f"{name}.conv1"], f"{name}.norm2"))
+        return pairs
+
+    def pooled_forward(self, x):
+        x = self.canonizer_pool(self.canonizer_relu(self.features(x)))
+        return self.classifier(torch.flatten(x, 1))
+
+    def pool_attributes(_name, module):
+        if isinstance(module, DenseNet):
+            return {"forward": pooled_forward.__get__(module), "canonizer_relu": torch.nn.ReLU(),
+                    "canonizer_pool": torch.nn.AdaptiveAvgPool2d((1, 1))}
+        return None
+
+    class Canonizer(CompositeCanonizer):
+        def __init__(self):
+            self.merge = None
+            super().__init__([AttributeCanonizer(pool_attributes)])
+
+        def apply(self, root_module):
+            self.merge = NamedMergeBatchNorm(merges(root_module))
+            return self.merge.apply(root_module) + super().apply(root_module)
+
+    return Canonizer()
+
+
+def densenet_targets(model):
+    """conv name -> the module whose output is the conv's BN-merged output: the conv's next
+    sibling when it is a BatchNorm (the merged pairs above), else the conv itself."""
+    import torch
+    targets = {}
+    for _, parent in model.named_modules():
+        children = list(parent.named_children())
+        for i, (name, m) in enumerate(children):
+            if isinstance(m, torch.nn.Conv2d):
+                full = next(n for n, x in model.named_modules() if x is m)
+                nxt = children[i + 1][1] if i + 1 < len(children) else None
+                targets[full] = (full, nxt if isinstance(nxt, torch.nn.BatchNorm2d) else m)
+    return targets
+
+
+def sensitivity(model, images, labels, rel, eps):
+    """How far zennit's float64 relevance moves when every weight is scaled by 1 + eps·N(0, 1):
+    the worst conv's median relative change (the metric tests/common relevance_matches uses)."""
+    import copy
+    import torch
+    moved = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for p in moved.parameters():
+            p.mul_(1 + eps * torch.randn(p.shape, generator=g))
+    again = gf.conv_relevance(moved, images, labels, densenet_canonizer, torch.float64)
+
+    def median(k):
+        a, b = again[k], rel[k]
+        floor = torch.maximum(b.abs(), 1e-3 * b.abs().max()).clamp(min=1e-12)
+        err = ((a - b).abs() / floor).sort().values
+        return err[len(err) // 2].item()
+    return max((median(k), k) for k in rel)
+
+
+def export_densenet(out):
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = narrow_densenet121().eval()
+    gf.randomise(model)
+    images = torch.randn(gf.N_IMAGES, 3, 64, 64)
+    labels = torch.randint(0, gf.NUM_CLASSES, (gf.N_IMAGES,))
+    with torch.no_grad():
+        logits = model(images)
+    original = gf.conv_output_modules
+    gf.conv_output_modules = densenet_targets
+    try:
+        rel = gf.conv_relevance(model, images, labels, densenet_canonizer, torch.float64)
+        rel32 = gf.conv_relevance(model, images, labels, densenet_canonizer, torch.float32)
+        for eps in (1e-7, 1e-6):
+            worst, conv = sensitivity(model, images, labels, rel, eps)
+            print(f"densenet121: weights × (1 + {eps:g}·N(0,1)) move the float64 relevance by "
+                  f"a median relative {worst:.1e} at worst ({conv})")
+    finally:
+        gf.conv_output_modules = original
+    convs = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert sorted(rel) == sorted(convs), "a conv without its relevance"
+    scale = max(v.abs().max().item() for v in rel.values())
+    gap = max((rel[k] - rel32[k]).abs().max().item() for k in rel) / scale
+    d = os.path.join(out, "densenet121")
+    os.makedirs(d, exist_ok=True)
+    save_file({"images": images.contiguous(), "labels": labels.long().contiguous()},
+              os.path.join(d, "inputs.safetensors"))
+    expected = {"logits": logits.contiguous()}
+    expected.update({f"rel.{k}": v.contiguous() for k, v in rel.items()})
+    save_file(expected, os.path.join(d, "expected.safetensors"))
+    path = os.path.join(out, "densenet121.onnx")
+    torch.onnx.export(model, (images,), path, opset_version=13, input_names=["input"],
+                      output_names=["logits"], dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}},
+                      training=torch.onnx.TrainingMode.EVAL, do_constant_folding=True, dynamo=False)
+    import onnx
+    ops = sorted({n.op_type for n in onnx.load(path).graph.node})
+    print(f"densenet121: {path} ({os.path.getsize(path)} bytes), ops {ops}; {len(rel)} convs, "
+          f"logits |max| {logits.abs().max().item():.3g}, |rel| max {scale:.3g}, f32 gap {gap:.1e}")
 
 
 if __name__ == "__main__":

@@ -629,7 +629,7 @@ fn the_screen_estimate_is_the_derivative_of_a_in_the_channel_gates() {
         let mut net: Network = task.net.clone();
         for m in &task.plan.groups[g].members {
             match *m {
-                Member::Standardize { node, hw } => {
+                Member::Standardize { node, hw, .. } => {
                     if let Op::Standardize { inv_std, .. } = &mut net.nodes[node].op {
                         *inv_std = scaled(inv_std, inv_std.rank() - 1, c * hw..(c + 1) * hw, t);
                     }

@@ -49,6 +49,9 @@ pub fn backward(
             Op::Relu => pass_inside(&g, &acts[i + 1], 0.0, f32::INFINITY)?,
             Op::Relu6 => pass_inside(&g, x, 0.0, 6.0)?,
             Op::Dropout => g,
+            Op::Affine(a) => {
+                g.broadcast_mul(&crate::model::layer::Affine::per_channel(&a.scale)?)?
+            }
             Op::Standardize { inv_std, .. } => g.broadcast_mul(inv_std)?,
             // Every window's gradient goes to its maximum (split on exact ties), as LRP's
             // winner-take-all does.
@@ -66,6 +69,12 @@ pub fn backward(
             Op::Add => {
                 for &v in &node.inputs {
                     accumulate(&mut grad[v], g.clone())?;
+                }
+                continue;
+            }
+            Op::Concat => {
+                for (v, part) in super::propagate::split_channels(&g, &node.inputs, acts)? {
+                    accumulate(&mut grad[v], part)?;
                 }
                 continue;
             }

@@ -119,8 +119,9 @@ pub fn reverse(
                     .expect("linear has a rule");
                 rules::apply(rule, &LinearOp, a, &l.weight, &l.bias, &r, None)?
             }
-            // Element-wise, one input per output: relevance passes (as through ReLU).
-            Op::Relu | Op::Relu6 | Op::Dropout | Op::Standardize { .. } => r,
+            // Element-wise, one input per output: relevance passes (as through ReLU; a
+            // batch-norm no conv precedes gets zennit's Pass too).
+            Op::Relu | Op::Relu6 | Op::Dropout | Op::Standardize { .. } | Op::Affine(_) => r,
             Op::MaxPool(win) => max_pool_wta(a, &r, *win)?,
             Op::Flatten => r.reshape(a.shape())?,
             Op::GlobalAvgPool => {
@@ -142,6 +143,13 @@ pub fn reverse(
                 }
                 continue;
             }
+            Op::Concat => {
+                // Each input's channels get their own relevance back (conservative).
+                for (v, part) in split_channels(&r, &node.inputs, &acts)? {
+                    accumulate(&mut rel[v], part)?;
+                }
+                continue;
+            }
         };
         accumulate(&mut rel[node.inputs[0]], r_in)?;
     }
@@ -153,6 +161,24 @@ pub fn reverse(
         input: if to_input { rel[0].take() } else { None },
         output_total,
     })
+}
+
+/// `t` (a `Concat`'s output, or its relevance or gradient) cut back into its `inputs`'
+/// channel blocks: `(value, part)` per input.
+pub fn split_channels(
+    t: &Tensor,
+    inputs: &[usize],
+    acts: &[Tensor],
+) -> Result<Vec<(usize, Tensor)>> {
+    let mut at = 0;
+    inputs
+        .iter()
+        .map(|&v| {
+            let c = acts[v].dims()[1];
+            at += c;
+            Ok((v, t.narrow(1, at - c, c)?.contiguous()?))
+        })
+        .collect()
 }
 
 /// Add `r` to the relevance gathered at a value (the first contribution is kept as is).

@@ -58,6 +58,8 @@ pub fn cost(net: &Network) -> Cost {
                 c.params += p;
                 c.macs += m;
             }
+            // A batch-norm's γ and β (no MACs counted, as for a folded one).
+            Op::Affine(a) => c.params += 2 * a.scale.elem_count() as u64,
             _ => {}
         }
     }

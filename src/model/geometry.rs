@@ -62,4 +62,11 @@ impl Shape {
             Shape::Flat(n) => n,
         }
     }
+    /// Channels of a map; a vector's features.
+    pub fn channels(&self) -> usize {
+        match *self {
+            Shape::Map { c, .. } => c,
+            Shape::Flat(n) => n,
+        }
+    }
 }

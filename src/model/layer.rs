@@ -75,6 +75,40 @@ impl Linear {
     }
 }
 
+/// A per-channel affine map `y = x · scale + shift` of a feature map: a batch-norm that no
+/// conv precedes, so it cannot be folded (DenseNet's pre-activation `norm1` reads a
+/// concatenation). Relevance passes through it unchanged (zennit's `Pass` for batch-norm).
+#[derive(Debug, Clone)]
+pub struct Affine {
+    /// (C,)
+    pub scale: Tensor,
+    /// (C,)
+    pub shift: Tensor,
+}
+
+impl Affine {
+    /// The batch-norm `γ (x − μ) / √(σ² + ε) + β` as a scale and shift.
+    pub fn from_batch_norm(
+        gamma: &Tensor,
+        beta: &Tensor,
+        mean: &Tensor,
+        var: &Tensor,
+        eps: f64,
+    ) -> Result<Self> {
+        let scale = (gamma / (var + eps)?.sqrt()?)?;
+        let shift = (beta - (mean * &scale)?)?;
+        Ok(Self { scale, shift })
+    }
+    /// `t` (C,) shaped to broadcast over (N, C, H, W).
+    pub fn per_channel(t: &Tensor) -> Result<Tensor> {
+        t.reshape((1, t.elem_count(), 1, 1))
+    }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        x.broadcast_mul(&Self::per_channel(&self.scale)?)?
+            .broadcast_add(&Self::per_channel(&self.shift)?)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub enum Op {
     Conv(Conv),
@@ -92,6 +126,11 @@ pub enum Op {
     GlobalAvgPool,
     /// Element-wise sum of all inputs (a residual connection).
     Add,
+    /// All inputs side by side along the channel axis, in input order (DenseNet's dense
+    /// connections).
+    Concat,
+    /// A batch-norm no conv precedes ([`Affine`]).
+    Affine(Affine),
     /// (N, C, H, W) → (N, C·H·W).
     Flatten,
     Linear(Linear),
@@ -107,7 +146,7 @@ pub enum Op {
 }
 
 impl Op {
-    /// The forward pass on the node's inputs (one, except for `Add`).
+    /// The forward pass on the node's inputs (one, except for `Add` and `Concat`).
     pub fn forward(&self, xs: &[&Tensor]) -> Result<Tensor> {
         let x = xs[0];
         match self {
@@ -118,6 +157,8 @@ impl Op {
             Op::AdaptiveAvgPool { h, w } => super::pool::adaptive_avg_pool(x, *h, *w),
             Op::GlobalAvgPool => x.mean(D::Minus1)?.mean(D::Minus1),
             Op::Add => xs[1..].iter().try_fold(x.clone(), |acc, y| acc + *y),
+            Op::Concat => Tensor::cat(xs, 1),
+            Op::Affine(a) => a.forward(x),
             Op::Flatten => x.flatten_from(1),
             Op::Linear(l) => l.forward(x),
             Op::Standardize { mean, inv_std } => x.broadcast_sub(mean)?.broadcast_mul(inv_std),
@@ -135,6 +176,8 @@ impl Op {
             Op::AdaptiveAvgPool { .. } => "avgpool",
             Op::GlobalAvgPool => "gap",
             Op::Add => "add",
+            Op::Concat => "concat",
+            Op::Affine(_) => "affine",
             Op::Flatten => "flatten",
             Op::Linear(_) => "linear",
             Op::Standardize { .. } => "standardize",
@@ -142,9 +185,16 @@ impl Op {
         }
     }
 
-    /// The shape of the op's output for an input of shape `s` (the first input's, for `Add`).
-    pub fn out_shape(&self, s: Shape) -> Shape {
+    /// The shape of the op's output for inputs of shapes `ins` (all of them are read by
+    /// `Concat` only; an `Add`'s output has its first input's shape).
+    pub fn out_shape(&self, ins: &[Shape]) -> Shape {
+        let s = ins[0];
         match (self, s) {
+            (Op::Concat, Shape::Map { h, w, .. }) => Shape::Map {
+                c: ins.iter().map(|s| s.channels()).sum(),
+                h,
+                w,
+            },
             (Op::Conv(conv), Shape::Map { h, w, .. }) => {
                 let (kh, kw) = conv.kernel();
                 let p = conv.padding;
@@ -178,6 +228,7 @@ impl Op {
                 | Op::AdaptiveAvgPool { .. }
                 | Op::Dropout
                 | Op::Add
+                | Op::Affine(_)
         )
     }
 }

@@ -321,7 +321,8 @@ impl Network {
         let (c, h, w) = input;
         let mut out = vec![Shape::Map { c, h, w }];
         for node in &self.nodes {
-            let next = node.op.out_shape(out[node.inputs[0]]);
+            let ins: Vec<Shape> = node.inputs.iter().map(|&v| out[v]).collect();
+            let next = node.op.out_shape(&ins);
             out.push(next);
         }
         out

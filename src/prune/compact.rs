@@ -30,42 +30,67 @@ fn select(t: &Tensor, idx: &[u32], dim: usize) -> Result<Tensor> {
     Ok(out)
 }
 
-/// Channel indices expanded to feature indices, `hw` features per channel.
-fn features(idx: &[u32], hw: usize) -> Vec<u32> {
+/// The indices of a dimension of `total` entries that stay when, of the block of `size`
+/// channels at channel `at` (`hw` entries each), only the channels `keep` stay.
+fn kept_in(total: usize, at: usize, size: usize, keep: &[u32], hw: usize) -> Vec<u32> {
+    let (start, end) = ((at * hw) as u32, ((at + size) * hw) as u32);
     let hw = hw as u32;
-    idx.iter().flat_map(|&c| c * hw..(c + 1) * hw).collect()
+    let block = keep
+        .iter()
+        .flat_map(|&c| start + c * hw..start + (c + 1) * hw);
+    (0..start).chain(block).chain(end..total as u32).collect()
 }
 
-/// Compact `net` (the unpruned network) to the channels alive in `mask`.
+/// Compact `net` to the channels alive in `mask`: `net` is the unpruned network and `mask`
+/// a mask of it, or `net` is a compaction and `mask` is relative to it (each group's row as
+/// long as the channels `net` has, [`FilterMask::relative`]).
 pub fn compact(net: &Network, plan: &Plan, mask: &FilterMask) -> Result<Network> {
     let mut out = net.clone();
+    let sizes: Vec<usize> = mask.keep.iter().map(Vec::len).collect();
+    let mut edits: Vec<(Member, Vec<u32>, usize, usize)> = Vec::new();
     for (g, group) in plan.groups.iter().enumerate() {
         let keep = mask.alive_indices(g);
-        if keep.len() == mask.keep[g].len() {
-            continue;
+        if keep.len() < sizes[g] {
+            edits.extend(
+                (group.members.iter())
+                    .map(|m| (*m, keep.clone(), sizes[g], plan.offset_in(m, &sizes))),
+            );
         }
-        for m in &group.members {
-            match (*m, &mut out.nodes[m.node()].op) {
-                (Member::ConvOut(_), Op::Conv(c)) => {
-                    c.weight = select(&c.weight, &keep, 0)?;
-                    c.bias = select(&c.bias, &keep, 0)?;
-                    if c.groups > 1 {
-                        // Depthwise: one group per remaining channel.
-                        c.groups = keep.len();
-                    }
+    }
+    // A tensor reading several groups (behind a `Concat`) loses their channels from the
+    // highest block down, so that every block's offset still holds when it is cut.
+    edits.sort_by_key(|(m, .., at)| std::cmp::Reverse((m.node(), *at)));
+    for (m, keep, size, at) in edits {
+        let len = |t: &Tensor, dim: usize| t.dims()[dim];
+        match (m, &mut out.nodes[m.node()].op) {
+            (Member::ConvOut(_), Op::Conv(c)) => {
+                c.weight = select(&c.weight, &keep, 0)?;
+                c.bias = select(&c.bias, &keep, 0)?;
+                if c.groups > 1 {
+                    // Depthwise: one group per remaining channel.
+                    c.groups = keep.len();
                 }
-                (Member::ConvIn(_), Op::Conv(c)) => c.weight = select(&c.weight, &keep, 1)?,
-                (Member::Standardize { hw, .. }, Op::Standardize { mean, inv_std }) => {
-                    let f = features(&keep, hw);
-                    *mean = select(mean, &f, 0)?;
-                    *inv_std = select(inv_std, &f, 0)?;
-                }
-                (Member::LinearIn { hw, .. }, Op::Linear(l)) => {
-                    l.weight = select(&l.weight, &features(&keep, hw), 1)?
-                }
-                (m, op) => {
-                    candle_core::bail!("plan member {m:?} does not fit a `{}` node", op.kind())
-                }
+            }
+            (Member::ConvIn { .. }, Op::Conv(c)) => {
+                let idx = kept_in(len(&c.weight, 1), at, size, &keep, 1);
+                c.weight = select(&c.weight, &idx, 1)?
+            }
+            (Member::Affine { .. }, Op::Affine(a)) => {
+                let idx = kept_in(len(&a.scale, 0), at, size, &keep, 1);
+                a.scale = select(&a.scale, &idx, 0)?;
+                a.shift = select(&a.shift, &idx, 0)?;
+            }
+            (Member::Standardize { hw, .. }, Op::Standardize { mean, inv_std }) => {
+                let idx = kept_in(len(mean, 0), at, size, &keep, hw);
+                *mean = select(mean, &idx, 0)?;
+                *inv_std = select(inv_std, &idx, 0)?;
+            }
+            (Member::LinearIn { hw, .. }, Op::Linear(l)) => {
+                let idx = kept_in(len(&l.weight, 1), at, size, &keep, hw);
+                l.weight = select(&l.weight, &idx, 1)?
+            }
+            (m, op) => {
+                candle_core::bail!("plan member {m:?} does not fit a `{}` node", op.kind())
             }
         }
     }

@@ -20,27 +20,71 @@ use crate::model::{Network, Op};
 pub use crate::spec::{GroupPolicy, GroupReduce};
 use anyhow::{bail, Result};
 
-/// Where a group's channel `c` lives in one tensor.
+/// Where a group's channel `c` lives in one tensor. A reader's `at` is the channel offset
+/// of the group's block in the value it reads (non-zero behind a `Concat`): the group's
+/// channel `c` is the reader's input channel `at + c`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Member {
     /// Output channel `c` of conv node `n` (weight row and bias); for a depthwise conv this
     /// is also its input channel.
     ConvOut(usize),
-    /// Input channel `c` of (non-grouped) conv node `n`: weight column.
-    ConvIn(usize),
-    /// Entries `c·hw .. (c+1)·hw` of the head's standardisation at node `node`.
-    Standardize { node: usize, hw: usize },
-    /// Columns `c·hw .. (c+1)·hw` of the linear layer at node `node`.
-    LinearIn { node: usize, hw: usize },
+    /// Input channel `at + c` of (non-grouped) conv node `node`: weight column.
+    ConvIn { node: usize, at: usize },
+    /// Channel `at + c` of the per-channel affine (a batch-norm no conv precedes) at `node`.
+    Affine { node: usize, at: usize },
+    /// Entries `(at + c)·hw .. (at + c + 1)·hw` of the head's standardisation at `node`.
+    Standardize { node: usize, hw: usize, at: usize },
+    /// Columns `(at + c)·hw .. (at + c + 1)·hw` of the linear layer at `node`.
+    LinearIn { node: usize, hw: usize, at: usize },
 }
 
 impl Member {
     /// The node the member lives in.
     pub fn node(&self) -> usize {
         match *self {
-            Member::ConvOut(n) | Member::ConvIn(n) => n,
-            Member::Standardize { node, .. } | Member::LinearIn { node, .. } => node,
+            Member::ConvOut(node)
+            | Member::ConvIn { node, .. }
+            | Member::Affine { node, .. }
+            | Member::Standardize { node, .. }
+            | Member::LinearIn { node, .. } => node,
         }
+    }
+    /// The channel offset of the group's block in the member's tensor (0 for a producer).
+    pub fn at(&self) -> usize {
+        match *self {
+            Member::ConvOut(_) => 0,
+            Member::ConvIn { at, .. }
+            | Member::Affine { at, .. }
+            | Member::Standardize { at, .. }
+            | Member::LinearIn { at, .. } => at,
+        }
+    }
+}
+
+/// How a value's channels map to channel spaces: consecutive blocks `(space, channels)`
+/// (one block unless a `Concat` made it), each channel carrying `hw` features.
+#[derive(Debug, Clone)]
+struct Layout {
+    blocks: Vec<(usize, usize)>,
+    hw: usize,
+}
+
+impl Layout {
+    fn one(space: usize, channels: usize) -> Self {
+        Self {
+            blocks: vec![(space, channels)],
+            hw: 1,
+        }
+    }
+    /// `(space, channel offset)` of every block.
+    fn offsets(&self) -> Vec<(usize, usize)> {
+        let mut at = 0;
+        (self.blocks.iter())
+            .map(|&(s, n)| {
+                at += n;
+                (s, at - n)
+            })
+            .collect()
     }
 }
 
@@ -115,54 +159,87 @@ impl Plan {
             coupled: Vec::new(),
             frozen: Vec::new(),
         };
-        // (space, features per channel) of every value.
-        let mut value = vec![(sp.new_space(true), 1usize)];
+        let mut value = vec![Layout::one(sp.new_space(true), net.input_shape.0)];
         let mut conv_index = vec![None; net.nodes.len()];
         let mut convs = 0;
         for (i, node) in net.nodes.iter().enumerate() {
-            let (s_in, hw) = value[node.inputs[0]];
+            let input = value[node.inputs[0]].clone();
+            let hw = input.hw;
+            // Every block of the input gets the member `at` its offset.
+            let readers = |sp: &mut Spaces, member: &dyn Fn(usize) -> Member| {
+                for (s, at) in input.offsets() {
+                    sp.add(s, member(at));
+                }
+            };
+            let fresh = |sp: &mut Spaces, frozen: bool| {
+                Layout::one(sp.new_space(frozen), shapes[i + 1].channels())
+            };
             let out = match &node.op {
                 Op::Conv(c) => {
                     conv_index[i] = Some(convs);
                     convs += 1;
-                    if c.is_depthwise() {
-                        sp.add(s_in, Member::ConvOut(i));
-                        (s_in, 1)
+                    if c.is_depthwise() && input.blocks.len() == 1 {
+                        sp.add(input.blocks[0].0, Member::ConvOut(i));
+                        input
                     } else if c.groups == 1 {
-                        sp.add(s_in, Member::ConvIn(i));
-                        let s = sp.new_space(false);
-                        sp.add(s, Member::ConvOut(i));
-                        (s, 1)
+                        readers(&mut sp, &|at| Member::ConvIn { node: i, at });
+                        let out = fresh(&mut sp, false);
+                        sp.add(out.blocks[0].0, Member::ConvOut(i));
+                        out
                     } else {
-                        // A grouped (not depthwise) conv ties channels in blocks: not pruned.
-                        let r = sp.root(s_in);
-                        sp.frozen[r] = true;
-                        (sp.new_space(true), 1)
+                        // A grouped (not depthwise) conv ties channels in blocks, and a
+                        // depthwise one reading a concatenation would need a producer per
+                        // block: not pruned.
+                        for &(s, _) in &input.blocks {
+                            let r = sp.root(s);
+                            sp.frozen[r] = true;
+                        }
+                        fresh(&mut sp, true)
                     }
                 }
                 Op::Add => {
-                    let mut s = s_in;
                     for &v in &node.inputs[1..] {
-                        s = sp.union(s, value[v].0);
+                        let other = &value[v];
+                        let sizes = |l: &Layout| l.blocks.iter().map(|b| b.1).collect::<Vec<_>>();
+                        if sizes(other) != sizes(&input) {
+                            bail!(
+                                "`{}` adds values concatenated differently ({:?} and {:?} channels)",
+                                node.name,
+                                sizes(&input),
+                                sizes(other)
+                            );
+                        }
+                        for (a, b) in input.blocks.iter().zip(&other.blocks) {
+                            let r = sp.union(a.0, b.0);
+                            sp.coupled[r] = true;
+                        }
                     }
-                    let r = sp.root(s);
-                    sp.coupled[r] = true;
-                    (r, hw)
+                    input
                 }
-                Op::GlobalAvgPool => (s_in, 1),
+                Op::Concat => Layout {
+                    blocks: (node.inputs.iter())
+                        .flat_map(|&v| value[v].blocks.clone())
+                        .collect(),
+                    hw,
+                },
+                Op::Affine(_) => {
+                    readers(&mut sp, &|at| Member::Affine { node: i, at });
+                    input
+                }
+                Op::GlobalAvgPool => Layout { hw: 1, ..input },
                 Op::Flatten => match shapes[node.inputs[0]] {
-                    Shape::Map { h, w, .. } => (s_in, h * w),
-                    Shape::Flat(_) => (s_in, hw),
+                    Shape::Map { h, w, .. } => Layout { hw: h * w, ..input },
+                    Shape::Flat(_) => input,
                 },
                 Op::Standardize { .. } => {
-                    sp.add(s_in, Member::Standardize { node: i, hw });
-                    (s_in, hw)
+                    readers(&mut sp, &|at| Member::Standardize { node: i, hw, at });
+                    input
                 }
                 Op::Linear(_) => {
-                    sp.add(s_in, Member::LinearIn { node: i, hw });
-                    (sp.new_space(true), 1)
+                    readers(&mut sp, &|at| Member::LinearIn { node: i, hw, at });
+                    fresh(&mut sp, true)
                 }
-                op if op.is_channelwise() => (s_in, hw),
+                op if op.is_channelwise() => input,
                 op => bail!("the pruning plan does not know op `{}`", op.kind()),
             };
             value.push(out);
@@ -236,6 +313,26 @@ impl Plan {
             .iter()
             .map(|g| out_channels(net, g.producers[0]))
             .collect()
+    }
+
+    /// Where `member`'s block of channels (a `Concat` may have put other blocks before it)
+    /// starts in a network whose groups have `sizes` channels: its offset in the intact
+    /// network less what the groups before it on the same tensor have lost. Blocks no group
+    /// holds (frozen ones, the image) keep their size.
+    pub fn offset_in(&self, member: &Member, sizes: &[usize]) -> usize {
+        let (node, at) = (member.node(), member.at());
+        if matches!(member, Member::ConvOut(_)) || at == 0 {
+            return 0;
+        }
+        let lost: usize = (self.groups.iter().zip(sizes).enumerate())
+            .flat_map(|(g, (group, &now))| {
+                group.members.iter().filter_map(move |m| {
+                    let before = !matches!(m, Member::ConvOut(_)) && m.node() == node;
+                    (before && m.at() < at).then_some(self.groups[g].size - now)
+                })
+            })
+            .sum();
+        at - lost
     }
 
     /// The first node that removing channels of group `g` changes.

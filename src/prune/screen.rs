@@ -64,8 +64,9 @@ pub fn offer_cost(costs: &[Vec<f64>], mask: &FilterMask, group: usize, filters: 
 struct Gates {
     /// `(value, group)` of every group's conv outputs.
     conv: Vec<(usize, usize)>,
-    /// `(value, group, features per channel)` of standardisations a group feeds.
-    standardize: Vec<(usize, usize, usize)>,
+    /// `(value, group, features per channel, first feature, features)` of standardisations
+    /// a group feeds.
+    standardize: Vec<(usize, usize, usize, usize, usize)>,
     /// The lowest value gated: the reverse pass needs go no further down.
     lowest: usize,
 }
@@ -74,12 +75,18 @@ impl Gates {
     fn of(net: &Network, plan: &Plan) -> Self {
         let mut conv = Vec::new();
         let mut standardize = Vec::new();
+        let sizes = plan.sizes_in(net);
         for (g, group) in plan.groups.iter().enumerate() {
             for m in &group.members {
                 match *m {
                     Member::ConvOut(n) => conv.push((n + 1, g)),
-                    Member::Standardize { node, hw } => standardize.push((node + 1, g, hw)),
-                    Member::ConvIn(_) | Member::LinearIn { .. } => {}
+                    Member::Standardize { node, hw, .. } => {
+                        let at = plan.offset_in(m, &sizes);
+                        standardize.push((node + 1, g, hw, at * hw, sizes[g] * hw))
+                    }
+                    // A per-channel affine behind a concatenation keeps its shift when the
+                    // conv output is gated: the estimate leaves that difference out.
+                    Member::ConvIn { .. } | Member::Affine { .. } | Member::LinearIn { .. } => {}
                 }
             }
         }
@@ -108,7 +115,7 @@ impl Gates {
             let per = channel_dot(a, g)?;
             add_into(&mut costs[group], &per);
         }
-        for &(_, group, hw) in self.standardize.iter().filter(|(at, ..)| *at == v) {
+        for &(_, group, hw, first, len) in self.standardize.iter().filter(|(at, ..)| *at == v) {
             let Op::Standardize { mean, inv_std } = &net.nodes[v - 1].op else {
                 continue;
             };
@@ -117,7 +124,7 @@ impl Gates {
             let shift = (mean.flatten_all()? * inv_std.flatten_all()?)?;
             let per_feature = g.sum(0)?.flatten_all()?.mul(&shift)?;
             let per_feature = per_feature.to_dtype(DType::F64)?.to_vec1::<f64>()?;
-            let per: Vec<f64> = per_feature
+            let per: Vec<f64> = per_feature[first..first + len]
                 .chunks(hw.max(1))
                 .map(|c| -c.iter().sum::<f64>())
                 .collect();

@@ -23,32 +23,47 @@ pub fn zeroed(net: &Network, plan: &Plan, mask: &FilterMask) -> Result<Network> 
                     let Op::Conv(c) = &mut out.nodes[n].op else {
                         continue;
                     };
-                    let t = keep_tensor(keep, 1, c.weight.device())?;
+                    let t = keep_tensor(keep, 1, 0, c.out_channels(), c.weight.device())?;
                     c.weight =
                         c.weight
                             .broadcast_mul(&t.reshape((c.out_channels(), 1, 1, 1))?)?;
                     c.bias = (&c.bias * &t)?;
                 }
-                Member::Standardize { node, hw } => {
+                Member::Standardize { node, hw, at } => {
                     if let Op::Standardize { mean, inv_std } = &mut out.nodes[node].op {
-                        let t = keep_tensor(keep, hw, mean.device())?;
+                        let t = keep_tensor(keep, hw, at, mean.dims()[0], mean.device())?;
                         *mean = (&*mean * &t)?;
                         *inv_std = (&*inv_std * &t)?;
                     }
                 }
+                // A pruned channel's shift would make its zeros non-zero again.
+                Member::Affine { node, at } => {
+                    if let Op::Affine(a) = &mut out.nodes[node].op {
+                        let t = keep_tensor(keep, 1, at, a.scale.dims()[0], a.scale.device())?;
+                        a.scale = (&a.scale * &t)?;
+                        a.shift = (&a.shift * &t)?;
+                    }
+                }
                 // Readers of a zeroed channel see zeros: nothing to change.
-                Member::ConvIn(_) | Member::LinearIn { .. } => {}
+                Member::ConvIn { .. } | Member::LinearIn { .. } => {}
             }
         }
     }
     Ok(out)
 }
 
-/// 1.0 / 0.0 per channel, each repeated `hw` times.
-fn keep_tensor(keep: &[bool], hw: usize, device: &candle_core::Device) -> Result<Tensor> {
-    let v: Vec<f32> = keep
-        .iter()
-        .flat_map(|&b| std::iter::repeat_n(if b { 1.0 } else { 0.0 }, hw))
-        .collect();
-    Tensor::from_vec(v, keep.len() * hw, device)
+/// `total` entries, 1.0 except 0.0 for the pruned channels of the block at channel `at`
+/// (`hw` entries per channel).
+fn keep_tensor(
+    keep: &[bool],
+    hw: usize,
+    at: usize,
+    total: usize,
+    device: &candle_core::Device,
+) -> Result<Tensor> {
+    let mut v = vec![1f32; total];
+    for (c, _) in keep.iter().enumerate().filter(|(_, k)| !**k) {
+        v[(at + c) * hw..(at + c + 1) * hw].fill(0.0);
+    }
+    Tensor::from_vec(v, total, device)
 }

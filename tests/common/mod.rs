@@ -284,6 +284,19 @@ pub fn relevance_matches(
     labels: &[u32],
     expected: &HashMap<String, Tensor>,
 ) {
+    relevance_matches_within(name, net, images, labels, expected, 1e-3)
+}
+
+/// [`relevance_matches`] with the median relative error allowed to reach `median_tol`, for a
+/// fixture whose float64 reference is itself that sensitive to float32 rounding.
+pub fn relevance_matches_within(
+    name: &str,
+    net: &lrprune::model::Network,
+    images: &Tensor,
+    labels: &[u32],
+    expected: &HashMap<String, Tensor>,
+    median_tol: f64,
+) {
     use lrprune::spec::Preprocess;
     let comp =
         lrprune::lrp::composite::by_name("epsilon-plus", Preprocess::Torchvision, &Device::Cpu)
@@ -317,8 +330,8 @@ pub fn relevance_matches(
         errs.sort_by(f64::total_cmp);
         let median = errs[errs.len() / 2];
         assert!(
-            median <= 1e-3,
-            "{name} {conv}: median relative error {median}"
+            median <= median_tol,
+            "{name} {conv}: median relative error {median}\nours {ours:?}\nreference {reference:?}"
         );
     }
 }

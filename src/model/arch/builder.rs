@@ -94,14 +94,12 @@ impl<'a> Builder<'a> {
     }
 
     pub fn channels(&self, value: usize) -> usize {
-        match self.shapes[value] {
-            Shape::Map { c, .. } => c,
-            Shape::Flat(n) => n,
-        }
+        self.shapes[value].channels()
     }
 
     fn push(&mut self, name: &str, op: Op, inputs: Vec<usize>) -> usize {
-        self.shapes.push(op.out_shape(self.shapes[inputs[0]]));
+        let ins: Vec<Shape> = inputs.iter().map(|&v| self.shapes[v]).collect();
+        self.shapes.push(op.out_shape(&ins));
         self.net.push(name, op, inputs)
     }
 

@@ -1,8 +1,10 @@
 //! Any standard CNN as an ONNX file (`[[model]] weights = "model.onnx"`): the graph read
 //! node by node into lrprune's own ops, batch-norm and per-channel constants folded into the
-//! conv before them, so a network from PyTorch (`torch.onnx.export`) or any other exporter
-//! that writes an NCHW graph prunes, explains and exports like the built-in ones (NHWC graphs,
-//! tf2onnx's usual output, are refused at their first transpose).
+//! conv before them (a batch-norm no conv precedes, as DenseNet's pre-activation ones, kept
+//! as a per-channel affine), channel `Concat`s kept, so a network from PyTorch
+//! (`torch.onnx.export`) or any other exporter that writes an NCHW graph prunes, explains
+//! and exports like the built-in ones (NHWC graphs, tf2onnx's usual output, are refused at
+//! their first transpose).
 //!
 //! The graph is cut where the backbone ends — at the first node that leaves the feature
 //! maps (a global pool, a flatten, a linear layer) — and the project's own head is trained
@@ -20,10 +22,10 @@ use crate::assets::protobuf::{
     OnnxAttribute, OnnxGraph, OnnxModel, OnnxNode, OnnxTensor, ONNX_FLOAT,
 };
 use crate::model::geometry::{Pad2d, Shape, Window};
-use crate::model::layer::{Conv, Linear, Op};
+use crate::model::layer::{Affine, Conv, Linear, Op};
 use crate::model::network::{Network, UniqueNames};
 use anyhow::{anyhow, bail, Context, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use prost::Message;
 use std::collections::HashMap;
 use std::path::Path;
@@ -32,7 +34,7 @@ use std::path::Path;
 const MAX_BYTES: u64 = 2 << 30;
 
 /// What the importer reads, for the refusal message.
-const SUPPORTED: &str = "Conv (dilation 1; groups 1 or depthwise), BatchNormalization and Mul/Add by a per-channel constant after a Conv or Gemm, Relu, Clip(0, 6), Add of two values, MaxPool, AveragePool over the whole map, GlobalAveragePool, ReduceMean over the map, Flatten, Reshape to a vector, Gemm, MatMul by a constant, Dropout, Identity, Constant";
+const SUPPORTED: &str = "Conv (dilation 1; groups 1 or depthwise), BatchNormalization (folded into the Conv before it, else kept as a per-channel affine), Mul/Add by a per-channel constant after a Conv or Gemm, Relu, Clip(0, 6), Add of two values, Concat of maps along the channels, MaxPool, AveragePool over the whole map or with windows that tile it, GlobalAveragePool, ReduceMean over the map, Flatten, Reshape to a vector, Gemm, MatMul by a constant, Dropout, Identity, Constant";
 
 /// The network in the ONNX file at `path`, for `input` (C, H, W) images.
 pub fn load(
@@ -66,6 +68,9 @@ struct Importer {
     net: Network,
     shapes: Vec<Shape>,
     names: UniqueNames,
+    /// The index of the graph's last Conv: a whole-map average pool before it (a DenseNet
+    /// transition on a small input) pools a map, one after it ends the backbone.
+    last_conv: Option<usize>,
 }
 
 impl Importer {
@@ -120,12 +125,13 @@ impl Importer {
             },
             shapes: vec![Shape::Map { c, h, w }],
             names: UniqueNames::default(),
+            last_conv: g.node.iter().rposition(|n| n.op_type == "Conv"),
         })
     }
 
     fn run(mut self, g: &OnnxGraph, tail: Tail) -> Result<Network> {
         for (k, node) in g.node.iter().enumerate() {
-            if tail == Tail::Features && self.leaves_the_maps(node) {
+            if tail == Tail::Features && self.leaves_the_maps(node, k) {
                 let x = self.value(node, 0)?;
                 if x != self.net.nodes.len() {
                     bail!("{}: node `{}` ({}) ends the backbone but does not read the last feature map (fix: export the model without branches after its last conv block)", self.path, node.name, node.op_type);
@@ -158,8 +164,24 @@ impl Importer {
         Ok(self.net)
     }
 
+    /// Whether an AveragePool (the `k`-th node) after the last conv covers its whole
+    /// (unpadded) input map: a global pool.
+    fn pools_whole_map(&self, node: &OnnxNode, k: usize) -> bool {
+        let Ok((kernel, _, padding)) = self.window(node) else {
+            return false;
+        };
+        if self.last_conv.is_some_and(|last| k < last) {
+            return false;
+        }
+        let input = node.input.first().and_then(|i| self.values.get(i));
+        padding == (0, 0)
+            && input.is_some_and(|&v| {
+                matches!(self.shapes[v], Shape::Map { h, w, .. } if h == kernel && w == kernel)
+            })
+    }
+
     /// A node that takes the backbone's feature maps to vectors: where the backbone ends.
-    fn leaves_the_maps(&self, node: &OnnxNode) -> bool {
+    fn leaves_the_maps(&self, node: &OnnxNode, k: usize) -> bool {
         // `Shape` starts the `x.view(x.size(0), -1)` chain older models flatten with.
         let flat_op = matches!(
             node.op_type.as_str(),
@@ -171,7 +193,7 @@ impl Importer {
                 | "MatMul"
                 | "Shape"
         );
-        let whole_pool = node.op_type == "AveragePool";
+        let whole_pool = node.op_type == "AveragePool" && self.pools_whole_map(node, k);
         (flat_op || whole_pool)
             && node
                 .input
@@ -236,6 +258,11 @@ impl Importer {
                 let eps = attr(node, "epsilon").map_or(1e-5, |a| a.f as f64);
                 let get = |i| self.vector(node, i, c);
                 let (gamma, beta, mean, var) = (get(1)?, get(2)?, get(3)?, get(4)?);
+                if !self.folds_into_conv(node, v) {
+                    // Pre-activation (DenseNet's norm1 after a Concat): kept as its own op.
+                    let affine = Affine::from_batch_norm(&gamma, &beta, &mean, &var, eps)?;
+                    return self.push(node, k, Op::Affine(affine), vec![v]);
+                }
                 let conv = self.conv_to_fold(node, v)?;
                 let folded = fold_batch_norm(conv.clone(), &gamma, &beta, &mean, &var, eps)?;
                 *conv = Conv {
@@ -244,10 +271,14 @@ impl Importer {
                 };
                 alias(self, v)
             }
-            "Mul" | "Add" | "Sub" if self.konst(node, 1).is_some() || self.konst(node, 0).is_some() => {
-                self.fold_constant(node)?;
+            "Mul" | "Add" | "Sub"
+                if self.konst(node, 1).is_some() || self.konst(node, 0).is_some() =>
+            {
                 let v = self.value(node, usize::from(self.konst(node, 0).is_some()))?;
-                alias(self, v)
+                match self.fold_constant(node)? {
+                    None => alias(self, v),
+                    Some(affine) => self.push(node, k, Op::Affine(affine), vec![v]),
+                }
             }
             "Add" if node.input.len() == 2 => {
                 let (a, b) = (self.value(node, 0)?, self.value(node, 1)?);
@@ -267,7 +298,9 @@ impl Importer {
                 let op = match (bound(1, "min"), bound(2, "max")) {
                     (Some(lo), Some(hi)) if lo == 0.0 && hi == 6.0 => Op::Relu6,
                     (Some(0.0), None) => Op::Relu,
-                    (lo, hi) => bail!("clips to [{lo:?}, {hi:?}]; only [0, 6] (ReLU6) and [0, ∞) are read"),
+                    (lo, hi) => {
+                        bail!("clips to [{lo:?}, {hi:?}]; only [0, 6] (ReLU6) and [0, ∞) are read")
+                    }
                 };
                 self.push(node, k, op, vec![self.value(node, 0)?])
             }
@@ -276,7 +309,11 @@ impl Importer {
                 if ints(node, "dilations").iter().any(|&d| d != 1) {
                     bail!("a dilated max-pool");
                 }
-                let win = Window { kernel, stride, padding };
+                let win = Window {
+                    kernel,
+                    stride,
+                    padding,
+                };
                 self.push(node, k, Op::MaxPool(win), vec![self.value(node, 0)?])
             }
             "AveragePool" | "GlobalAveragePool" | "ReduceMean" => {
@@ -289,12 +326,23 @@ impl Importer {
                         bail!("a mean over axes {axes:?}; only one over the map ([2, 3]) is read");
                     }
                 }
-                if op == "AveragePool" {
-                    let (kernel, _, padding) = self.window(node)?;
-                    let whole = matches!(self.shapes[v], Shape::Map { h, w, .. } if h == kernel && w == kernel);
-                    if !whole || padding != (0, 0) {
-                        bail!("an average pool over part of the map ({kernel}×{kernel} on {:?}); only one over the whole map is read", self.shapes[v]);
+                if op == "AveragePool" && !self.pools_whole_map(node, k) {
+                    let (kernel, stride, padding) = self.window(node)?;
+                    let s = self.shapes[v];
+                    let tiles =
+                        matches!(s, Shape::Map { h, w, .. } if h % kernel == 0 && w % kernel == 0);
+                    if stride != kernel || padding != (0, 0) || !tiles {
+                        bail!("an average pool {kernel}×{kernel} with stride {stride} and pads {padding:?} on {s:?}; read are one over the whole map and ones whose windows tile the map (stride = kernel, no pads)");
                     }
+                    // Windows that tile the map are exactly the adaptive pool's bins.
+                    let Shape::Map { h, w, .. } = s else {
+                        unreachable!("checked above")
+                    };
+                    let pool = Op::AdaptiveAvgPool {
+                        h: h / kernel,
+                        w: w / kernel,
+                    };
+                    return self.push(node, k, pool, vec![v]);
                 }
                 self.push(node, k, Op::GlobalAvgPool, vec![v])
             }
@@ -302,7 +350,9 @@ impl Importer {
                 let v = self.value(node, 0)?;
                 match self.shapes[v] {
                     Shape::Flat(_) => alias(self, v),
-                    Shape::Map { .. } if op == "Flatten" && attr(node, "axis").is_none_or(|a| a.i == 1) => {
+                    Shape::Map { .. }
+                        if op == "Flatten" && attr(node, "axis").is_none_or(|a| a.i == 1) =>
+                    {
                         self.push(node, k, Op::Flatten, vec![v])
                     }
                     s => bail!("reshapes a {s:?}; only a flatten to (N, features) is read"),
@@ -312,18 +362,37 @@ impl Importer {
                 let x = self.value(node, 0)?;
                 let linear = self.linear(node)?;
                 if !matches!(self.shapes[x], Shape::Flat(n) if n == linear.weight.dims()[1]) {
-                    bail!("multiplies a {:?} by a {:?} matrix", self.shapes[x], linear.weight.dims());
+                    bail!(
+                        "multiplies a {:?} by a {:?} matrix",
+                        self.shapes[x],
+                        linear.weight.dims()
+                    );
                 }
                 self.push(node, k, Op::Linear(linear), vec![x])
             }
-            "Concat" => bail!("Concat (DenseNet- and Inception-style models) is not read yet; supported: {SUPPORTED}"),
+            "Concat" => {
+                let axis = attr(node, "axis").map_or(i64::MIN, |a| a.i);
+                let xs = (0..node.input.len())
+                    .map(|i| self.value(node, i))
+                    .collect::<Result<Vec<_>>>()?;
+                let space = |v: usize| match self.shapes[v] {
+                    Shape::Map { h, w, .. } => Some((h, w)),
+                    Shape::Flat(_) => None,
+                };
+                let first = xs.first().and_then(|&v| space(v));
+                if axis != 1 || first.is_none() || xs.iter().any(|&v| space(v) != first) {
+                    bail!("a Concat along axis {axis} of {:?}; only one along the channels (axis 1) of maps of one size is read", xs.iter().map(|&v| self.shapes[v]).collect::<Vec<_>>());
+                }
+                self.push(node, k, Op::Concat, xs)
+            }
             other => bail!("the op `{other}` is not read; supported: {SUPPORTED}"),
         }
     }
 
     /// Push `op` reading `inputs` as ONNX node `node` (the `k`-th) and map its output to it.
     fn push(&mut self, node: &OnnxNode, k: usize, op: Op, inputs: Vec<usize>) -> Result<()> {
-        let shape = op.out_shape(self.shapes[inputs[0]]);
+        let ins: Vec<Shape> = inputs.iter().map(|&v| self.shapes[v]).collect();
+        let shape = op.out_shape(&ins);
         let name = self.names.take(
             module_name(&node.name)
                 .unwrap_or_else(|| format!("{}{k}", node.op_type.to_lowercase())),
@@ -436,6 +505,17 @@ impl Importer {
         Ok(Linear { weight, bias })
     }
 
+    /// Whether `node` (a per-channel affine of value `v`) can be folded into the conv
+    /// computing `v`: it is that conv's output's only reader.
+    fn folds_into_conv(&self, node: &OnnxNode, v: usize) -> bool {
+        let feeds = node
+            .input
+            .first()
+            .map_or(0, |i| self.readers.get(i).copied().unwrap_or(0));
+        feeds == 1
+            && (self.net.nodes.get(v.wrapping_sub(1))).is_some_and(|n| matches!(n.op, Op::Conv(_)))
+    }
+
     /// The conv whose output `v` is, if this node is its only reader (a fold target).
     fn conv_to_fold(&mut self, node: &OnnxNode, v: usize) -> Result<&mut Conv> {
         let feeds = node
@@ -452,8 +532,9 @@ impl Importer {
     }
 
     /// `y = x · a`, `x + a` or `x − a` with `a` a per-channel constant (a scalar or C values),
-    /// folded into the conv or linear layer that computes `x`.
-    fn fold_constant(&mut self, node: &OnnxNode) -> Result<()> {
+    /// folded into the conv, linear layer or per-channel affine that computes `x` alone, or
+    /// else (on a feature map) a new per-channel affine, returned to be added.
+    fn fold_constant(&mut self, node: &OnnxNode) -> Result<Option<Affine>> {
         let first_const = self.konst(node, 0).is_some();
         if first_const && node.op_type == "Sub" {
             bail!("subtracts a value from a constant");
@@ -490,10 +571,20 @@ impl Importer {
             .nodes
             .get_mut(v.wrapping_sub(1))
             .filter(|_| feeds == 1);
+        let mut fresh = None;
         let (weight, bias) = match n.map(|n| &mut n.op) {
             Some(Op::Conv(c)) => (&mut c.weight, &mut c.bias),
             Some(Op::Linear(l)) => (&mut l.weight, &mut l.bias),
-            _ => bail!("a constant {} on a value that is not a conv's or linear layer's alone; only a per-channel affine right after one is read", node.op_type),
+            Some(Op::Affine(a)) => (&mut a.scale, &mut a.shift),
+            _ if rank == 4 => {
+                let c = self.shapes[v].channels();
+                let f = fresh.insert(Affine {
+                    scale: Tensor::ones(c, DType::F32, &self.device)?,
+                    shift: Tensor::zeros(c, DType::F32, &self.device)?,
+                });
+                (&mut f.scale, &mut f.shift)
+            }
+            _ => bail!("a constant {} on a vector that is not a linear layer's alone; only a per-feature affine right after one is read", node.op_type),
         };
         let c = bias.dims()[0];
         let a = match a.len() {
@@ -513,7 +604,7 @@ impl Importer {
             "Add" => *bias = (&*bias + &a)?,
             _ => *bias = (&*bias - &a)?,
         }
-        Ok(())
+        Ok(fresh)
     }
 
     /// Input `i` of `node`: a constant float tensor.

@@ -19,10 +19,14 @@ use std::path::Path;
 pub fn write_checkpoint(net: &Network, path: &Path) -> Result<()> {
     let mut map: HashMap<String, Tensor> = HashMap::new();
     for node in &net.nodes[..net.head_start] {
-        if let Op::Conv(conv) = &node.op {
-            map.insert(format!("{}.weight", node.name), conv.weight.clone());
-            map.insert(format!("{}.bias", node.name), conv.bias.clone());
-        }
+        // A batch-norm no conv precedes as its affine form (running mean 0, variance 1).
+        let (weight, bias) = match &node.op {
+            Op::Conv(conv) => (&conv.weight, &conv.bias),
+            Op::Affine(a) => (&a.scale, &a.shift),
+            _ => continue,
+        };
+        map.insert(format!("{}.weight", node.name), weight.clone());
+        map.insert(format!("{}.bias", node.name), bias.clone());
     }
     for (j, node) in net.nodes.iter().enumerate().skip(net.head_start) {
         let name = param_name(net, j);

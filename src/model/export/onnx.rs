@@ -76,6 +76,13 @@ pub fn to_onnx(net: &Network, doc: &str) -> Result<Vec<u8>> {
                 let Shape::Map { h, w, .. } = shapes[node.inputs[0]] else {
                     bail!("node `{name}`: an adaptive pool reads a feature map");
                 };
+                if h % oh == 0 && w % ow == 0 {
+                    // Bins that tile the map (DenseNet's transitions): a plain AveragePool.
+                    let k = [h / oh, w / ow];
+                    let window = vec![ints("kernel_shape", &k), ints("strides", &k)];
+                    g.node("AveragePool", name, vec![x], &y, window);
+                    continue;
+                }
                 let bins = g.tensor(format!("{param}.bins"), &averaging(h, w, *oh, *ow)?)?;
                 let flat_shape = g.int64s(&format!("{param}.flat"), &[0, 0, -1]);
                 let map_shape = g.int64s(&format!("{param}.map"), &[0, 0, *oh as i64, *ow as i64]);
@@ -88,6 +95,15 @@ pub fn to_onnx(net: &Network, doc: &str) -> Result<Vec<u8>> {
                 let pooled = format!("{name}/pooled");
                 g.node("GlobalAveragePool", &pooled, vec![x], &pooled, vec![]);
                 g.node("Flatten", name, vec![pooled], &y, vec![int("axis", 1)]);
+            }
+            Op::Concat => g.node("Concat", name, xs, &y, vec![int("axis", 1)]),
+            Op::Affine(a) => {
+                let c = a.scale.elem_count();
+                let s = g.tensor(format!("{param}.weight"), &a.scale.reshape((c, 1, 1))?)?;
+                let b = g.tensor(format!("{param}.bias"), &a.shift.reshape((c, 1, 1))?)?;
+                let scaled = format!("{name}/scaled");
+                g.node("Mul", &scaled, vec![x, s], &scaled, vec![]);
+                g.node("Add", name, vec![scaled, b], &y, vec![]);
             }
             Op::Add if xs.len() == 2 => g.node("Add", name, xs, &y, vec![]),
             Op::Add => g.node("Sum", name, xs, &y, vec![]),
