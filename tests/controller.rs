@@ -629,16 +629,16 @@ fn the_screen_estimate_is_the_derivative_of_a_in_the_channel_gates() {
         let mut net: Network = task.net.clone();
         for m in &task.plan.groups[g].members {
             match *m {
-                Member::Standardize { node, hw, .. } => {
+                Member::In { node, hw, .. } => {
                     if let Op::Standardize { inv_std, .. } = &mut net.nodes[node].op {
                         *inv_std = scaled(inv_std, inv_std.rank() - 1, c * hw..(c + 1) * hw, t);
                     }
                 }
-                Member::ConvOut(n)
+                Member::Out(n)
                     if !task.plan.groups[g]
                         .members
                         .iter()
-                        .any(|m| matches!(m, Member::Standardize { .. })) =>
+                        .any(|m| matches!(task.net.nodes[m.node()].op, Op::Standardize { .. })) =>
                 {
                     if let Op::Conv(conv) = &mut net.nodes[n].op {
                         conv.weight = scaled(&conv.weight, 0, c..c + 1, t);

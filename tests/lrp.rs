@@ -4,8 +4,9 @@
 mod common;
 use candle_core::{Device, Tensor};
 use lrprune::lrp::composite::{self, Composite};
-use lrprune::lrp::propagate::{max_pool_wta, per_sample_filter_relevance, propagate};
+use lrprune::lrp::propagate::{per_sample_filter_relevance, propagate};
 use lrprune::lrp::rules::{self, LinearOp, Rule};
+use lrprune::lrp::steps::max_pool_wta;
 use lrprune::model::geometry::Window;
 use lrprune::model::{Linear, Network, Op};
 
@@ -109,7 +110,7 @@ fn max_pool_routes_relevance_to_the_winner() {
 #[test]
 fn fused_cpu_ops_equal_their_candle_op_versions() {
     use lrprune::lrp::fused;
-    use lrprune::lrp::propagate::max_pool_wta_ops;
+    use lrprune::lrp::steps::max_pool_wta_ops;
     // Odd sizes (cropped border) and exact ties (quantised values, zeros after ReLU).
     let x = (Tensor::randn(0f32, 2.0, (3, 5, 7, 9), &Device::Cpu).unwrap())
         .round()

@@ -6,11 +6,9 @@
 //! Candle's own (slower) kernels; the layer search already holds every value of the network
 //! on the control split, so the reverse pass alone is needed (`prune/screen.rs` reads it).
 
-use super::propagate::max_pool_wta;
-use super::rules::{Affine, ConvOp};
+use super::steps;
 use crate::model::cpu_op::{self, f32_slice};
-use crate::model::pool::adaptive_bin;
-use crate::model::{Network, Op};
+use crate::model::Network;
 use candle_core::{CpuStorage, CustomOp2, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -42,44 +40,7 @@ pub fn backward(
         if node.inputs.iter().all(|&v| v < lowest) {
             continue;
         }
-        let x = &acts[node.inputs[0]];
-        let g_in = match &node.op {
-            Op::Conv(c) => ConvOp::of(c).transpose(&g, &c.weight, x)?,
-            Op::Linear(l) => g.matmul(&l.weight)?,
-            Op::Relu => pass_inside(&g, &acts[i + 1], 0.0, f32::INFINITY)?,
-            Op::Relu6 => pass_inside(&g, x, 0.0, 6.0)?,
-            Op::Dropout => g,
-            Op::Affine(a) => {
-                g.broadcast_mul(&crate::model::layer::Affine::per_channel(&a.scale)?)?
-            }
-            Op::Standardize { inv_std, .. } => g.broadcast_mul(inv_std)?,
-            // Every window's gradient goes to its maximum (split on exact ties), as LRP's
-            // winner-take-all does.
-            Op::MaxPool(win) => max_pool_wta(x, &g, *win)?,
-            Op::Flatten => g.reshape(x.shape())?,
-            Op::GlobalAvgPool => {
-                let (_, _, h, w) = x.dims4()?;
-                g.affine(1.0 / (h * w) as f64, 0.0)?
-                    .unsqueeze(2)?
-                    .unsqueeze(3)?
-                    .broadcast_as(x.shape())?
-                    .contiguous()?
-            }
-            Op::AdaptiveAvgPool { .. } => adaptive_avg_backward(x, &g)?,
-            Op::Add => {
-                for &v in &node.inputs {
-                    accumulate(&mut grad[v], g.clone())?;
-                }
-                continue;
-            }
-            Op::Concat => {
-                for (v, part) in super::propagate::split_channels(&g, &node.inputs, acts)? {
-                    accumulate(&mut grad[v], part)?;
-                }
-                continue;
-            }
-        };
-        accumulate(&mut grad[node.inputs[0]], g_in)?;
+        steps::gradient(node, acts, &acts[i + 1], g)?.add_to(&mut grad, node.inputs[0])?;
     }
     if lowest == 0 {
         if let Some(g) = grad[0].take() {
@@ -87,81 +48,6 @@ pub fn backward(
         }
     }
     Ok(())
-}
-
-fn accumulate(slot: &mut Option<Tensor>, g: Tensor) -> Result<()> {
-    *slot = Some(match slot.take() {
-        Some(prev) => (prev + g)?,
-        None => g,
-    });
-    Ok(())
-}
-
-/// Each adaptive bin's gradient spread evenly over its input positions (bins may overlap).
-fn adaptive_avg_backward(x: &Tensor, g: &Tensor) -> Result<Tensor> {
-    let (_, _, h, w) = x.dims4()?;
-    let (oh, ow) = (g.dims()[2], g.dims()[3]);
-    let mut out = x.zeros_like()?;
-    for i in 0..oh {
-        let (h0, h1) = adaptive_bin(i, h, oh);
-        for j in 0..ow {
-            let (w0, w1) = adaptive_bin(j, w, ow);
-            let area = ((h1 - h0) * (w1 - w0)) as f64;
-            let share = g
-                .narrow(2, i, 1)?
-                .narrow(3, j, 1)?
-                .affine(1.0 / area, 0.0)?
-                .broadcast_as((x.dims()[0], x.dims()[1], h1 - h0, w1 - w0))?
-                .pad_with_zeros(2, h0, h - h1)?
-                .pad_with_zeros(3, w0, w - w1)?;
-            out = (out + share)?;
-        }
-    }
-    Ok(out)
-}
-
-/// `g` where `lo < x < hi`, 0 elsewhere: the gradient through a clamp, read from its input
-/// (or, for ReLU, its output: positive exactly where the input is). One parallel pass on
-/// the CPU; Candle's ops elsewhere (on the CPU they take five single-threaded passes, which
-/// made ReLU6 masks most of a MobileNet's reverse pass).
-fn pass_inside(g: &Tensor, x: &Tensor, lo: f32, hi: f32) -> Result<Tensor> {
-    if cpu_op::applies(&[g, x]) && g.shape() == x.shape() {
-        return g
-            .contiguous()?
-            .apply_op2_no_bwd(&x.contiguous()?, &Inside { lo, hi });
-    }
-    let dtype = x.dtype();
-    let mask = (x.gt(lo as f64)?.to_dtype(dtype)? * x.lt(hi as f64)?.to_dtype(dtype)?)?;
-    g * mask
-}
-
-struct Inside {
-    lo: f32,
-    hi: f32,
-}
-
-impl CustomOp2 for Inside {
-    fn name(&self) -> &'static str {
-        "lrprune-gradient-inside"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (g, x) = (f32_slice(s1, l1, "gradient")?, f32_slice(s2, l2, "input")?);
-        let (lo, hi) = (self.lo, self.hi);
-        let out: Vec<f32> = g
-            .par_iter()
-            .zip(x.par_iter())
-            .with_min_len(1 << 14)
-            .map(|(&g, &x)| if x > lo && x < hi { g } else { 0.0 })
-            .collect();
-        Ok((CpuStorage::F32(out), l1.shape().clone()))
-    }
 }
 
 /// Per channel of two (N, C, H, W) tensors, Σ over images and positions of `a · g`, in

@@ -9,6 +9,7 @@ pub mod fused;
 pub mod gradient;
 pub mod propagate;
 pub mod rules;
+pub mod steps;
 
 pub use composite::Composite;
 pub use filters::FilterRelevance;

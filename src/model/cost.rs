@@ -58,9 +58,12 @@ pub fn cost(net: &Network) -> Cost {
                 c.params += p;
                 c.macs += m;
             }
-            // A batch-norm's γ and β (no MACs counted, as for a folded one).
-            Op::Affine(a) => c.params += 2 * a.scale.elem_count() as u64,
-            _ => {}
+            // Any other op's learned parameters (a batch-norm's γ and β; no MACs counted,
+            // as for a folded one).
+            op => {
+                let n: usize = op.params().iter().map(|(_, t)| t.elem_count()).sum();
+                c.params += n as u64;
+            }
         }
     }
     c

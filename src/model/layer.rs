@@ -1,8 +1,12 @@
-//! The operations a graph node can hold, each with its eval-mode forward pass.
+//! The operations a graph node can hold. Each states here, once, its eval-mode forward
+//! pass, its output shape, how its channels relate to its inputs' ([`Op::channels`], what
+//! the pruning plan reads) and which parameters a pruning cut reaches ([`Op::params_along`],
+//! what compaction and zeroing change); its LRP rule and gradient are in `lrp/steps.rs`.
 //!
-//! Batch-norm never appears here: it is folded into the preceding conv when a model is
-//! loaded (a canonizer step, as zennit does before LRP), so pruning a filter is exactly
-//! zeroing (or removing) one output channel of one weight/bias pair.
+//! A batch-norm is folded into the conv before it when a model is loaded (a canonizer step,
+//! as zennit does before LRP), so pruning a filter is exactly zeroing (or removing) one
+//! output channel of one weight/bias pair; one that no conv precedes (DenseNet's
+//! pre-activation) stays a per-channel [`Affine`].
 
 use super::geometry::{Pad2d, Shape, Window};
 use candle_core::{Result, Tensor, D};
@@ -217,18 +221,108 @@ impl Op {
         }
     }
 
-    /// Whether the op acts on each channel independently, so channel `c` of its output is
-    /// channel `c` of its input (what the pruning plan follows through it).
+    /// How the op's output channels relate to its inputs' (read by the pruning plan).
+    pub fn channels(&self) -> Channels {
+        match self {
+            Op::Relu | Op::Relu6 | Op::MaxPool(_) | Op::AdaptiveAvgPool { .. } | Op::Dropout => {
+                Channels::Through
+            }
+            Op::Affine(_) => Channels::Scale,
+            Op::Standardize { .. } => Channels::PerFeature,
+            Op::GlobalAvgPool | Op::Flatten => Channels::ToFeatures,
+            Op::Add => Channels::Merge,
+            Op::Concat => Channels::Concat,
+            Op::Conv(c) if c.groups == 1 => Channels::Produce { filters: true },
+            Op::Conv(c) if c.is_depthwise() => Channels::Depthwise,
+            Op::Conv(_) => Channels::Tied,
+            Op::Linear(_) => Channels::Produce { filters: false },
+        }
+    }
+
+    /// Whether channel `c` of the output is channel `c` of the (first) input, on a feature
+    /// map (what the layer search's shortcut through a conv's output follows).
     pub fn is_channelwise(&self) -> bool {
         matches!(
-            self,
-            Op::Relu
-                | Op::Relu6
-                | Op::MaxPool(_)
-                | Op::AdaptiveAvgPool { .. }
-                | Op::Dropout
-                | Op::Add
-                | Op::Affine(_)
+            self.channels(),
+            Channels::Through | Channels::Scale | Channels::Merge
         )
     }
+
+    /// The parameters a pruning cut reaches on `side`, each with the axis its channels
+    /// (or features) run along: what compaction selects and zeroing masks.
+    pub fn params_along(&mut self, side: Side) -> Vec<(&mut Tensor, usize)> {
+        match (self, side) {
+            (Op::Conv(c), Side::Out) => vec![(&mut c.weight, 0), (&mut c.bias, 0)],
+            (Op::Conv(c), Side::In) => vec![(&mut c.weight, 1)],
+            (Op::Linear(l), Side::Out) => vec![(&mut l.weight, 0), (&mut l.bias, 0)],
+            (Op::Linear(l), Side::In) => vec![(&mut l.weight, 1)],
+            (Op::Affine(a), _) => vec![(&mut a.scale, 0), (&mut a.shift, 0)],
+            (Op::Standardize { mean, inv_std }, _) => vec![(mean, 0), (inv_std, 0)],
+            _ => vec![],
+        }
+    }
+
+    /// Apply `f` (a tensor and its channel axis → its replacement) to every parameter on
+    /// `side`; a depthwise conv keeps one group per remaining channel.
+    pub fn cut(
+        &mut self,
+        side: Side,
+        mut f: impl FnMut(&Tensor, usize) -> Result<Tensor>,
+    ) -> Result<()> {
+        for (t, axis) in self.params_along(side) {
+            *t = f(t, axis)?;
+        }
+        if let Op::Conv(c) = self {
+            if c.groups > 1 && side == Side::Out {
+                c.groups = c.out_channels();
+            }
+        }
+        Ok(())
+    }
+
+    /// The learned parameters under their checkpoint suffixes (a batch-norm's as `weight`
+    /// and `bias`); the head's standardisation statistics are not among them.
+    pub fn params(&self) -> Vec<(&'static str, &Tensor)> {
+        match self {
+            Op::Conv(Conv { weight, bias, .. }) | Op::Linear(Linear { weight, bias }) => {
+                vec![("weight", weight), ("bias", bias)]
+            }
+            Op::Affine(a) => vec![("weight", &a.scale), ("bias", &a.shift)],
+            _ => vec![],
+        }
+    }
+}
+
+/// How an op's output channels relate to its inputs' (Torch-Pruning's dependency rules,
+/// stated once per op by [`Op::channels`]); the pruning plan turns each into group members.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channels {
+    /// Output channel `c` is input channel `c` (ReLU, pooling, dropout).
+    Through,
+    /// As `Through`, with one parameter set per channel, cut with it (a per-channel affine).
+    Scale,
+    /// A vector's features pass one by one, with one parameter set per feature, cut with its
+    /// channel's features (the head's standardisation).
+    PerFeature,
+    /// Each channel becomes consecutive features of a vector (flatten, global pooling).
+    ToFeatures,
+    /// The inputs, summed channel by channel, lose their channels together (residual add).
+    Merge,
+    /// The inputs side by side along channels (DenseNet's concatenation).
+    Concat,
+    /// New channels from all input channels: the weight's input axis is cut with the input,
+    /// its output axis (`filters`: prunable; a linear head's outputs are not) on its own.
+    Produce { filters: bool },
+    /// One filter per input channel (a depthwise conv): its output is its input's channel.
+    Depthwise,
+    /// Grouped, not depthwise: channels tied in blocks, left unpruned.
+    Tied,
+}
+
+/// Which channels of an op a pruning cut reaches: its output channels (a conv's filters)
+/// or its input channels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Out,
+    In,
 }

@@ -8,7 +8,8 @@
 use super::mask::FilterMask;
 use super::plan::{Member, Plan};
 use crate::model::conv::reuse::{self, Selection};
-use crate::model::{Network, Op};
+use crate::model::layer::Side;
+use crate::model::Network;
 use candle_core::{Result, Tensor};
 use std::sync::Arc;
 
@@ -61,38 +62,14 @@ pub fn compact(net: &Network, plan: &Plan, mask: &FilterMask) -> Result<Network>
     // highest block down, so that every block's offset still holds when it is cut.
     edits.sort_by_key(|(m, .., at)| std::cmp::Reverse((m.node(), *at)));
     for (m, keep, size, at) in edits {
-        let len = |t: &Tensor, dim: usize| t.dims()[dim];
-        match (m, &mut out.nodes[m.node()].op) {
-            (Member::ConvOut(_), Op::Conv(c)) => {
-                c.weight = select(&c.weight, &keep, 0)?;
-                c.bias = select(&c.bias, &keep, 0)?;
-                if c.groups > 1 {
-                    // Depthwise: one group per remaining channel.
-                    c.groups = keep.len();
-                }
-            }
-            (Member::ConvIn { .. }, Op::Conv(c)) => {
-                let idx = kept_in(len(&c.weight, 1), at, size, &keep, 1);
-                c.weight = select(&c.weight, &idx, 1)?
-            }
-            (Member::Affine { .. }, Op::Affine(a)) => {
-                let idx = kept_in(len(&a.scale, 0), at, size, &keep, 1);
-                a.scale = select(&a.scale, &idx, 0)?;
-                a.shift = select(&a.shift, &idx, 0)?;
-            }
-            (Member::Standardize { hw, .. }, Op::Standardize { mean, inv_std }) => {
-                let idx = kept_in(len(mean, 0), at, size, &keep, hw);
-                *mean = select(mean, &idx, 0)?;
-                *inv_std = select(inv_std, &idx, 0)?;
-            }
-            (Member::LinearIn { hw, .. }, Op::Linear(l)) => {
-                let idx = kept_in(len(&l.weight, 1), at, size, &keep, hw);
-                l.weight = select(&l.weight, &idx, 1)?
-            }
-            (m, op) => {
-                candle_core::bail!("plan member {m:?} does not fit a `{}` node", op.kind())
-            }
-        }
+        let op = &mut out.nodes[m.node()].op;
+        op.cut(m.side(), |t, axis| {
+            let idx = match m.side() {
+                Side::Out => keep.clone(),
+                Side::In => kept_in(t.dims()[axis], at, size, &keep, m.hw()),
+            };
+            select(t, &idx, axis)
+        })?;
     }
     Ok(out)
 }

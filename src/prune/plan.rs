@@ -4,9 +4,10 @@
 //! can only be removed together: the output channel of a conv (its folded BN entry with
 //! it), the matching input channel of every conv that reads it, a depthwise conv's channel
 //! (its input and output are one channel), every conv feeding the same residual `Add`, and
-//! for the last block the head's standardisation entries and linear columns. Channel-wise
-//! ops (ReLU, pooling, dropout, `Add`) pass a channel through unchanged; `Flatten` turns
-//! channel `c` into features `c·hw .. (c+1)·hw`.
+//! for the last block the head's standardisation entries and linear columns. What each op
+//! does to channels is its own statement ([`Op::channels`]): channel-wise ops (ReLU,
+//! pooling, dropout, `Add`) pass a channel through unchanged, `Flatten` turns channel `c`
+//! into features `c·hw .. (c+1)·hw`, a `Concat` puts its inputs' channel blocks side by side.
 //!
 //! Everything that acts on a mask — zeroing ([`super::zeroed::zeroed`]), compaction
 //! ([`super::compact::compact`]), scoring a group from its convs, where a pass may start —
@@ -14,7 +15,7 @@
 //! one group per conv, in conv order, so its masks read exactly as before.
 
 use super::mask::FilterMask;
-use crate::model::geometry::Shape;
+use crate::model::layer::{Channels, Side};
 use crate::model::prefix::{PrefixCache, Start};
 use crate::model::{Network, Op};
 pub use crate::spec::{GroupPolicy, GroupReduce};
@@ -27,36 +28,39 @@ use anyhow::{bail, Result};
 pub enum Member {
     /// Output channel `c` of conv node `n` (weight row and bias); for a depthwise conv this
     /// is also its input channel.
-    ConvOut(usize),
-    /// Input channel `at + c` of (non-grouped) conv node `node`: weight column.
-    ConvIn { node: usize, at: usize },
-    /// Channel `at + c` of the per-channel affine (a batch-norm no conv precedes) at `node`.
-    Affine { node: usize, at: usize },
-    /// Entries `(at + c)·hw .. (at + c + 1)·hw` of the head's standardisation at `node`.
-    Standardize { node: usize, hw: usize, at: usize },
-    /// Columns `(at + c)·hw .. (at + c + 1)·hw` of the linear layer at `node`.
-    LinearIn { node: usize, hw: usize, at: usize },
+    Out(usize),
+    /// Input channel `at + c` of node `node`, `hw` features a channel: a conv's weight
+    /// column, a per-channel affine's entry, the head's standardisation entries or linear
+    /// columns `(at + c)·hw .. (at + c + 1)·hw` ([`Op::params_along`]).
+    In { node: usize, at: usize, hw: usize },
 }
 
 impl Member {
     /// The node the member lives in.
     pub fn node(&self) -> usize {
         match *self {
-            Member::ConvOut(node)
-            | Member::ConvIn { node, .. }
-            | Member::Affine { node, .. }
-            | Member::Standardize { node, .. }
-            | Member::LinearIn { node, .. } => node,
+            Member::Out(node) | Member::In { node, .. } => node,
         }
     }
     /// The channel offset of the group's block in the member's tensor (0 for a producer).
     pub fn at(&self) -> usize {
         match *self {
-            Member::ConvOut(_) => 0,
-            Member::ConvIn { at, .. }
-            | Member::Affine { at, .. }
-            | Member::Standardize { at, .. }
-            | Member::LinearIn { at, .. } => at,
+            Member::Out(_) => 0,
+            Member::In { at, .. } => at,
+        }
+    }
+    /// Features per channel in the member's tensor.
+    pub fn hw(&self) -> usize {
+        match *self {
+            Member::Out(_) => 1,
+            Member::In { hw, .. } => hw,
+        }
+    }
+    /// The side of its node's op the member cuts.
+    pub fn side(&self) -> Side {
+        match self {
+            Member::Out(_) => Side::Out,
+            Member::In { .. } => Side::In,
         }
     }
 }
@@ -94,7 +98,7 @@ pub struct Group {
     pub name: String,
     pub size: usize,
     pub members: Vec<Member>,
-    /// Conv nodes whose output channels are the group's (the `ConvOut` members), ascending.
+    /// Conv nodes whose output channels are the group's (the `Out` members), ascending.
     pub producers: Vec<usize>,
     /// Whether a residual `Add` couples several convs' outputs in this group.
     pub coupled: bool,
@@ -174,30 +178,48 @@ impl Plan {
             let fresh = |sp: &mut Spaces, frozen: bool| {
                 Layout::one(sp.new_space(frozen), shapes[i + 1].channels())
             };
-            let out = match &node.op {
-                Op::Conv(c) => {
-                    conv_index[i] = Some(convs);
-                    convs += 1;
-                    if c.is_depthwise() && input.blocks.len() == 1 {
-                        sp.add(input.blocks[0].0, Member::ConvOut(i));
-                        input
-                    } else if c.groups == 1 {
-                        readers(&mut sp, &|at| Member::ConvIn { node: i, at });
-                        let out = fresh(&mut sp, false);
-                        sp.add(out.blocks[0].0, Member::ConvOut(i));
-                        out
-                    } else {
-                        // A grouped (not depthwise) conv ties channels in blocks, and a
-                        // depthwise one reading a concatenation would need a producer per
-                        // block: not pruned.
-                        for &(s, _) in &input.blocks {
-                            let r = sp.root(s);
-                            sp.frozen[r] = true;
-                        }
-                        fresh(&mut sp, true)
+            let reads = |sp: &mut Spaces| {
+                readers(sp, &|at| Member::In { node: i, at, hw });
+            };
+            if matches!(node.op, Op::Conv(_)) {
+                conv_index[i] = Some(convs);
+                convs += 1;
+            }
+            let out = match node.op.channels() {
+                Channels::Through => input,
+                Channels::Scale | Channels::PerFeature => {
+                    reads(&mut sp);
+                    input
+                }
+                Channels::ToFeatures => {
+                    let channels: usize = input.blocks.iter().map(|b| b.1).sum();
+                    Layout {
+                        hw: shapes[i + 1].elements() / channels.max(1),
+                        ..input
                     }
                 }
-                Op::Add => {
+                Channels::Produce { filters } => {
+                    reads(&mut sp);
+                    let out = fresh(&mut sp, !filters);
+                    if filters {
+                        sp.add(out.blocks[0].0, Member::Out(i));
+                    }
+                    out
+                }
+                Channels::Depthwise if input.blocks.len() == 1 => {
+                    sp.add(input.blocks[0].0, Member::Out(i));
+                    input
+                }
+                // A grouped (not depthwise) conv ties channels in blocks, and a depthwise one
+                // reading a concatenation would need a producer per block: not pruned.
+                Channels::Depthwise | Channels::Tied => {
+                    for &(s, _) in &input.blocks {
+                        let r = sp.root(s);
+                        sp.frozen[r] = true;
+                    }
+                    fresh(&mut sp, true)
+                }
+                Channels::Merge => {
                     for &v in &node.inputs[1..] {
                         let other = &value[v];
                         let sizes = |l: &Layout| l.blocks.iter().map(|b| b.1).collect::<Vec<_>>();
@@ -216,31 +238,12 @@ impl Plan {
                     }
                     input
                 }
-                Op::Concat => Layout {
+                Channels::Concat => Layout {
                     blocks: (node.inputs.iter())
                         .flat_map(|&v| value[v].blocks.clone())
                         .collect(),
                     hw,
                 },
-                Op::Affine(_) => {
-                    readers(&mut sp, &|at| Member::Affine { node: i, at });
-                    input
-                }
-                Op::GlobalAvgPool => Layout { hw: 1, ..input },
-                Op::Flatten => match shapes[node.inputs[0]] {
-                    Shape::Map { h, w, .. } => Layout { hw: h * w, ..input },
-                    Shape::Flat(_) => input,
-                },
-                Op::Standardize { .. } => {
-                    readers(&mut sp, &|at| Member::Standardize { node: i, hw, at });
-                    input
-                }
-                Op::Linear(_) => {
-                    readers(&mut sp, &|at| Member::LinearIn { node: i, hw, at });
-                    fresh(&mut sp, true)
-                }
-                op if op.is_channelwise() => input,
-                op => bail!("the pruning plan does not know op `{}`", op.kind()),
             };
             value.push(out);
         }
@@ -253,7 +256,7 @@ impl Plan {
             let producers: Vec<usize> = members
                 .iter()
                 .filter_map(|m| match m {
-                    Member::ConvOut(n) => Some(*n),
+                    Member::Out(n) => Some(*n),
                     _ => None,
                 })
                 .collect();
@@ -321,13 +324,13 @@ impl Plan {
     /// holds (frozen ones, the image) keep their size.
     pub fn offset_in(&self, member: &Member, sizes: &[usize]) -> usize {
         let (node, at) = (member.node(), member.at());
-        if matches!(member, Member::ConvOut(_)) || at == 0 {
+        if matches!(member, Member::Out(_)) || at == 0 {
             return 0;
         }
         let lost: usize = (self.groups.iter().zip(sizes).enumerate())
             .flat_map(|(g, (group, &now))| {
                 group.members.iter().filter_map(move |m| {
-                    let before = !matches!(m, Member::ConvOut(_)) && m.node() == node;
+                    let before = !matches!(m, Member::Out(_)) && m.node() == node;
                     (before && m.at() < at).then_some(self.groups[g].size - now)
                 })
             })

@@ -79,14 +79,16 @@ impl Gates {
         for (g, group) in plan.groups.iter().enumerate() {
             for m in &group.members {
                 match *m {
-                    Member::ConvOut(n) => conv.push((n + 1, g)),
-                    Member::Standardize { node, hw, .. } => {
+                    Member::Out(n) => conv.push((n + 1, g)),
+                    Member::In { node, hw, .. }
+                        if matches!(net.nodes[node].op, Op::Standardize { .. }) =>
+                    {
                         let at = plan.offset_in(m, &sizes);
                         standardize.push((node + 1, g, hw, at * hw, sizes[g] * hw))
                     }
                     // A per-channel affine behind a concatenation keeps its shift when the
                     // conv output is gated: the estimate leaves that difference out.
-                    Member::ConvIn { .. } | Member::Affine { .. } | Member::LinearIn { .. } => {}
+                    Member::In { .. } => {}
                 }
             }
         }

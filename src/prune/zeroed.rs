@@ -2,14 +2,16 @@
 //! against (masked = compacted, tests/compact.rs and tests/graph.rs).
 
 use super::mask::FilterMask;
-use super::plan::{Member, Plan};
-use crate::model::{Network, Op};
+use super::plan::Plan;
+use crate::model::Network;
 use candle_core::{Result, Tensor};
 
 /// The same network with pruned channels' weights **and** biases zeroed in every conv that
 /// produces them (zeroing only the weight would leave ReLU(bias) alive, which is not
-/// removal: docs/method.md). Pruned features of a standardised head input get
-/// mean = inv_std = 0, which removes them from the head exactly as compaction does.
+/// removal: docs/method.md), and every parameter that reads them zeroed too: a per-channel
+/// affine's shift would make the zeros non-zero again, and pruned features of a
+/// standardised head input get mean = inv_std = 0, which removes them from the head exactly
+/// as compaction does (a conv's or linear layer's input column only ever meets zeros).
 pub fn zeroed(net: &Network, plan: &Plan, mask: &FilterMask) -> Result<Network> {
     let mut out = net.clone();
     for (g, group) in plan.groups.iter().enumerate() {
@@ -18,35 +20,13 @@ pub fn zeroed(net: &Network, plan: &Plan, mask: &FilterMask) -> Result<Network> 
             continue;
         }
         for m in &group.members {
-            match *m {
-                Member::ConvOut(n) => {
-                    let Op::Conv(c) = &mut out.nodes[n].op else {
-                        continue;
-                    };
-                    let t = keep_tensor(keep, 1, 0, c.out_channels(), c.weight.device())?;
-                    c.weight =
-                        c.weight
-                            .broadcast_mul(&t.reshape((c.out_channels(), 1, 1, 1))?)?;
-                    c.bias = (&c.bias * &t)?;
-                }
-                Member::Standardize { node, hw, at } => {
-                    if let Op::Standardize { mean, inv_std } = &mut out.nodes[node].op {
-                        let t = keep_tensor(keep, hw, at, mean.dims()[0], mean.device())?;
-                        *mean = (&*mean * &t)?;
-                        *inv_std = (&*inv_std * &t)?;
-                    }
-                }
-                // A pruned channel's shift would make its zeros non-zero again.
-                Member::Affine { node, at } => {
-                    if let Op::Affine(a) = &mut out.nodes[node].op {
-                        let t = keep_tensor(keep, 1, at, a.scale.dims()[0], a.scale.device())?;
-                        a.scale = (&a.scale * &t)?;
-                        a.shift = (&a.shift * &t)?;
-                    }
-                }
-                // Readers of a zeroed channel see zeros: nothing to change.
-                Member::ConvIn { .. } | Member::LinearIn { .. } => {}
-            }
+            let at = m.at();
+            out.nodes[m.node()].op.cut(m.side(), |t, axis| {
+                let mut shape = vec![1; t.rank()];
+                shape[axis] = t.dims()[axis];
+                let on = keep_tensor(keep, m.hw(), at, t.dims()[axis], t.device())?;
+                t.broadcast_mul(&on.reshape(shape)?)
+            })?;
         }
     }
     Ok(out)

@@ -20,13 +20,9 @@ pub fn write_checkpoint(net: &Network, path: &Path) -> Result<()> {
     let mut map: HashMap<String, Tensor> = HashMap::new();
     for node in &net.nodes[..net.head_start] {
         // A batch-norm no conv precedes as its affine form (running mean 0, variance 1).
-        let (weight, bias) = match &node.op {
-            Op::Conv(conv) => (&conv.weight, &conv.bias),
-            Op::Affine(a) => (&a.scale, &a.shift),
-            _ => continue,
-        };
-        map.insert(format!("{}.weight", node.name), weight.clone());
-        map.insert(format!("{}.bias", node.name), bias.clone());
+        for (suffix, t) in node.op.params() {
+            map.insert(format!("{}.{suffix}", node.name), t.clone());
+        }
     }
     for (j, node) in net.nodes.iter().enumerate().skip(net.head_start) {
         let name = param_name(net, j);
