@@ -30,11 +30,11 @@ impl Composite {
     }
 }
 
-/// The composites lrprune knows, with what they do (listed in `spec`, which checks names).
+/// The composites lrprune knows, with what they do (`spec`'s one list, which specs are
+/// checked against).
 pub use crate::spec::COMPOSITES as NAMES;
 
 const EPS: Rule = Rule::Epsilon { epsilon: 1e-6 };
-const ZPLUS: Rule = Rule::ZPlus { bias: true };
 
 /// Pixel bounds of an input after `preset`, for zᴮ: (1, 3, 1, 1) low and high.
 pub fn input_bounds(preset: Preprocess, device: &Device) -> Result<(Tensor, Tensor)> {
@@ -46,34 +46,23 @@ pub fn input_bounds(preset: Preprocess, device: &Device) -> Result<(Tensor, Tens
     ))
 }
 
+/// The composite `name` from the list, for inputs preprocessed as `preset` (zᴮ's bounds).
 pub fn by_name(name: &str, preset: Preprocess, device: &Device) -> Result<Composite> {
-    let c = |first_conv, conv| Composite {
-        first_conv,
-        conv,
-        linear: EPS,
-        bounds: None,
+    let Some(def) = NAMES.iter().find(|c| c.name == name) else {
+        let known: Vec<&str> = NAMES.iter().map(|c| c.name).collect();
+        bail!(
+            "unknown LRP composite `{name}` (fix: one of {})",
+            known.join(", ")
+        )
     };
-    Ok(match name {
-        "epsilon-plus" => c(ZPLUS, ZPLUS),
-        "epsilon-plus-nobias" => c(Rule::ZPlus { bias: false }, Rule::ZPlus { bias: false }),
-        "epsilon-plus-flat" => c(Rule::Flat, ZPLUS),
-        "epsilon-plus-zb" => Composite {
-            bounds: Some(input_bounds(preset, device)?),
-            ..c(Rule::ZBox, ZPLUS)
-        },
-        "epsilon-alpha2-beta1" => {
-            let ab = Rule::AlphaBeta {
-                alpha: 2.0,
-                beta: 1.0,
-            };
-            c(ab, ab)
-        }
-        other => {
-            let known: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
-            bail!(
-                "unknown LRP composite `{other}` (fix: one of {})",
-                known.join(", ")
-            )
-        }
+    let bounds = match def.first_conv {
+        Rule::ZBox => Some(input_bounds(preset, device)?),
+        _ => None,
+    };
+    Ok(Composite {
+        first_conv: def.first_conv,
+        conv: def.conv,
+        linear: EPS,
+        bounds,
     })
 }

@@ -196,21 +196,7 @@ impl Affine for LinearOp {
     }
 }
 
-/// A rule for an affine layer.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case", tag = "rule")]
-pub enum Rule {
-    /// ε-rule: `R_in = x ⊙ Aᵀ(R / stab(z))`, `z = A(x) + b`.
-    Epsilon { epsilon: f64 },
-    /// z⁺ (α1β0): positive contributions only; `bias` adds b⁺ to the denominator (zennit).
-    ZPlus { bias: bool },
-    /// αβ: `α·(positive share) − β·(negative share)`, α − β = 1.
-    AlphaBeta { alpha: f64, beta: f64 },
-    /// Flat: relevance spread uniformly over each output's receptive field (first layer).
-    Flat,
-    /// zᴮ: box-constrained input in [low, high] per channel (first layer).
-    ZBox,
-}
+pub use crate::spec::Rule;
 
 fn pos(t: &Tensor) -> Result<Tensor> {
     t.relu()

@@ -31,49 +31,56 @@ pub enum CfgItem {
     Pool(String),
 }
 
+/// Serde for a name set through its one list (`ALL`: name, value), so that a spec, the
+/// run ids and the error for an unknown name all read the same names.
+macro_rules! by_name {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(self.name())
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                Self::parse(&s).ok_or_else(|| {
+                    let known: Vec<String> =
+                        Self::ALL.iter().map(|(n, _)| format!("`{n}`")).collect();
+                    serde::de::Error::custom(format!(
+                        "unknown variant `{s}`, expected one of {}",
+                        known.join(", ")
+                    ))
+                })
+            }
+        }
+    };
+}
+
 /// The architectures lrprune builds (`src/model/arch/`), by torchvision's names.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Arch {
-    #[serde(rename = "vgg11")]
     Vgg11,
-    #[serde(rename = "vgg13")]
     Vgg13,
-    #[serde(rename = "vgg16")]
     Vgg16,
-    #[serde(rename = "vgg19")]
     Vgg19,
-    #[serde(rename = "vgg11_bn")]
     Vgg11Bn,
-    #[serde(rename = "vgg13_bn")]
     Vgg13Bn,
-    #[serde(rename = "vgg16_bn")]
     Vgg16Bn,
-    #[serde(rename = "vgg19_bn")]
     Vgg19Bn,
-    #[serde(rename = "alexnet")]
     Alexnet,
-    #[serde(rename = "resnet18")]
     Resnet18,
-    #[serde(rename = "resnet34")]
     Resnet34,
-    #[serde(rename = "resnet50")]
     Resnet50,
     /// ResNet-50 in the original Caffe layout (stride on the first 1×1 conv, folded BN), at
     /// any width: open_nsfw's ResNet-50-1by2.
-    #[serde(rename = "resnet50_caffe")]
     Resnet50Caffe,
-    #[serde(rename = "mobilenet_v1")]
     MobilenetV1,
-    #[serde(rename = "mobilenet_v2")]
     MobilenetV2,
-    #[serde(rename = "efficientnet_lite0")]
     EfficientnetLite0,
     /// A VGG-style chain from `cfg`.
-    #[serde(rename = "custom")]
     Custom,
     /// The graph an ONNX file holds (`weights = "model.onnx"`; the default `arch` of a
     /// `[[model]]` table), read by `src/model/arch/onnx.rs`.
-    #[serde(rename = "onnx")]
     Onnx,
 }
 
@@ -220,8 +227,7 @@ pub const NAMED_METHODS: &[(&str, MethodKind, Option<LayerNorm>, Spread)] = &[
     ("l1-uniform", MethodKind::L1, None, Spread::LayerUniform),
 ];
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MethodKind {
     L1,
     L2,
@@ -255,7 +261,16 @@ impl MethodKind {
     pub(super) fn parse(s: &str) -> Option<Self> {
         Self::ALL.iter().find(|(n, _)| *n == s).map(|(_, k)| *k)
     }
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map_or("?", |(n, _)| n)
+    }
 }
+
+by_name!(Arch);
+by_name!(MethodKind);
 
 /// The built-in models: real ImageNet weights fetched as assets (README, "Assets").
 pub const BUILTIN_MODELS: &[(&str, Arch, &str, Preprocess)] = &[

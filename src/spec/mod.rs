@@ -20,8 +20,8 @@ pub use catalog::{
 };
 pub use control::{ClassWeights, ControlSettings, RelevanceSource, Signal, Take};
 pub use settings::{
-    AfterStep, ClassRef, DataSettings, GroupPolicy, GroupReduce, HeadSettings, InputNorm,
-    LayerNorm, LrpSettings, Optimizer, PruningSettings, COMPOSITES,
+    AfterStep, ClassRef, CompositeDef, DataSettings, GroupPolicy, GroupReduce, HeadSettings,
+    InputNorm, LayerNorm, LrpSettings, Optimizer, PruningSettings, Rule, COMPOSITES,
 };
 
 use anyhow::{bail, Result};

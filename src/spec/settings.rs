@@ -275,20 +275,70 @@ pub enum GroupReduce {
     Max,
 }
 
+/// An LRP rule for an affine layer (a conv or a dense layer), as a composite names it;
+/// `lrp/rules.rs` applies it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "rule")]
+pub enum Rule {
+    /// ε-rule: `R_in = x ⊙ Aᵀ(R / stab(z))`, `z = A(x) + b`.
+    Epsilon { epsilon: f64 },
+    /// z⁺ (α1β0): positive contributions only; `bias` adds b⁺ to the denominator (zennit).
+    ZPlus { bias: bool },
+    /// αβ: `α·(positive share) − β·(negative share)`, α − β = 1.
+    AlphaBeta { alpha: f64, beta: f64 },
+    /// Flat: relevance spread uniformly over each output's receptive field (first layer).
+    Flat,
+    /// zᴮ: box-constrained input in [low, high] per channel (first layer).
+    ZBox,
+}
+
+/// An LRP composite: the rule of the first conv and of the other convs (dense layers take
+/// ε = 1e-6; a zᴮ first conv reads the preprocessing's pixel bounds). The one list of them:
+/// specs are checked against it and `lrp/composite.rs` builds from it.
+pub struct CompositeDef {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub first_conv: Rule,
+    pub conv: Rule,
+}
+
+const ZPLUS: Rule = Rule::ZPlus { bias: true };
+const ZPLUS_NOBIAS: Rule = Rule::ZPlus { bias: false };
+const ALPHA2_BETA1: Rule = Rule::AlphaBeta {
+    alpha: 2.0,
+    beta: 1.0,
+};
+
 /// The composites lrprune knows, with what they do.
-pub const COMPOSITES: &[(&str, &str)] = &[
-    (
-        "epsilon-plus",
-        "convs z⁺ with b⁺ (zennit EpsilonPlus), dense ε = 1e-6 — the default",
-    ),
-    (
-        "epsilon-plus-nobias",
-        "convs z⁺ ignoring biases (conserves relevance exactly), dense ε",
-    ),
-    ("epsilon-plus-flat", "as epsilon-plus, first conv flat"),
-    (
-        "epsilon-plus-zb",
-        "as epsilon-plus, first conv zᴮ with the preprocessing's pixel bounds",
-    ),
-    ("epsilon-alpha2-beta1", "convs α2β1, dense ε"),
+pub const COMPOSITES: &[CompositeDef] = &[
+    CompositeDef {
+        name: "epsilon-plus",
+        about: "convs z⁺ with b⁺ (zennit EpsilonPlus), dense ε = 1e-6 — the default",
+        first_conv: ZPLUS,
+        conv: ZPLUS,
+    },
+    CompositeDef {
+        name: "epsilon-plus-nobias",
+        about: "convs z⁺ ignoring biases (conserves relevance exactly), dense ε",
+        first_conv: ZPLUS_NOBIAS,
+        conv: ZPLUS_NOBIAS,
+    },
+    CompositeDef {
+        name: "epsilon-plus-flat",
+        about: "as epsilon-plus, first conv flat",
+        first_conv: Rule::Flat,
+        conv: ZPLUS,
+    },
+    CompositeDef {
+        name: "epsilon-plus-zb",
+        about: "as epsilon-plus, first conv zᴮ with the preprocessing's pixel bounds",
+        first_conv: Rule::ZBox,
+        conv: ZPLUS,
+    },
+    CompositeDef {
+        name: "epsilon-alpha2-beta1",
+        about: "convs α2β1, dense ε",
+        first_conv: ALPHA2_BETA1,
+        conv: ALPHA2_BETA1,
+    },
 ];

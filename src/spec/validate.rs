@@ -204,10 +204,10 @@ pub(super) fn check_model(m: &ModelSpec) -> Result<(), Problem> {
 }
 
 pub(super) fn check_lrp(l: &LrpSettings) -> Result<(), Problem> {
-    if COMPOSITES.iter().any(|(n, _)| *n == l.composite) {
+    if COMPOSITES.iter().any(|c| c.name == l.composite) {
         return Ok(());
     }
-    let known: Vec<&str> = COMPOSITES.iter().map(|(n, _)| *n).collect();
+    let known: Vec<&str> = COMPOSITES.iter().map(|c| c.name).collect();
     Err((
         "composite",
         format!(
