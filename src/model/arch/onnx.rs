@@ -2,9 +2,10 @@
 //! node by node into lrprune's own ops, batch-norm and per-channel constants folded into the
 //! conv before them (a batch-norm no conv precedes, as DenseNet's pre-activation ones, kept
 //! as a per-channel affine), channel `Concat`s kept, so a network from PyTorch
-//! (`torch.onnx.export`) or any other exporter that writes an NCHW graph prunes, explains
-//! and exports like the built-in ones (NHWC graphs, tf2onnx's usual output, are refused at
-//! their first transpose).
+//! (`torch.onnx.export`) or any other exporter prunes, explains and exports like the
+//! built-in ones. A TensorFlow-converted graph's NHWC maps between the transposes around its
+//! convs are followed (`layout_node`), its `Pad`s folded into the conv or max-pool after
+//! them, and the shape arithmetic of its SAME padding evaluated at import (`onnx_fold`).
 //!
 //! The graph is cut where the backbone ends — at the first node that leaves the feature
 //! maps (a global pool, a flatten, a linear layer) — and the project's own head is trained
@@ -17,6 +18,7 @@
 //! relevance files and exported checkpoints read as torchvision's do. Other names are kept.
 
 use super::builder::{fold_batch_norm, tf_same};
+use super::onnx_fold::{self, Small};
 use super::Tail;
 use crate::assets::protobuf::{
     OnnxAttribute, OnnxGraph, OnnxModel, OnnxNode, OnnxTensor, ONNX_FLOAT,
@@ -27,14 +29,14 @@ use crate::model::network::{Network, UniqueNames};
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
 use prost::Message;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 /// ONNX files larger than this are refused (the largest ImageNet CNNs are ~600 MB).
 const MAX_BYTES: u64 = 2 << 30;
 
 /// What the importer reads, for the refusal message.
-const SUPPORTED: &str = "Conv (dilation 1; groups 1 or depthwise), BatchNormalization (folded into the Conv before it, else kept as a per-channel affine), Mul/Add by a per-channel constant after a Conv or Gemm, Relu, Clip(0, 6), Add of two values, Concat of maps along the channels, MaxPool, AveragePool over the whole map or with windows that tile it, GlobalAveragePool, ReduceMean over the map, Flatten, Reshape to a vector, Gemm, MatMul by a constant, Dropout, Identity, Constant";
+const SUPPORTED: &str = "Conv (dilation 1; groups 1 or depthwise), BatchNormalization (folded into the Conv before it, else kept as a per-channel affine), Mul/Add by a per-channel constant after a Conv or Gemm, Relu, Clip(0, 6), Add of two values, Concat of maps along the channels, MaxPool, AveragePool over the whole map or with windows that tile it, GlobalAveragePool, ReduceMean over the map, Flatten, Reshape to a vector, Gemm, MatMul by a constant, Dropout, Identity, Constant; on an NHWC map (a TensorFlow-converted graph): Transpose NCHW ↔ NHWC, Cast to float, Pad (zeros before a Conv, edge of 1 before a MaxPool), element-wise ops, ReduceMean over the map; on constants: Shape, Gather, Cast, Add/Sub/Mul/Div, Concat, Slice, Reshape, Transpose, (Un)Squeeze, ConstantOfShape (folded)";
 
 /// The network in the ONNX file at `path`, for `input` (C, H, W) images.
 pub fn load(
@@ -71,6 +73,16 @@ struct Importer {
     /// The index of the graph's last Conv: a whole-map average pool before it (a DenseNet
     /// transition on a small input) pools a map, one after it ends the backbone.
     last_conv: Option<usize>,
+    /// ONNX values laid out (N, H, W, C), as a TensorFlow-converted graph keeps its maps
+    /// between the transposes around each conv (lrprune's own value is NCHW all the same).
+    nhwc: HashSet<String>,
+    /// ONNX values that are a network value with spatial padding still to apply (top,
+    /// left, bottom, right; `true`: edge padding): a `Pad` waiting for the conv or
+    /// max-pool that reads it, which takes the padding as its own.
+    padded: HashMap<String, ([usize; 4], bool)>,
+    /// `Shape` outputs only ever indexed past the batch axis (SAME-padding arithmetic):
+    /// folded to constants.
+    spatial_shapes: HashSet<String>,
 }
 
 impl Importer {
@@ -96,7 +108,15 @@ impl Importer {
             .and_then(|t| t.tensor_type.as_ref())
             .and_then(|t| t.shape.as_ref())
             .map(|s| s.dim.iter().map(|d| d.dim_value).collect::<Vec<_>>());
-        if let Some(dims) = declared {
+        let mut nhwc = HashSet::new();
+        if let Some(dims) = &declared {
+            let c = Some(input.0 as i64);
+            if dims.len() == 4 && dims[3] == c && dims[1] != c {
+                // (N, H, W, C): a TensorFlow-converted graph, transposed before its first conv.
+                nhwc.insert(x.name.clone());
+            }
+        }
+        if let Some(dims) = declared.filter(|_| nhwc.is_empty()) {
             if dims.len() != 4 || dims[1].is_some_and(|c| c != input.0 as i64) {
                 bail!(
                     "{path}: the graph's input `{}` has shape {dims:?} (None: any size); lrprune feeds it (N, {}, H, W) images (fix: export the model for NCHW RGB input)",
@@ -126,6 +146,9 @@ impl Importer {
             shapes: vec![Shape::Map { c, h, w }],
             names: UniqueNames::default(),
             last_conv: g.node.iter().rposition(|n| n.op_type == "Conv"),
+            nhwc,
+            padded: HashMap::new(),
+            spatial_shapes: spatial_shapes(g),
         })
     }
 
@@ -193,6 +216,9 @@ impl Importer {
                 | "MatMul"
                 | "Shape"
         );
+        let flat_op = flat_op
+            && !(node.op_type == "Shape"
+                && node.output.iter().all(|o| self.spatial_shapes.contains(o)));
         let whole_pool = node.op_type == "AveragePool" && self.pools_whole_map(node, k);
         (flat_op || whole_pool)
             && node
@@ -226,6 +252,25 @@ impl Importer {
             s.values.insert(out.clone(), v);
             Ok(())
         };
+        let constant = |i: &String| i.is_empty() || self.consts.contains_key(i);
+        if onnx_fold::FOLDED.contains(&op) && node.input.iter().all(constant) {
+            let ins: Vec<Option<Small>> = (node.input.iter())
+                .map(|i| self.consts.get(i).and_then(Small::of))
+                .collect();
+            let t = onnx_fold::fold(node, &ins)?;
+            self.consts.insert(out.clone(), t.tensor(&out));
+            return Ok(());
+        }
+        if let Some(done) = self.layout_node(node, &out)? {
+            return done;
+        }
+        // An element-wise op (pushed or folded into the conv before it) keeps its input's
+        // layout.
+        if matches!(op, "Relu" | "Clip" | "Add" | "Sub" | "Mul")
+            && node.input.iter().any(|i| self.nhwc.contains(i))
+        {
+            self.nhwc.insert(out.clone());
+        }
         match op {
             "Constant" => {
                 let t = attr(node, "value")
@@ -244,7 +289,16 @@ impl Importer {
                 alias(self, v)
             }
             "Conv" => {
-                let conv = self.conv(node)?;
+                let mut conv = self.conv(node)?;
+                if let Some(([t, l, b, r], edge)) = self.padded.get(&node.input[0]).copied() {
+                    if edge {
+                        bail!(
+                            "an edge-mode Pad before a conv; only zero padding is folded into one"
+                        );
+                    }
+                    let p = &mut conv.padding;
+                    (p.h.0, p.h.1, p.w.0, p.w.1) = (p.h.0 + t, p.h.1 + b, p.w.0 + l, p.w.1 + r);
+                }
                 self.push(node, k, Op::Conv(conv), vec![self.value(node, 0)?])
             }
             "BatchNormalization" => {
@@ -305,7 +359,24 @@ impl Importer {
                 self.push(node, k, op, vec![self.value(node, 0)?])
             }
             "MaxPool" => {
-                let (kernel, stride, padding) = self.window(node)?;
+                let (kernel, stride, mut padding) = self.window(node)?;
+                if let Some(([t, l, b, r], edge)) = self.padded.get(&node.input[0]).copied() {
+                    // Padded positions never win in lrprune's max-pool: the same as edge
+                    // padding of at most one row (the row it copies is in the window too),
+                    // or zeros after a ReLU.
+                    let v = self.value(node, 0)?;
+                    let after_relu =
+                        (v > 0) && matches!(self.net.nodes[v - 1].op, Op::Relu | Op::Relu6);
+                    let fits = if edge {
+                        t.max(l).max(b).max(r) <= 1
+                    } else {
+                        after_relu
+                    };
+                    if !fits || t != l || b != r || padding != (0, 0) {
+                        bail!("a Pad {:?} ({}) before a max-pool; folded are edge padding of at most 1, or zero padding after a ReLU, alike on both axes", [t, l, b, r], if edge { "edge" } else { "zeros" });
+                    }
+                    padding = (t, b);
+                }
                 if ints(node, "dilations").iter().any(|&d| d != 1) {
                     bail!("a dilated max-pool");
                 }
@@ -322,8 +393,16 @@ impl Importer {
                     // Some exporters spell global pooling as a mean over the map's axes.
                     let mut axes = ints(node, "axes");
                     axes.sort_unstable();
-                    if axes != [2, 3] && axes != [-2, -1] {
-                        bail!("a mean over axes {axes:?}; only one over the map ([2, 3]) is read");
+                    let map_axes: &[[i64; 2]] = if self.nhwc.contains(&node.input[0]) {
+                        &[[1, 2], [-3, -2]]
+                    } else {
+                        &[[2, 3], [-2, -1]]
+                    };
+                    if !map_axes.iter().any(|a| axes == a) {
+                        bail!(
+                            "a mean over axes {axes:?}; only one over the map ({:?}) is read",
+                            map_axes[0]
+                        );
                     }
                 }
                 if op == "AveragePool" && !self.pools_whole_map(node, k) {
@@ -386,6 +465,121 @@ impl Importer {
                 self.push(node, k, Op::Concat, xs)
             }
             other => bail!("the op `{other}` is not read; supported: {SUPPORTED}"),
+        }
+    }
+
+    /// The ops of a TensorFlow-converted graph that only move or pad a map: `Transpose`
+    /// between NCHW and NHWC, `Cast` to float, `Identity`, `Pad`, and `Shape` read for its
+    /// spatial sizes, each an alias of its input (`Some(Ok(()))` once handled). Every other
+    /// op reading an NHWC value, or a padded one other than a conv or max-pool, is refused.
+    fn layout_node(&mut self, node: &OnnxNode, out: &str) -> Result<Option<Result<()>>> {
+        let op = node.op_type.as_str();
+        let Some(x) = node
+            .input
+            .first()
+            .filter(|i| self.values.contains_key(*i))
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let v = self.values[&x];
+        let nhwc = self.nhwc.contains(&x);
+        let pad = self.padded.get(&x).copied();
+        let carry = |s: &mut Self, nhwc: bool| {
+            s.values.insert(out.to_string(), v);
+            if nhwc {
+                s.nhwc.insert(out.to_string());
+            }
+            if let Some(p) = pad {
+                s.padded.insert(out.to_string(), p);
+            }
+            Ok(Some(Ok(())))
+        };
+        match op {
+            "Transpose" => {
+                let perm = ints(node, "perm");
+                match (perm.as_slice(), nhwc) {
+                    ([0, 2, 3, 1], false) => carry(self, true),
+                    ([0, 3, 1, 2], true) => carry(self, false),
+                    (p, _) => bail!(
+                        "a transpose {p:?} of an {} map; only NCHW ↔ NHWC is read",
+                        if nhwc { "NHWC" } else { "NCHW" }
+                    ),
+                }
+            }
+            "Cast" if attr(node, "to").is_some_and(|a| a.i == 1) => carry(self, nhwc),
+            "Cast" => bail!("a cast of a feature map to another type than float"),
+            "Identity" | "Dropout" => carry(self, nhwc),
+            "Shape" if self.spatial_shapes.contains(out) => {
+                let dims: Vec<i64> = match (self.shapes[v], nhwc) {
+                    // The batch size is never read (`spatial_shapes`): 1 stands for it.
+                    (Shape::Map { c, h, w }, false) => vec![1, c as i64, h as i64, w as i64],
+                    (Shape::Map { c, h, w }, true) => vec![1, h as i64, w as i64, c as i64],
+                    (Shape::Flat(n), _) => vec![1, n as i64],
+                };
+                let t = Small {
+                    dims: vec![dims.len()],
+                    data: dims.iter().map(|&d| d as f64).collect(),
+                    int: true,
+                };
+                self.consts.insert(out.to_string(), t.tensor(out));
+                Ok(Some(Ok(())))
+            }
+            "Pad" => {
+                if pad.is_some() {
+                    bail!("a Pad of a padded value");
+                }
+                let mode = attr(node, "mode").map_or("constant".into(), |a| {
+                    String::from_utf8_lossy(&a.s).into_owned()
+                });
+                let pads: Vec<i64> = match self.konst(node, 1).and_then(Small::of) {
+                    Some(t) => t.data.iter().map(|&p| p as i64).collect(),
+                    None => ints(node, "pads"),
+                };
+                let fill = self
+                    .konst(node, 2)
+                    .map_or(0.0, |t| t.floats().first().copied().unwrap_or(0.0));
+                // (N, C, H, W) or (N, H, W, C), begins then ends.
+                let (h, w, others) = if nhwc { (1, 2, [0, 3]) } else { (2, 3, [0, 1]) };
+                if pads.len() != 8 {
+                    bail!("pads {pads:?}: eight values (begins and ends of N, C, H, W) expected");
+                }
+                let spatial = |i: usize| pads.get(i).copied().filter(|&p| p >= 0);
+                let ok_modes = mode == "constant" && fill == 0.0 || mode == "edge";
+                let (Some(t), Some(l), Some(b), Some(r)) =
+                    (spatial(h), spatial(w), spatial(h + 4), spatial(w + 4))
+                else {
+                    bail!("pads {pads:?}: eight non-negative values expected");
+                };
+                if !ok_modes || others.iter().any(|&a| pads[a] != 0 || pads[a + 4] != 0) {
+                    bail!("a Pad ({mode}, value {fill}) with pads {pads:?}; read are zero or edge padding of the map's height and width");
+                }
+                self.padded.insert(
+                    out.to_string(),
+                    ([t, l, b, r].map(|p| p as usize), mode == "edge"),
+                );
+                self.values.insert(out.to_string(), v);
+                if nhwc {
+                    self.nhwc.insert(out.to_string());
+                }
+                Ok(Some(Ok(())))
+            }
+            _ => {
+                let mixed = (node.input.iter())
+                    .any(|i| self.values.contains_key(i) && self.nhwc.contains(i) != nhwc);
+                if mixed {
+                    bail!("reads an NCHW and an NHWC map together");
+                }
+                let elementwise = matches!(op, "Relu" | "Clip" | "Add" | "Sub" | "Mul");
+                let reads_padded = pad.is_some() && !matches!(op, "Conv" | "MaxPool");
+                if reads_padded {
+                    bail!("a Pad before a `{op}`; only one before a conv or a max-pool is read");
+                }
+                if nhwc && !(elementwise || op == "ReduceMean") {
+                    bail!("an NHWC map read by `{op}`; only element-wise ops, a global mean and a transpose back to NCHW are read on one");
+                }
+                Ok(None)
+            }
         }
     }
 
@@ -549,12 +743,15 @@ impl Importer {
             Shape::Flat(_) => 2,
         };
         let dims = &konst.dims;
+        // The channel axis, counted from the right: C of (N, C, H, W) or F of (N, F); the
+        // last of an (N, H, W, C) map.
+        let channel = if self.nhwc.contains(&node.input[xi]) {
+            0
+        } else {
+            rank - 2
+        };
         let spatial = dims.len() > rank
-            || dims
-                .iter()
-                .rev()
-                .enumerate()
-                .any(|(k, &d)| d != 1 && k + 1 != rank - 1);
+            || (dims.iter().rev().enumerate()).any(|(k, &d)| d != 1 && k != channel);
         if spatial {
             bail!(
                 "a constant of shape {dims:?} on a {:?}; only one value per channel is folded",
@@ -635,6 +832,38 @@ impl Importer {
         }
         Ok(t.flatten_all()?)
     }
+}
+
+/// The outputs of the graph's `Shape` nodes that only `Gather` reads, at constant indices
+/// past the batch axis: the SAME-padding arithmetic of a TensorFlow-converted graph, which
+/// the importer folds (the batch size, unknown at import, is never among them).
+fn spatial_shapes(g: &OnnxGraph) -> HashSet<String> {
+    let mut consts: HashMap<&str, &OnnxTensor> =
+        g.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    for n in g.node.iter().filter(|n| n.op_type == "Constant") {
+        if let (Some(o), Some(t)) = (
+            n.output.first(),
+            attr(n, "value").and_then(|a| a.t.as_ref()),
+        ) {
+            consts.insert(o, t);
+        }
+    }
+    let past_batch = |n: &OnnxNode| {
+        n.op_type == "Gather"
+            && attr(n, "axis").is_none_or(|a| a.i == 0)
+            && (n.input.get(1).and_then(|i| consts.get(i.as_str())))
+                .and_then(|t| Small::of(t))
+                .is_some_and(|t| t.data.iter().all(|&i| i > 0.0))
+    };
+    let shapes = g.node.iter().filter(|n| n.op_type == "Shape");
+    shapes
+        .filter_map(|s| s.output.first())
+        .filter(|o| {
+            let mut readers = g.node.iter().filter(|n| n.input.contains(o)).peekable();
+            readers.peek().is_some() && readers.all(past_batch)
+        })
+        .cloned()
+        .collect()
 }
 
 fn attr<'a>(node: &'a OnnxNode, name: &str) -> Option<&'a OnnxAttribute> {
