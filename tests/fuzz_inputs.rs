@@ -619,8 +619,20 @@ fn onnx_models_are_imported_or_refused_by_name() {
     let mut rng = ChaCha8Rng::seed_from_u64(25);
     let mut fz = Fuzz::new("onnx", Duration::from_secs(3));
     let (mut imported, mut refused) = (0, 0);
-    const OPS: [&str; 8] = [
-        "Conv", "Relu", "Add", "MaxPool", "Concat", "Softmax", "Identity", "Flatten",
+    const OPS: [&str; 13] = [
+        "Conv",
+        "Relu",
+        "Add",
+        "MaxPool",
+        "Concat",
+        "Softmax",
+        "Identity",
+        "Flatten",
+        "Transpose",
+        "Pad",
+        "Cast",
+        "Shape",
+        "Gather",
     ];
     const WILD: [i64; 9] = [0, -1, 1, 2, 3, 7, 64, i64::MAX, i64::MIN];
     for case in 0..300 {

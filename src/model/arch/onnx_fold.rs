@@ -244,7 +244,7 @@ fn attr<'a>(node: &'a OnnxNode, name: &str) -> Option<&'a crate::assets::protobu
 /// A possibly negative axis of a rank-`rank` tensor as an index.
 fn axis_of(a: i64, rank: usize) -> Result<usize> {
     let r = rank as i64;
-    if !(-r..r.max(1)).contains(&a) {
+    if !(-r..r).contains(&a) {
         bail!("axis {a} of a rank-{rank} tensor");
     }
     Ok(if a < 0 { (a + r) as usize } else { a as usize })
@@ -479,6 +479,9 @@ fn squeeze(t: Small, axes: &[i64], unsqueeze: bool) -> Result<Small> {
             .map(|&a| axis_of(a, rank))
             .collect::<Result<_>>()?;
         at.sort_unstable();
+        if at.windows(2).any(|w| w[0] == w[1]) {
+            bail!("axes {axes:?} repeat an axis");
+        }
         for a in at {
             dims.insert(a.min(dims.len()), 1);
         }
@@ -489,6 +492,9 @@ fn squeeze(t: Small, axes: &[i64], unsqueeze: bool) -> Result<Small> {
             .map(|&a| axis_of(a, dims.len()))
             .collect::<Result<_>>()?;
         at.sort_unstable();
+        if at.windows(2).any(|w| w[0] == w[1]) {
+            bail!("axes {axes:?} repeat an axis");
+        }
         for a in at.into_iter().rev() {
             if dims[a] != 1 {
                 bail!("squeezes an axis of {}", dims[a]);
@@ -536,5 +542,54 @@ mod tests {
         assert_eq!(b, ints(&[2, 3], &[10, 21, 32, 13, 24, 35]));
         let s = squeeze(ints(&[3], &[1, 2, 3]), &[0], true).unwrap();
         assert_eq!(s.dims, vec![1, 3]);
+    }
+
+    /// Every folded op on hostile constants and attributes (wild sizes, axes, indices,
+    /// empty and scalar tensors): an answer or an error, never a panic or a huge allocation.
+    #[test]
+    fn hostile_constants_fold_or_fail() {
+        use crate::assets::protobuf::OnnxAttribute;
+        use rand::{Rng, SeedableRng};
+        const WILD: [i64; 10] = [0, -1, 1, 2, 3, -3, 7, 1 << 40, i64::MAX, i64::MIN];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for _ in 0..20_000 {
+            let mut small = || -> Option<Small> {
+                if rng.random_range(0..6) == 0 {
+                    return None;
+                }
+                let rank = rng.random_range(0..4);
+                let dims: Vec<usize> = (0..rank).map(|_| rng.random_range(0..4)).collect();
+                let n = dims.iter().product();
+                let data = (0..n).map(|_| WILD[rng.random_range(0..WILD.len())] as f64);
+                Some(Small {
+                    dims,
+                    data: data.collect(),
+                    int: rng.random(),
+                })
+            };
+            let ins: Vec<Option<Small>> = (0..5).map(|_| small()).collect();
+            let mut attribute = Vec::new();
+            for name in ["axis", "perm", "axes", "to", "value"] {
+                if rng.random() {
+                    let n = rng.random_range(0..5);
+                    attribute.push(OnnxAttribute {
+                        name: name.into(),
+                        i: WILD[rng.random_range(0..WILD.len())],
+                        ints: (0..n)
+                            .map(|_| WILD[rng.random_range(0..WILD.len())])
+                            .collect(),
+                        t: ins[0].as_ref().map(|t| t.tensor("v")),
+                        ..Default::default()
+                    });
+                }
+            }
+            let node = OnnxNode {
+                op_type: FOLDED[rng.random_range(0..FOLDED.len())].into(),
+                attribute,
+                ..Default::default()
+            };
+            let n = rng.random_range(0..=5);
+            let _ = fold(&node, &ins[..n]);
+        }
     }
 }
