@@ -261,8 +261,8 @@ impl Importer {
             self.consts.insert(out.clone(), t.tensor(&out));
             return Ok(());
         }
-        if let Some(done) = self.layout_node(node, &out)? {
-            return done;
+        if self.layout_node(node, &out)? {
+            return Ok(());
         }
         // An element-wise op (pushed or folded into the conv before it) keeps its input's
         // layout.
@@ -470,9 +470,9 @@ impl Importer {
 
     /// The ops of a TensorFlow-converted graph that only move or pad a map: `Transpose`
     /// between NCHW and NHWC, `Cast` to float, `Identity`, `Pad`, and `Shape` read for its
-    /// spatial sizes, each an alias of its input (`Some(Ok(()))` once handled). Every other
-    /// op reading an NHWC value, or a padded one other than a conv or max-pool, is refused.
-    fn layout_node(&mut self, node: &OnnxNode, out: &str) -> Result<Option<Result<()>>> {
+    /// spatial sizes, each an alias of its input (`true`: handled here). Every other op
+    /// reading an NHWC value, or a padded one other than a conv or max-pool, is refused.
+    fn layout_node(&mut self, node: &OnnxNode, out: &str) -> Result<bool> {
         let op = node.op_type.as_str();
         let Some(x) = node
             .input
@@ -480,7 +480,7 @@ impl Importer {
             .filter(|i| self.values.contains_key(*i))
             .cloned()
         else {
-            return Ok(None);
+            return Ok(false);
         };
         let v = self.values[&x];
         let nhwc = self.nhwc.contains(&x);
@@ -493,7 +493,7 @@ impl Importer {
             if let Some(p) = pad {
                 s.padded.insert(out.to_string(), p);
             }
-            Ok(Some(Ok(())))
+            Ok(true)
         };
         match op {
             "Transpose" => {
@@ -511,6 +511,11 @@ impl Importer {
             "Cast" => bail!("a cast of a feature map to another type than float"),
             "Identity" | "Dropout" => carry(self, nhwc),
             "Shape" if self.spatial_shapes.contains(out) => {
+                if pad.is_some() {
+                    bail!(
+                        "the shape of a padded map; a Pad is read only before a conv or a max-pool"
+                    );
+                }
                 let dims: Vec<i64> = match (self.shapes[v], nhwc) {
                     // The batch size is never read (`spatial_shapes`): 1 stands for it.
                     (Shape::Map { c, h, w }, false) => vec![1, c as i64, h as i64, w as i64],
@@ -523,7 +528,7 @@ impl Importer {
                     int: true,
                 };
                 self.consts.insert(out.to_string(), t.tensor(out));
-                Ok(Some(Ok(())))
+                Ok(true)
             }
             "Pad" => {
                 if pad.is_some() {
@@ -562,7 +567,7 @@ impl Importer {
                 if nhwc {
                     self.nhwc.insert(out.to_string());
                 }
-                Ok(Some(Ok(())))
+                Ok(true)
             }
             _ => {
                 let mixed = (node.input.iter())
@@ -578,7 +583,7 @@ impl Importer {
                 if nhwc && !(elementwise || op == "ReduceMean") {
                     bail!("an NHWC map read by `{op}`; only element-wise ops, a global mean and a transpose back to NCHW are read on one");
                 }
-                Ok(None)
+                Ok(false)
             }
         }
     }
