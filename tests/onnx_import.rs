@@ -87,12 +87,9 @@ fn an_imported_densenet_gives_pytorch_logits_zennit_relevance_and_prunes_exactly
     let d = common::max_abs_diff(&ours, &expected["logits"])
         / common::max_abs(&expected["logits"]).max(1.0);
     assert!(d <= 1e-4, "densenet121: relative max |Δlogit| = {d}");
-    // The float64 reference is ill-conditioned in dense block 1: a transition's average pool
-    // reads a conv output with no ReLU, and zennit's Norm rule divides by the cell means, some
-    // of which are near zero. Scaling every weight by 1 + 1e-7·N(0, 1) moves zennit's own
-    // float64 relevance by a median 4.4e-4 there (1e-6: 3.6e-3; scripts/onnx_fixtures.py), so
-    // a float32 pass is held to 1e-2 here, 1e-3 on the other fixtures; ρ ≥ 0.999 still holds.
-    common::relevance_matches_within("densenet121", &net, &images, &labels, &expected, 1e-2);
+    // The reference is zennit on the network the file holds (scripts/onnx_fixtures.py): the
+    // module's own, from weights the exporter has not yet folded in float32, is 4.7e-3 away.
+    common::relevance_matches("densenet121", &net, &images, &labels, &expected);
 
     let plan = Plan::build(&net, GroupPolicy::All, Default::default()).unwrap();
     assert_eq!(

@@ -284,19 +284,6 @@ pub fn relevance_matches(
     labels: &[u32],
     expected: &HashMap<String, Tensor>,
 ) {
-    relevance_matches_within(name, net, images, labels, expected, 1e-3)
-}
-
-/// [`relevance_matches`] with the median relative error allowed to reach `median_tol`, for a
-/// fixture whose float64 reference is itself that sensitive to float32 rounding.
-pub fn relevance_matches_within(
-    name: &str,
-    net: &lrprune::model::Network,
-    images: &Tensor,
-    labels: &[u32],
-    expected: &HashMap<String, Tensor>,
-    median_tol: f64,
-) {
     use lrprune::spec::Preprocess;
     let comp =
         lrprune::lrp::composite::by_name("epsilon-plus", Preprocess::Torchvision, &Device::Cpu)
@@ -330,7 +317,7 @@ pub fn relevance_matches_within(
         errs.sort_by(f64::total_cmp);
         let median = errs[errs.len() / 2];
         assert!(
-            median <= median_tol,
+            median <= 1e-3,
             "{name} {conv}: median relative error {median}\nours {ours:?}\nreference {reference:?}"
         );
     }
