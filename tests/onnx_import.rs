@@ -163,7 +163,7 @@ fn an_imported_densenet_gives_pytorch_logits_zennit_relevance_and_prunes_exactly
 /// time from `Shape`, `Gather` and `Div` into `Pad`s, batch-norm as `Sub`/`Mul`/`Add`, 309
 /// `Cast`s). Read by the generic importer, it is the built-in `resnet50_half` that a
 /// dedicated converter makes of the same file: the same convs, groups and feature maps, and
-/// the same relevance under one head.
+/// the same relevance under one head; and at an odd size (33²), onnxruntime's feature maps.
 #[test]
 fn the_real_onnx_asset_reads_as_its_builtin_converter_makes_it() {
     use rand::SeedableRng;
@@ -178,6 +178,22 @@ fn the_real_onnx_asset_reads_as_its_builtin_converter_makes_it() {
     let builtin =
         load::from_checkpoint(arch, &[], false, &weights, 64, Tail::Features, &Device::Cpu)
             .unwrap();
+    // At an odd size the graph's SAME padding, computed at run time from the maps' shapes, is
+    // asymmetric: onnxruntime's feature maps (scripts/onnx_fixtures.py) are the reference.
+    let odd = candle_core::safetensors::load(
+        "tests/fixtures/onnx/open_nsfw_33.safetensors",
+        &Device::Cpu,
+    )
+    .unwrap();
+    let small = import(&file, 33, Tail::Features).unwrap();
+    let ours = small.forward(&odd["images"]).unwrap();
+    assert_eq!(ours.dims(), odd["features"].dims());
+    let d = common::max_abs_diff(&ours, &odd["features"]) / common::max_abs(&odd["features"]);
+    assert!(
+        d <= 1e-4,
+        "33×33 feature maps against onnxruntime: relative {d}"
+    );
+
     let net = import(&file, 64, Tail::Features).unwrap();
     assert_eq!(net.conv_nodes().len(), 53);
     let policy = lrprune::prune::plan::GroupPolicy::All;
