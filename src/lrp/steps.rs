@@ -180,48 +180,43 @@ pub fn split_channels(
 /// zennit's Norm rule through `nn.AdaptiveAvgPool2d`: each bin's relevance goes to its
 /// input positions in proportion to their values; overlapping bins add up.
 fn adaptive_avg_norm(a: &Tensor, r: &Tensor) -> Result<Tensor> {
-    use crate::model::pool::adaptive_bin;
-    let (_, _, h, w) = a.dims4()?;
-    let (oh, ow) = (r.dims()[2], r.dims()[3]);
-    let mut out = a.zeros_like()?;
-    for i in 0..oh {
-        let (h0, h1) = adaptive_bin(i, h, oh);
-        for j in 0..ow {
-            let (w0, w1) = adaptive_bin(j, w, ow);
-            let cell = a.narrow(2, h0, h1 - h0)?.narrow(3, w0, w1 - w0)?;
-            let z = cell.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;
-            let rb = r.narrow(2, i, 1)?.narrow(3, j, 1)?;
-            let area = ((h1 - h0) * (w1 - w0)) as f64;
-            let s = super::fused::ratio(&rb.contiguous()?, &z.contiguous()?, 1e-6)?
-                .affine(1.0 / area, 0.0)?;
-            let share = cell.broadcast_mul(&s)?;
-            let placed = share
-                .pad_with_zeros(2, h0, h - h1)?
-                .pad_with_zeros(3, w0, w - w1)?;
-            out = (out + placed)?;
-        }
-    }
-    Ok(out)
+    spread_bins(a, r, |cell, rb, area| {
+        let z = cell.mean_keepdim(D::Minus1)?.mean_keepdim(D::Minus2)?;
+        let s = super::fused::ratio(&rb.contiguous()?, &z.contiguous()?, 1e-6)?
+            .affine(1.0 / area, 0.0)?;
+        cell.broadcast_mul(&s)
+    })
 }
 
 /// Each adaptive bin's gradient spread evenly over its input positions (bins may overlap).
 fn adaptive_avg_backward(x: &Tensor, g: &Tensor) -> Result<Tensor> {
+    spread_bins(x, g, |cell, gb, area| {
+        gb.affine(1.0 / area, 0.0)?.broadcast_as(cell.shape())
+    })
+}
+
+/// What reaches an adaptive pool's (oh, ow) bins (`per_bin`, (N, C, oh, ow)) taken back to
+/// its input `x`: `share(cell, bin, area)` gives one bin's part over its cell of `x`, and
+/// the parts are placed and summed (bins may overlap).
+fn spread_bins(
+    x: &Tensor,
+    per_bin: &Tensor,
+    share: impl Fn(&Tensor, &Tensor, f64) -> Result<Tensor>,
+) -> Result<Tensor> {
     let (_, _, h, w) = x.dims4()?;
-    let (oh, ow) = (g.dims()[2], g.dims()[3]);
+    let (oh, ow) = (per_bin.dims()[2], per_bin.dims()[3]);
     let mut out = x.zeros_like()?;
     for i in 0..oh {
         let (h0, h1) = adaptive_bin(i, h, oh);
         for j in 0..ow {
             let (w0, w1) = adaptive_bin(j, w, ow);
+            let cell = x.narrow(2, h0, h1 - h0)?.narrow(3, w0, w1 - w0)?;
+            let bin = per_bin.narrow(2, i, 1)?.narrow(3, j, 1)?;
             let area = ((h1 - h0) * (w1 - w0)) as f64;
-            let share = g
-                .narrow(2, i, 1)?
-                .narrow(3, j, 1)?
-                .affine(1.0 / area, 0.0)?
-                .broadcast_as((x.dims()[0], x.dims()[1], h1 - h0, w1 - w0))?
+            let placed = share(&cell, &bin, area)?
                 .pad_with_zeros(2, h0, h - h1)?
                 .pad_with_zeros(3, w0, w - w1)?;
-            out = (out + share)?;
+            out = (out + placed)?;
         }
     }
     Ok(out)

@@ -169,17 +169,14 @@ impl Plan {
         for (i, node) in net.nodes.iter().enumerate() {
             let input = value[node.inputs[0]].clone();
             let hw = input.hw;
-            // Every block of the input gets the member `at` its offset.
-            let readers = |sp: &mut Spaces, member: &dyn Fn(usize) -> Member| {
+            // The node reads every block of its input at that block's offset.
+            let reads = |sp: &mut Spaces| {
                 for (s, at) in input.offsets() {
-                    sp.add(s, member(at));
+                    sp.add(s, Member::In { node: i, at, hw });
                 }
             };
             let fresh = |sp: &mut Spaces, frozen: bool| {
                 Layout::one(sp.new_space(frozen), shapes[i + 1].channels())
-            };
-            let reads = |sp: &mut Spaces| {
-                readers(sp, &|at| Member::In { node: i, at, hw });
             };
             if matches!(node.op, Op::Conv(_)) {
                 conv_index[i] = Some(convs);
@@ -327,11 +324,11 @@ impl Plan {
         if matches!(member, Member::Out(_)) || at == 0 {
             return 0;
         }
-        let lost: usize = (self.groups.iter().zip(sizes).enumerate())
-            .flat_map(|(g, (group, &now))| {
+        let lost: usize = (self.groups.iter().zip(sizes))
+            .flat_map(|(group, &now)| {
                 group.members.iter().filter_map(move |m| {
                     let before = !matches!(m, Member::Out(_)) && m.node() == node;
-                    (before && m.at() < at).then_some(self.groups[g].size - now)
+                    (before && m.at() < at).then_some(group.size - now)
                 })
             })
             .sum();

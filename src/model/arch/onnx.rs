@@ -38,6 +38,9 @@ const MAX_BYTES: u64 = 2 << 30;
 /// What the importer reads, for the refusal message.
 const SUPPORTED: &str = "Conv (dilation 1; groups 1 or depthwise), BatchNormalization (folded into the Conv before it, else kept as a per-channel affine), Mul/Add by a per-channel constant after a Conv or Gemm, Relu, Clip(0, 6), Add of two values, Concat of maps along the channels, MaxPool, AveragePool over the whole map or with windows that tile it, GlobalAveragePool, ReduceMean over the map, Flatten, Reshape to a vector, Gemm, MatMul by a constant, Dropout, Identity, Constant; on an NHWC map (a TensorFlow-converted graph): Transpose NCHW ↔ NHWC, Cast to float, Pad (zeros before a Conv, edge of 1 before a MaxPool), element-wise ops, ReduceMean over the map; on constants: Shape, Gather, Cast, Add/Sub/Mul/Div, Concat, Slice, Reshape, Transpose, (Un)Squeeze, ConstantOfShape (folded)";
 
+/// The ops read on an NHWC map as they are on an NCHW one (their output keeps the layout).
+const ELEMENTWISE: &[&str] = &["Relu", "Clip", "Add", "Sub", "Mul"];
+
 /// The network in the ONNX file at `path`, for `input` (C, H, W) images.
 pub fn load(
     path: &Path,
@@ -266,9 +269,7 @@ impl Importer {
         }
         // An element-wise op (pushed or folded into the conv before it) keeps its input's
         // layout.
-        if matches!(op, "Relu" | "Clip" | "Add" | "Sub" | "Mul")
-            && node.input.iter().any(|i| self.nhwc.contains(i))
-        {
+        if ELEMENTWISE.contains(&op) && node.input.iter().any(|i| self.nhwc.contains(i)) {
             self.nhwc.insert(out.clone());
         }
         match op {
@@ -563,11 +564,7 @@ impl Importer {
                     out.to_string(),
                     ([t, l, b, r].map(|p| p as usize), mode == "edge"),
                 );
-                self.values.insert(out.to_string(), v);
-                if nhwc {
-                    self.nhwc.insert(out.to_string());
-                }
-                Ok(true)
+                carry(self, nhwc)
             }
             _ => {
                 let mixed = (node.input.iter())
@@ -575,7 +572,7 @@ impl Importer {
                 if mixed {
                     bail!("reads an NCHW and an NHWC map together");
                 }
-                let elementwise = matches!(op, "Relu" | "Clip" | "Add" | "Sub" | "Mul");
+                let elementwise = ELEMENTWISE.contains(&op);
                 let reads_padded = pad.is_some() && !matches!(op, "Conv" | "MaxPool");
                 if reads_padded {
                     bail!("a Pad before a `{op}`; only one before a conv or a max-pool is read");

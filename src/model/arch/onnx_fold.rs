@@ -141,13 +141,8 @@ fn evaluate(node: &OnnxNode, ins: &[Option<Small>]) -> Result<Small> {
             t
         }
         op @ ("Add" | "Sub" | "Mul" | "Div") => {
-            let (a, b) = (
-                x()?,
-                ins.get(1)
-                    .cloned()
-                    .flatten()
-                    .unwrap_or_else(|| x().unwrap()),
-            );
+            let b = ins.get(1).cloned().flatten();
+            let (a, b) = (x()?, b.ok_or_else(|| anyhow::anyhow!("no second operand"))?);
             let int = a.int && b.int;
             broadcast(
                 &a,
