@@ -7,6 +7,7 @@
 
 use super::fused::{has_negative, ratio};
 use crate::model::conv::depthwise::{Depthwise, DepthwiseTranspose};
+use crate::model::conv::reuse::derived;
 use crate::model::conv::transpose::flipped_swapped;
 use crate::model::conv::{conv2d_full, conv2d_full_then, conv2d_then, Epilogue};
 use crate::model::cpu_op;
@@ -122,7 +123,8 @@ fn transpose_sym(
     let (kh, kw) = (w.dims()[2], w.dims()[3]);
     if groups == 1 && stride == 1 && kh == kw && p < kh {
         // Stride 1: a plain convolution (model::conv::transpose), `then` in place.
-        return conv2d_then(s, &flipped_swapped(w)?, None, kh - 1 - p, 1, then);
+        let flipped = derived(w, "flipped-transpose", flipped_swapped)?;
+        return conv2d_then(s, &flipped, None, kh - 1 - p, 1, then);
     }
     then.apply(transpose_other(s, w, p, stride, groups, in_hw)?)
 }
@@ -230,7 +232,7 @@ pub fn apply(
         }
         Rule::AlphaBeta { alpha, beta } => alpha_beta(op, x, w, &pos(b)?, &neg(b)?, r, alpha, beta),
         Rule::Flat => {
-            let ones_w = w.ones_like()?;
+            let ones_w = derived(w, "ones", |w| w.ones_like())?;
             let z = op.forward(&x.ones_like()?, &ones_w)?;
             let s = ratio(r, &z, STAB)?;
             op.transpose(&s, &ones_w, x)
@@ -242,7 +244,7 @@ pub fn apply(
                 low.broadcast_as(x.shape())?.contiguous()?,
                 high.broadcast_as(x.shape())?.contiguous()?,
             );
-            let (wp, wn) = (pos(w)?, neg(w)?);
+            let (wp, wn) = (derived(w, "W+", pos)?, derived(w, "W-", neg)?);
             let z = ((op.forward(x, w)? - op.forward(&low, &wp)?)? - op.forward(&high, &wn)?)?;
             let s = ratio(r, &z, STAB)?;
             let a = (x * op.transpose(&s, w, x)?)?;
@@ -274,9 +276,11 @@ fn alpha_beta(
         (x.clone(), None)
     };
     // W⁻ is read only for a negative input part or a β share.
-    let wp = pos(w)?;
+    // Derived once per weight tensor, so batch after batch the same W⁺ (and its transformed
+    // filters) is reused.
+    let wp = derived(w, "W+", pos)?;
     let wn = if xn.is_some() || beta != 0.0 {
-        Some(neg(w)?)
+        Some(derived(w, "W-", neg)?)
     } else {
         None
     };

@@ -10,16 +10,22 @@
 //!   transformed on its own), so a miss whose source is cached is served by selecting
 //!   from it instead of transforming again. The measured layer search builds a dozen such
 //!   networks per round.
+//! - Weights derived from a weight tensor (W⁺, W⁻, the flipped transpose LRP's reverse pass
+//!   convolves with), per source tensor and kind: a relevance pass derives them from the
+//!   same weights batch after batch, and a derived tensor that keeps its identity keeps its
+//!   transformed filters in the cache above too, as the forward's weights do.
 //! - Scratch buffers, per thread: fresh multi-MB allocations are mmapped and page-faulted
 //!   on every call (glibc), which cost as much as the arithmetic on small maps.
 
-use candle_core::TensorId;
+use candle_core::{Result, Tensor, TensorId};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-/// Upper bound on the transformed filters kept (all of VGG16's at 224² take ~260 MB).
-const CACHE_BYTES: usize = 512 << 20;
+/// Upper bound on the transformed filters kept. All of VGG16's take ~235 MB at 224²
+/// (~170 MB at 32²), and a relevance pass reads three sets (W, W⁺ and W⁺'s flipped
+/// transpose): with room for fewer, a pass's cyclic order would evict each before reuse.
+const CACHE_BYTES: usize = 768 << 20;
 
 type Entry = (TensorId, usize, Arc<Vec<f32>>);
 
@@ -92,6 +98,43 @@ pub fn filters(
     u
 }
 
+/// Upper bound on the derived weights kept (W⁺ and its flipped transpose for all of VGG16:
+/// ~120 MB).
+const DERIVED_BYTES: usize = 256 << 20;
+
+type DerivedEntry = (TensorId, &'static str, Tensor);
+
+static DERIVED: Mutex<Vec<DerivedEntry>> = Mutex::new(Vec::new());
+
+/// `make(w)`, made once per weight tensor `w` and `kind` and kept (most recently used
+/// entries, within [`DERIVED_BYTES`]). `make` must depend on `w`'s values alone, which a
+/// tensor never changes, so an entry is never stale while its key is alive.
+pub fn derived(
+    w: &Tensor,
+    kind: &'static str,
+    make: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let key = w.id();
+    {
+        let mut cache = DERIVED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(i) = cache.iter().position(|(k, n, _)| *k == key && *n == kind) {
+            let e = cache.remove(i);
+            let t = e.2.clone();
+            cache.push(e);
+            return Ok(t);
+        }
+    }
+    let t = make(w)?;
+    let bytes_of = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+    let mut cache = DERIVED.lock().unwrap_or_else(|e| e.into_inner());
+    cache.push((key, kind, t.clone()));
+    let mut bytes: usize = cache.iter().map(|e| bytes_of(&e.2)).sum();
+    while bytes > DERIVED_BYTES && cache.len() > 1 {
+        bytes -= bytes_of(&cache.remove(0).2);
+    }
+    Ok(t)
+}
+
 thread_local! {
     static SCRATCH: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
@@ -130,4 +173,38 @@ pub fn with_scratch<R>(n: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
         }
     });
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn a_derived_weight_is_made_once_per_tensor_and_kind() {
+        let w = Tensor::new(&[[-1f32, 2.0], [3.0, -4.0]], &Device::Cpu).unwrap();
+        let made = std::cell::Cell::new(0);
+        let pos = |w: &Tensor| {
+            made.set(made.get() + 1);
+            w.relu()
+        };
+        let a = derived(&w, "test-pos", pos).unwrap();
+        let b = derived(&w, "test-pos", pos).unwrap();
+        assert_eq!(made.get(), 1);
+        assert_eq!(
+            a.id(),
+            b.id(),
+            "the same tensor, so its transformed filters stay cached"
+        );
+        assert_eq!(a.to_vec2::<f32>().unwrap(), [[0.0, 2.0], [3.0, 0.0]]);
+        let n = derived(&w, "test-neg", |w| w.minimum(0.0)).unwrap();
+        assert_eq!(n.to_vec2::<f32>().unwrap(), [[-1.0, 0.0], [0.0, -4.0]]);
+        let other = w.copy().unwrap();
+        derived(&other, "test-pos", pos).unwrap();
+        assert_eq!(
+            made.get(),
+            2,
+            "another tensor, even with equal values, is its own key"
+        );
+    }
 }
