@@ -2,7 +2,7 @@
 # Rebuild docs/results.md from the harness's own reports (no hand-edited numbers).
 # Usage: scripts/update_results_doc.sh [EXPERIMENT...]
 #        (default: quickstart headline ablation_aa_validation ablation_aa_heldout ablation_aa
-#        architectures after_step after_step_mnist paper_224 screen_validation)
+#        architectures after_step after_step_mnist paper_224 screen_validation paper)
 #        OUT=FILE writes there instead of docs/results.md.
 # Each experiment gets its summary twice: ratios to plain `lrp` (the paper's baseline) and
 # to `lrp-oneshot` (the stronger conventional baseline, which the target is measured against).
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${LRPRUNE:-${CARGO_TARGET_DIR:-target}/release/lrprune}
 exps=("$@")
-[ ${#exps[@]} -eq 0 ] && exps=(quickstart headline ablation_aa_validation ablation_aa_heldout ablation_aa architectures after_step after_step_mnist paper_224 screen_validation)
+[ ${#exps[@]} -eq 0 ] && exps=(quickstart headline ablation_aa_validation ablation_aa_heldout ablation_aa architectures after_step after_step_mnist paper_224 screen_validation paper)
 OUT=${OUT:-docs/results.md}
 {
   echo "# Results"
@@ -65,6 +65,11 @@ OUT=${OUT:-docs/results.md}
   if [ -f docs/results-after-step.md ]; then echo; cat docs/results-after-step.md; fi
   if [ -f docs/results-default.md ]; then echo; cat docs/results-default.md; fi
   if [ -f docs/results-screen.md ]; then echo; cat docs/results-screen.md; fi
+  # The paper's experiment (natural photos at 224²): VGG16's banded curves.
+  if [ -d "results/paper/steps" ]; then
+    cp "results/paper/report-vs-lrp-oneshot/balanced_vs_rate-vgg16-224-ifct-food.png" docs/img/paper_balanced_vs_rate_vgg16.png
+  fi
+  if [ -f docs/results-paper.md ]; then echo; cat docs/results-paper.md; fi
 } > "$OUT.partial"
 mv "$OUT.partial" "$OUT"
 echo "wrote $OUT"

@@ -38,16 +38,33 @@ pub fn splice(text: &str, section: &str, start: &str, end: &str) -> String {
 }
 
 /// Median wall time of `f` in seconds over `reps` runs after one warm-up.
-pub fn time<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
-    f()?;
-    let mut t: Vec<f64> = (0..reps)
-        .map(|_| {
+pub fn time<T>(reps: usize, f: impl FnMut() -> Result<T>) -> Result<f64> {
+    let [t] = time_interleaved(reps, [f])?;
+    Ok(t)
+}
+
+/// Median wall times of each of `fs`, run in turn `reps` times after one warm-up each: a
+/// ratio of two of them is read on the same stretch of the host's load, which on a shared
+/// 2-core machine moves a single timing by ±20 % over minutes.
+pub fn time_interleaved<T, const N: usize>(
+    reps: usize,
+    mut fs: [impl FnMut() -> Result<T>; N],
+) -> Result<[f64; N]> {
+    for f in fs.iter_mut() {
+        f()?;
+    }
+    let mut t = [(); N].map(|_| Vec::with_capacity(reps));
+    for _ in 0..reps {
+        for (f, t) in fs.iter_mut().zip(t.iter_mut()) {
             let s = Instant::now();
-            f().map(|_| s.elapsed().as_secs_f64())
-        })
-        .collect::<Result<_>>()?;
-    t.sort_by(f64::total_cmp);
-    Ok(t[t.len() / 2])
+            f()?;
+            t.push(s.elapsed().as_secs_f64());
+        }
+    }
+    Ok(t.map(|mut t| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    }))
 }
 
 /// One relevance pass over the reference set vs one forward pass of the same images, for
@@ -56,17 +73,23 @@ fn lrp_ratio(cfg: &RunConfig, device: &Device, reps: usize) -> Result<(usize, f6
     let task = runner::prepare_task(cfg, device)?;
     let refset = &task.data.train;
     let bs = cfg.data.batch_size;
-    let fwd = time(reps, || {
-        Ok(
-            Network::batched(&refset.images, bs, |x| task.net.forward(x))?
-                .sum_all()?
-                .to_scalar::<f32>()?,
-        )
-    })?;
     let comp = composite::by_name("epsilon-plus", cfg.model.preprocess, device)?;
-    let rel = time(reps, || {
-        filter_relevance(&task.net, refset, &comp, task.data.n_classes(), bs, None)
-    })?;
+    // One closure type for both: forward and relevance alternate, so their ratio is read
+    // on the same stretch of the host's load.
+    let pass = |relevance: bool| {
+        let (task, comp) = (&task, &comp);
+        move || -> Result<()> {
+            if relevance {
+                filter_relevance(&task.net, refset, comp, task.data.n_classes(), bs, None)?;
+            } else {
+                Network::batched(&refset.images, bs, |x| task.net.forward(x))?
+                    .sum_all()?
+                    .to_scalar::<f32>()?;
+            }
+            Ok(())
+        }
+    };
+    let [fwd, rel] = time_interleaved(reps, [pass(false), pass(true)])?;
     Ok((refset.labels.len(), fwd, rel))
 }
 
@@ -78,7 +101,7 @@ fn lrp_ratio_table(
     reps: usize,
 ) -> Result<()> {
     writeln!(out, "\n### LRP relevance pass vs forward pass\n")?;
-    writeln!(out, "One relevance pass (the trace, then the reverse pass down to the first conv's output; composite `epsilon-plus`, per-class per-filter relevance) over each task's reference images, against one forward pass of the same images, same batches. The floor is about 3.0× (docs/performance.md, \"the floor\").\n")?;
+    writeln!(out, "One relevance pass (the trace, then the reverse pass down to the first conv's output; composite `epsilon-plus`, per-class per-filter relevance) over each task's reference images, against one forward pass of the same images, same batches; the two alternate repeat by repeat (medians), so host drift moves both alike. The floor is about 3.0× (docs/performance.md, \"the floor\").\n")?;
     writeln!(out, "| model | dataset | input | images | batch | forward s | relevance s | relevance / forward |\n|---|---|---|---|---|---|---|---|")?;
     for cfg in cfgs {
         eprintln!("bench: relevance vs forward at {}²…", cfg.model.input_size);
