@@ -22,7 +22,8 @@ Usage (the script makes its own venv when torch/zennit are missing, see `ensure_
   test.safetensors, task.json), once per method (`lrp`, `l1`, `l2`), and times each method's
   whole loop (scoring, selecting, compacting and evaluating every step; file loading and
   one warm-up forward pass excluded). JSON: {torch_version, zennit_version, threads, run_id, n_filters, methods:
-  {METHOD: {wall_s, step0_s, steps: [{step, rate, top1, balanced, layer_filters, s}],
+  {METHOD: {wall_s, step0_s, split: {score_s, compact_s, eval_s} (steps 1…, scores including
+  the choice of filters), steps: [{step, rate, top1, balanced, layer_filters, s}],
   auc_class, auc_top1}}}.
 
 What `sweep` reproduces of lrprune, rule by rule (the Rust sources named in brackets):
@@ -616,6 +617,8 @@ def run_method(pr, method, check):
         tc = time.perf_counter()
         log(f"[{method}]   check: {pr.check(method, keep, net)}")
         check_s += time.perf_counter() - tc
+    # The steps' time split: scores (the relevance pass for lrp), compaction, evaluation.
+    split = {"score_s": 0.0, "compact_s": 0.0, "eval_s": 0.0}
     while not (k > 0 and min(k * t.step, t.max_rate) >= t.max_rate - 1e-12):
         ts = time.perf_counter()
         k += 1
@@ -624,8 +627,13 @@ def run_method(pr, method, check):
         removed = total - sum(len(i) for i in keep)
         n = max(min(rust_round(rate * total), total) - removed, 0)
         keep = prune_lowest(keep, scores, n, t.min_per_layer)
+        tp = time.perf_counter()
+        split["score_s"] += tp - ts
         net = pr.compact(keep)
+        te = time.perf_counter()
+        split["compact_s"] += te - tp
         top1, bal = pr.evaluate(net)
+        split["eval_s"] += time.perf_counter() - te
         dt = time.perf_counter() - ts
         alive = sum(len(i) for i in keep)
         steps.append({"step": k, "rate": 1.0 - alive / total, "top1": top1, "balanced": bal,
@@ -637,7 +645,7 @@ def run_method(pr, method, check):
             check_s += time.perf_counter() - tc
     wall = time.perf_counter() - t0 - check_s
     rates = [s["rate"] for s in steps]
-    return {"wall_s": wall, "step0_s": step0_s, "steps": steps,
+    return {"wall_s": wall, "step0_s": step0_s, "steps": steps, "split": split,
             "auc_class": auc(rates, [s["balanced"] for s in steps]),
             "auc_top1": auc(rates, [s["top1"] for s in steps])}
 

@@ -212,11 +212,12 @@ pub fn run(opts: &BenchOptions) -> Result<String> {
                 "bench: reference sweep at {}² (lrprune and PyTorch + zennit)…",
                 c.model.input_size
             );
-            let sides = reference::compare(s, &opts.script)?;
+            let cmp = reference::compare(s, &opts.script)?;
+            let sides = &cmp.sides;
             writeln!(out, "\n#### `{}` at {}² (seed {}, {} reference and {} test images, batch {}, {}% steps to {}%)\n",
                 s.path.display(), c.model.input_size, c.seed, sides.first().map_or(0, |x| x.n_reference), sides.first().map_or(0, |x| x.n_test), c.data.batch_size,
                 (c.pruning.step * 100.0).round(), (c.pruning.max_rate * 100.0).round())?;
-            reference::table(&mut out, &sides)?;
+            reference::table(&mut out, &cmp)?;
         }
     }
 

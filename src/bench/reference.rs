@@ -10,7 +10,7 @@
 use super::child;
 use crate::model::export;
 use crate::report::curve;
-use crate::runner;
+use crate::runner::{self, StepSplit};
 use crate::spec::{RunConfig, Spec};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
@@ -34,6 +34,18 @@ pub struct Side {
     /// Images of the task's reference (training) and test splits.
     pub n_reference: usize,
     pub n_test: usize,
+    /// Where each side's steps (1…) spent their time.
+    pub lrprune_split: StepSplit,
+    pub torch_split: StepSplit,
+}
+
+/// Both methods on both sides, and each side's whole process: PyTorch's child from its
+/// start (interpreter, imports, reading the export) to its exit; lrprune's task prepared
+/// from the cache (data, weights, the head trained) and both sweeps.
+pub struct Comparison {
+    pub sides: Vec<Side>,
+    pub lrprune_whole_s: f64,
+    pub torch_whole_s: f64,
 }
 
 /// The first seed's runs of `METHODS` in `spec`.
@@ -52,9 +64,11 @@ fn configs(spec: &Spec) -> Result<Vec<RunConfig>> {
 }
 
 /// Run both sides; `script` is `scripts/torch_reference.py`.
-pub fn compare(spec: &Spec, script: &Path) -> Result<Vec<Side>> {
+pub fn compare(spec: &Spec, script: &Path) -> Result<Comparison> {
     let cfgs = configs(spec)?;
+    let whole = Instant::now();
     let task = runner::prepare_task(&cfgs[0], &Device::Cpu)?;
+    let mut lrprune_whole_s = whole.elapsed().as_secs_f64();
     let dir = tempfile::tempdir()?;
     export::write_task(
         &cfgs[0],
@@ -64,7 +78,7 @@ pub fn compare(spec: &Spec, script: &Path) -> Result<Vec<Side>> {
         dir.path(),
     )?;
     let dir_arg = dir.path().to_string_lossy().into_owned();
-    let (_, json) = child::torch(
+    let (usage, json) = child::torch(
         script,
         &["sweep", &dir_arg, "--methods", &METHODS.join(",")],
     )?;
@@ -80,8 +94,9 @@ pub fn compare(spec: &Spec, script: &Path) -> Result<Vec<Side>> {
             task.data.n_classes(),
             cfg.data.batch_size,
         )?;
-        let rows = runner::run_one(cfg, &task, &bar)?;
+        let (rows, lrprune_split) = runner::run_one_timed(cfg, &task, &bar)?;
         let lrprune_s = t.elapsed().as_secs_f64();
+        lrprune_whole_s += lrprune_s;
         if (intact.balanced - rows[0].balanced_acc).abs() > 1e-12 {
             bail!("step-0 evaluation differs between passes");
         }
@@ -110,12 +125,31 @@ pub fn compare(spec: &Spec, script: &Path) -> Result<Vec<Side>> {
             steps: rows.len() - 1,
             n_reference: task.data.train.labels.len(),
             n_test: task.data.test.labels.len(),
+            lrprune_split,
+            torch_split: torch_split(&theirs["split"])?,
         });
     }
-    Ok(sides)
+    Ok(Comparison {
+        sides,
+        lrprune_whole_s,
+        torch_whole_s: usage.wall_s,
+    })
 }
 
-pub fn table(out: &mut String, sides: &[Side]) -> Result<()> {
+fn torch_split(j: &serde_json::Value) -> Result<StepSplit> {
+    let get = |k: &str| {
+        j[k].as_f64()
+            .with_context(|| format!("torch JSON: no split.{k}"))
+    };
+    Ok(StepSplit {
+        score_s: get("score_s")?,
+        compact_s: get("compact_s")?,
+        eval_s: get("eval_s")?,
+    })
+}
+
+pub fn table(out: &mut String, c: &Comparison) -> Result<()> {
+    let sides = &c.sides;
     writeln!(
         out,
         "| method | steps | PyTorch + zennit s | lrprune s | per step (PyTorch / lrprune) s | speed-up | AUC class (PyTorch) | AUC class (lrprune) | max \\|Δ balanced\\| |\n|---|---|---|---|---|---|---|---|---|"
@@ -146,5 +180,32 @@ pub fn table(out: &mut String, sides: &[Side]) -> Result<()> {
         "| **both** | | {t:.1} | {l:.1} | | **{:.2}×** | | | |",
         t / l
     )?;
+    writeln!(
+        out,
+        "\nWhole process: PyTorch + zennit {:.1} s (interpreter start, imports, reading the export, both sweeps), lrprune {:.1} s (task prepared from the cache, head trained, both sweeps): **{:.2}×**. Per step (1…), where the time went, s a step:\n",
+        c.torch_whole_s,
+        c.lrprune_whole_s,
+        c.torch_whole_s / c.lrprune_whole_s
+    )?;
+    writeln!(
+        out,
+        "| method | side | scores (`lrp`: the relevance pass) | compaction | evaluation |\n|---|---|---|---|---|"
+    )?;
+    for s in sides {
+        let n = s.steps.max(1) as f64;
+        for (side, x) in [
+            ("PyTorch + zennit", s.torch_split),
+            ("lrprune", s.lrprune_split),
+        ] {
+            writeln!(
+                out,
+                "| `{}` | {side} | {:.2} | {:.3} | {:.2} |",
+                s.method,
+                x.score_s / n,
+                x.compact_s / n,
+                x.eval_s / n
+            )?;
+        }
+    }
     Ok(())
 }

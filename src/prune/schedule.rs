@@ -11,6 +11,8 @@ use crate::model::prefix::{PrefixCache, Start};
 use crate::model::Network;
 use crate::spec::{PruningSettings, Spread};
 use anyhow::Result;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 /// A pruning state: a mask, the network it forms, and what the controller measured on it.
 /// A schedule is handed the state it left (the intact one first) and returns the next, so
@@ -59,6 +61,31 @@ pub struct Context<'a> {
     pub head_policy: HeadPolicy<'a>,
     /// Bytes the measured layer search may keep of its candidates' values.
     pub search_budget: usize,
+    /// Time spent scoring and compacting so far.
+    pub clock: Clock,
+}
+
+/// Time a run spends in [`Context::scores`] and [`Context::compact`], summed over its
+/// steps: `lrprune bench` reports a step's split (relevance / compaction / evaluation).
+/// Atomic, as the layer search compacts candidates on several threads.
+#[derive(Default)]
+pub struct Clock {
+    score_ns: AtomicU64,
+    compact_ns: AtomicU64,
+}
+
+impl Clock {
+    fn add(counter: &AtomicU64, since: Instant) {
+        counter.fetch_add(since.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+    /// Seconds in scoring (for `lrp`, the relevance pass).
+    pub fn score_s(&self) -> f64 {
+        self.score_ns.load(Ordering::Relaxed) as f64 * 1e-9
+    }
+    /// Seconds in compaction (the network formed from a mask, head policy included).
+    pub fn compact_s(&self) -> f64 {
+        self.compact_ns.load(Ordering::Relaxed) as f64 * 1e-9
+    }
 }
 
 impl Context<'_> {
@@ -70,9 +97,13 @@ impl Context<'_> {
     /// The original network compacted to `mask`, its head as `after_step` leaves it (the
     /// network every evaluation, criterion and controller measurement of the state sees).
     pub fn compact(&self, mask: &FilterMask) -> Result<Network> {
+        let t = Instant::now();
         let net = compact(self.original, self.plan, mask)?;
-        self.head_policy
-            .apply(net, self.reference, self.from(mask), self.batch_size)
+        let net = self
+            .head_policy
+            .apply(net, self.reference, self.from(mask), self.batch_size);
+        Clock::add(&self.clock.compact_ns, t);
+        net
     }
 
     /// The state at `mask`, its network formed, nothing measured on it yet.
@@ -87,6 +118,7 @@ impl Context<'_> {
 
     /// Score `state`'s network with `criterion`, in the unpruned indexing.
     pub fn scores(&self, criterion: &mut dyn Criterion, state: &Pruned) -> Result<Scores> {
+        let t = Instant::now();
         let s = criterion.score(&ScoreInput {
             net: &state.net,
             plan: self.plan,
@@ -94,6 +126,7 @@ impl Context<'_> {
             batch_size: self.batch_size,
             from: self.from(&state.mask),
         })?;
+        Clock::add(&self.clock.score_ns, t);
         Ok(expand(&state.mask, &s))
     }
 }

@@ -60,10 +60,29 @@ pub fn run_one(cfg: &RunConfig, task: &Task, bar: &ProgressBar) -> Result<Vec<St
     Ok(steps(cfg, task, bar, None)?.0)
 }
 
+/// Seconds a run's steps (1…) spent scoring, compacting and evaluating.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StepSplit {
+    pub score_s: f64,
+    pub compact_s: f64,
+    pub eval_s: f64,
+}
+
+/// [`run_one`], with where its steps' time went (`lrprune bench`).
+pub fn run_one_timed(
+    cfg: &RunConfig,
+    task: &Task,
+    bar: &ProgressBar,
+) -> Result<(Vec<StepRecord>, StepSplit)> {
+    let (rows, _, split) = steps(cfg, task, bar, None)?;
+    Ok((rows, split))
+}
+
 /// Run `cfg` again up to step `until` (`lrprune export` of a run whose steps file holds no
 /// masks): the records up to it and its state. Same spec and seed, same steps on the CPU.
 pub fn replay(cfg: &RunConfig, task: &Task, until: usize) -> Result<(Vec<StepRecord>, Pruned)> {
-    steps(cfg, task, &ProgressBar::hidden(), Some(until))
+    let (rows, state, _) = steps(cfg, task, &ProgressBar::hidden(), Some(until))?;
+    Ok((rows, state))
 }
 
 /// The steps of `cfg` on `task`, to the end or to step `until`, and the last state.
@@ -72,7 +91,7 @@ fn steps(
     task: &Task,
     bar: &ProgressBar,
     until: Option<usize>,
-) -> Result<(Vec<StepRecord>, Pruned)> {
+) -> Result<(Vec<StepRecord>, Pruned, StepSplit)> {
     let n_classes = task.data.n_classes();
     let bs = cfg.data.batch_size;
     let mask = FilterMask::all_alive(&task.plan.sizes());
@@ -99,6 +118,8 @@ fn steps(
     bar.set_length(n_steps);
     bar.set_position(0);
     let mut state = ctx.form(mask)?;
+    let compact0 = ctx.clock.compact_s();
+    let mut eval_s = 0.0;
     while until.is_none_or(|u| rows.len() <= u) {
         let t = Instant::now();
         let Some(step) = schedule.next(&state, &ctx)? else {
@@ -106,7 +127,9 @@ fn steps(
         };
         let pruned = &step.pruned;
         let from = task.plan.start(&task.test_prefix, &pruned.mask);
+        let te = Instant::now();
         let m = eval::evaluate_from(&pruned.net, &task.data.test, n_classes, bs, Some(from))?;
+        eval_s += te.elapsed().as_secs_f64();
         rows.push(record(
             rows.len() as i64,
             &pruned.mask,
@@ -124,7 +147,12 @@ fn steps(
         }
         state = step.pruned;
     }
-    Ok((rows, state))
+    let split = StepSplit {
+        score_s: ctx.clock.score_s(),
+        compact_s: ctx.clock.compact_s() - compact0,
+        eval_s,
+    };
+    Ok((rows, state, split))
 }
 
 /// `f`, with a panic (a bug: everything a spec can say is checked at load) turned into an

@@ -151,5 +151,6 @@ pub fn context<'a>(task: &'a Task, cfg: &'a RunConfig) -> Context<'a> {
         control: task.data.control_split(),
         control_prefix: Some(task.control_prefix.as_ref().unwrap_or(&task.train_prefix)),
         search_budget: memory::search_budget(),
+        clock: Default::default(),
     }
 }
