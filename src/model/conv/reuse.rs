@@ -127,6 +127,10 @@ pub fn derived(
     let t = make(w)?;
     let bytes_of = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
     let mut cache = DERIVED.lock().unwrap_or_else(|e| e.into_inner());
+    // Another thread may have made it meanwhile: keep one, so its filters are cached once.
+    if let Some(e) = cache.iter().find(|(k, n, _)| *k == key && *n == kind) {
+        return Ok(e.2.clone());
+    }
     cache.push((key, kind, t.clone()));
     let mut bytes: usize = cache.iter().map(|e| bytes_of(&e.2)).sum();
     while bytes > DERIVED_BYTES && cache.len() > 1 {
