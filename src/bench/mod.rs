@@ -38,22 +38,22 @@ pub fn splice(text: &str, section: &str, start: &str, end: &str) -> String {
 }
 
 /// Median wall time of `f` in seconds over `reps` runs after one warm-up.
-pub fn time<T>(reps: usize, f: impl FnMut() -> Result<T>) -> Result<f64> {
-    let [t] = time_interleaved(reps, [f])?;
-    Ok(t)
+pub fn time<T>(reps: usize, mut f: impl FnMut() -> Result<T>) -> Result<f64> {
+    let mut once = || f().map(drop);
+    Ok(time_interleaved(reps, &mut [&mut once])?[0])
 }
 
 /// Median wall times of each of `fs`, run in turn `reps` times after one warm-up each: a
 /// ratio of two of them is read on the same stretch of the host's load, which on a shared
 /// 2-core machine moves a single timing by ±20 % over minutes.
-pub fn time_interleaved<T, const N: usize>(
+pub fn time_interleaved(
     reps: usize,
-    mut fs: [impl FnMut() -> Result<T>; N],
-) -> Result<[f64; N]> {
+    fs: &mut [&mut dyn FnMut() -> Result<()>],
+) -> Result<Vec<f64>> {
     for f in fs.iter_mut() {
         f()?;
     }
-    let mut t = [(); N].map(|_| Vec::with_capacity(reps));
+    let mut t = vec![Vec::with_capacity(reps); fs.len()];
     for _ in 0..reps {
         for (f, t) in fs.iter_mut().zip(t.iter_mut()) {
             let s = Instant::now();
@@ -61,10 +61,12 @@ pub fn time_interleaved<T, const N: usize>(
             t.push(s.elapsed().as_secs_f64());
         }
     }
-    Ok(t.map(|mut t| {
-        t.sort_by(f64::total_cmp);
-        t[t.len() / 2]
-    }))
+    Ok(t.into_iter()
+        .map(|mut t| {
+            t.sort_by(f64::total_cmp);
+            t[t.len() / 2]
+        })
+        .collect())
 }
 
 /// One relevance pass over the reference set vs one forward pass of the same images, for
@@ -74,23 +76,19 @@ fn lrp_ratio(cfg: &RunConfig, device: &Device, reps: usize) -> Result<(usize, f6
     let refset = &task.data.train;
     let bs = cfg.data.batch_size;
     let comp = composite::by_name("epsilon-plus", cfg.model.preprocess, device)?;
-    // One closure type for both: forward and relevance alternate, so their ratio is read
-    // on the same stretch of the host's load.
-    let pass = |relevance: bool| {
-        let (task, comp) = (&task, &comp);
-        move || -> Result<()> {
-            if relevance {
-                filter_relevance(&task.net, refset, comp, task.data.n_classes(), bs, None)?;
-            } else {
-                Network::batched(&refset.images, bs, |x| task.net.forward(x))?
-                    .sum_all()?
-                    .to_scalar::<f32>()?;
-            }
-            Ok(())
-        }
+    let mut forward = || -> Result<()> {
+        Network::batched(&refset.images, bs, |x| task.net.forward(x))?
+            .sum_all()?
+            .to_scalar::<f32>()?;
+        Ok(())
     };
-    let [fwd, rel] = time_interleaved(reps, [pass(false), pass(true)])?;
-    Ok((refset.labels.len(), fwd, rel))
+    let mut relevance = || -> Result<()> {
+        filter_relevance(&task.net, refset, &comp, task.data.n_classes(), bs, None)?;
+        Ok(())
+    };
+    // Alternated, so their ratio is read on the same stretch of the host's load.
+    let t = time_interleaved(reps, &mut [&mut forward, &mut relevance])?;
+    Ok((refset.labels.len(), t[0], t[1]))
 }
 
 /// The relevance-vs-forward table, one row per spec (the quickstart's 32², the 224² task).

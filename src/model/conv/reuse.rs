@@ -27,9 +27,54 @@ use std::sync::{Arc, Mutex};
 /// transpose): with room for fewer, a pass's cyclic order would evict each before reuse.
 const CACHE_BYTES: usize = 768 << 20;
 
-type Entry = (TensorId, usize, Arc<Vec<f32>>);
+/// Values by key, most recently used last, within a bound on their bytes: the one policy
+/// of both caches here.
+struct Lru<K, V> {
+    entries: Vec<(K, V, usize)>,
+    cap: usize,
+}
 
-static FILTERS: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+impl<K: PartialEq, V: Clone> Lru<K, V> {
+    const fn new(cap: usize) -> Self {
+        Self {
+            entries: Vec::new(),
+            cap,
+        }
+    }
+
+    /// The value at `k`, now the most recently used.
+    fn get(&mut self, k: &K) -> Option<V> {
+        let i = self.entries.iter().position(|e| e.0 == *k)?;
+        let e = self.entries.remove(i);
+        let v = e.1.clone();
+        self.entries.push(e);
+        Some(v)
+    }
+
+    /// Keep `v` (`bytes` large) at `k` and return it; if another caller stored one at `k`
+    /// meanwhile, that one is kept and returned instead, so a key has one value. The least
+    /// recently used go while the bound is exceeded.
+    fn insert(&mut self, k: K, v: V, bytes: usize) -> V {
+        if let Some(kept) = self.get(&k) {
+            return kept;
+        }
+        self.entries.push((k, v.clone(), bytes));
+        let mut total: usize = self.entries.iter().map(|e| e.2).sum();
+        while total > self.cap && self.entries.len() > 1 {
+            total -= self.entries.remove(0).2;
+        }
+        v
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Transformed filters by weight tensor and tile size.
+type FilterCache = Lru<(TensorId, usize), Arc<Vec<f32>>>;
+
+static FILTERS: Mutex<FilterCache> = Mutex::new(Lru::new(CACHE_BYTES));
 
 /// A weight tensor made by selecting `indices` along `dim` (0: filters, 1: channels) of
 /// the tensor `source`.
@@ -47,7 +92,7 @@ static LINEAGE: Mutex<Option<HashMap<TensorId, Selection>>> = Mutex::new(None);
 
 /// Record that weight `id` is `sel` of another weight tensor.
 pub fn record_selection(id: TensorId, sel: Selection) {
-    let mut map = LINEAGE.lock().unwrap_or_else(|e| e.into_inner());
+    let mut map = lock(&LINEAGE);
     let map = map.get_or_insert_with(HashMap::new);
     if map.len() >= LINEAGE_MAX {
         map.clear();
@@ -56,12 +101,7 @@ pub fn record_selection(id: TensorId, sel: Selection) {
 }
 
 fn cached(id: TensorId, m: usize) -> Option<Arc<Vec<f32>>> {
-    let mut cache = FILTERS.lock().unwrap_or_else(|e| e.into_inner());
-    let i = cache.iter().position(|(k, mm, _)| *k == id && *mm == m)?;
-    let e = cache.remove(i);
-    let u = e.2.clone();
-    cache.push(e);
-    Some(u)
+    lock(&FILTERS).get(&(id, m))
 }
 
 /// The transformed filters of weight `id` for tile size `m`: cached, else selected by
@@ -79,9 +119,7 @@ pub fn filters(
     if let Some(u) = cached(id, m) {
         return u;
     }
-    let lineage = LINEAGE
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
+    let lineage = lock(&LINEAGE)
         .as_ref()
         .and_then(|map| map.get(&id).cloned());
     let source = lineage.and_then(|sel| Some((cached(sel.source, m)?, sel)));
@@ -89,22 +127,15 @@ pub fn filters(
         Some((src, sel)) => derive(&src, &sel),
         None => make(),
     });
-    let mut cache = FILTERS.lock().unwrap_or_else(|e| e.into_inner());
-    cache.push((id, m, u.clone()));
-    let mut bytes: usize = cache.iter().map(|e| e.2.len() * 4).sum();
-    while bytes > CACHE_BYTES && cache.len() > 1 {
-        bytes -= cache.remove(0).2.len() * 4;
-    }
-    u
+    let bytes = u.len() * 4;
+    lock(&FILTERS).insert((id, m), u, bytes)
 }
 
 /// Upper bound on the derived weights kept: W⁺ and its flipped transpose for all of VGG16
 /// take ~118 MB at any input size, the largest built-in backbone's set.
 const DERIVED_BYTES: usize = 128 << 20;
 
-type DerivedEntry = (TensorId, &'static str, Tensor);
-
-static DERIVED: Mutex<Vec<DerivedEntry>> = Mutex::new(Vec::new());
+static DERIVED: Mutex<Lru<(TensorId, &'static str), Tensor>> = Mutex::new(Lru::new(DERIVED_BYTES));
 
 /// `make(w)`, made once per weight tensor `w` and `kind` and kept (most recently used
 /// entries, within [`DERIVED_BYTES`]). `make` must depend on `w`'s values alone, which a
@@ -114,29 +145,13 @@ pub fn derived(
     kind: &'static str,
     make: impl FnOnce(&Tensor) -> Result<Tensor>,
 ) -> Result<Tensor> {
-    let key = w.id();
-    {
-        let mut cache = DERIVED.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(i) = cache.iter().position(|(k, n, _)| *k == key && *n == kind) {
-            let e = cache.remove(i);
-            let t = e.2.clone();
-            cache.push(e);
-            return Ok(t);
-        }
+    let key = (w.id(), kind);
+    if let Some(t) = lock(&DERIVED).get(&key) {
+        return Ok(t);
     }
     let t = make(w)?;
-    let bytes_of = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
-    let mut cache = DERIVED.lock().unwrap_or_else(|e| e.into_inner());
-    // Another thread may have made it meanwhile: keep one, so its filters are cached once.
-    if let Some(e) = cache.iter().find(|(k, n, _)| *k == key && *n == kind) {
-        return Ok(e.2.clone());
-    }
-    cache.push((key, kind, t.clone()));
-    let mut bytes: usize = cache.iter().map(|e| bytes_of(&e.2)).sum();
-    while bytes > DERIVED_BYTES && cache.len() > 1 {
-        bytes -= bytes_of(&cache.remove(0).2);
-    }
-    Ok(t)
+    let bytes = t.elem_count() * t.dtype().size_in_bytes();
+    Ok(lock(&DERIVED).insert(key, t, bytes))
 }
 
 thread_local! {
