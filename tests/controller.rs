@@ -560,6 +560,35 @@ fn the_lazy_search_on_a_few_images_decides_on_them_alone() {
     );
 }
 
+/// The lazy search screened to k (`search_take = "lazy"`, `search_screen = k`) accepts its
+/// cheapest-looking offer only once the k cheapest-looking are measured on the current
+/// network: with k covering every group it is the exact search, decision for decision; with
+/// k = 1 it is the plain lazy search; in between it meets every quota and reads no test
+/// label.
+#[test]
+fn the_lazy_search_screened_to_every_offer_is_the_exact_search() {
+    use lrprune::prune::search::Take;
+    let (_dir, cfg) = tiny();
+    let exact = searching(&cfg, Take::Best, 0.1);
+    let task = runner::prepare_task(&exact, &Device::Cpu).unwrap();
+    let lazy = |k: usize| {
+        let c = searching(&cfg, Take::Lazy, 0.1);
+        let mut control = c.control.clone().unwrap();
+        control.search_screen = k;
+        with_control(&c, control)
+    };
+    let want = decisions(&exact, &task);
+    let plain = decisions(&lazy(0), &task);
+    assert!(
+        !same(&want, &plain),
+        "the fixture cannot tell lazy from exact"
+    );
+    let groups = task.plan.groups.len();
+    assert!(same(&want, &decisions(&lazy(groups), &task)));
+    assert!(same(&plain, &decisions(&lazy(1), &task)));
+    ignores_test_labels_and_meets_every_quota(&lazy(2), &task, "lazy, k = 2");
+}
+
 /// One default per knob: an `aa-lrp` config made in code without a `control` table runs what
 /// a spec's `aa-lrp` without one runs (the chosen variant), not the knobs' field defaults.
 #[test]

@@ -142,7 +142,7 @@ fn table(spec_path: &std::path::Path, reps: usize, rows: &[Row]) -> Result<Strin
     writeln!(out, "## Measured layer search vs `lrp`\n")?;
     writeln!(
         out,
-        "`lrprune bench --search --spec {} --out docs/performance.md`: per task (model × dataset, first seed), `lrp` and every `aa-lrp` method of the spec, each run `run_one` in this process on the task prepared once (pruning, the controller's measurements and the test evaluation of every step), median of {reps} alternating repeat(s); peak = the process's peak resident memory while the run ran (the prepared task included). `screen` = `control.search_screen` (0: the exact search, every offer measured each round; k: the k offers a first-order estimate ranks cheapest, docs/method.md).\n",
+        "`lrprune bench --search --spec {} --out docs/performance.md`: per task (model × dataset, first seed), `lrp` and every `aa-lrp` method of the spec, each run `run_one` in this process on the task prepared once (pruning, the controller's measurements and the test evaluation of every step), median of {reps} alternating repeat(s); peak = the process's peak resident memory while the run ran (the prepared task included). `screen` = `control.search_screen` (0: the exact search, every offer measured each round; k: the k offers that look cheapest, by a first-order estimate, by a few images a class (`search_screen_images`) or, under `search_take = \"lazy\"`, by their last measured costs; docs/method.md).\n",
         spec_path.display()
     )?;
     writeln!(

@@ -89,8 +89,11 @@ pub struct ControlSettings {
     pub search_take: Take,
     /// Screened search: each round measures only this many offers, those a first-order
     /// estimate of their cost in A ranks cheapest (`prune/screen.rs`); 0 measures every
-    /// offer (the exact search). Needs `search_take = "best"`. (Left out of the run id at
-    /// 0, so ids of exact-search runs stay valid.)
+    /// offer (the exact search). Under `search_take = "lazy"`, the k offers that look
+    /// cheapest by their last measured costs must all be measured on the current network
+    /// before the cheapest is accepted (1: the plain lazy search). Not with
+    /// `search_take = "all"`. (Left out of the run id at 0, so ids of exact-search runs
+    /// stay valid.)
     #[serde(default, skip_serializing_if = "is_zero")]
     pub search_screen: usize,
     /// How the screen ranks: 0, by the first-order estimate; m > 0, by measuring every
@@ -254,11 +257,11 @@ pub(super) fn check_control(
             return Err((key, format!("got {value} (fix: a value {range})")));
         }
     }
-    if c.search_screen > 0 && c.search_take != Take::Best {
+    if c.search_screen > 0 && c.search_take == Take::All {
         return Err((
             "search_screen",
             format!(
-                "screens the rounds of search_take = \"best\", got search_take = \"{}\" (fix: search_take = \"best\", or search_screen = 0)",
+                "screens the rounds of search_take = \"best\" or \"lazy\", got search_take = \"{}\" (fix: search_take = \"best\" or \"lazy\", or search_screen = 0)",
                 serde_json::to_value(c.search_take).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()
             ),
         ));

@@ -58,7 +58,9 @@ pub struct Offers<'a> {
     /// features (for runs whose head changes after a step: `after_step` ≠ none).
     pub restandardize: bool,
     /// Measure only this many offers a round, those a screen ranks cheapest; 0 measures
-    /// every offer (the exact search).
+    /// every offer (the exact search). Under `Take::Lazy`, the k cheapest-looking offers
+    /// (by their last measured costs) must all be measured on the current network before
+    /// the cheapest is accepted.
     pub screen: usize,
     /// How the screen ranks: 0, by a first-order estimate (`super::screen`); m > 0, by
     /// measuring every offer on the first m control images of each class.
@@ -234,7 +236,22 @@ pub fn search(
             st.accept_all(&accepted, original, own_head, reader)?;
             continue;
         }
-        if st.fresh(g).is_some() {
+        // Lazy with a screen of k: the cheapest-looking offer is accepted only once the k
+        // cheapest-looking are all measured on the current network. Their last costs rank
+        // them, as the estimate ranks a screened round's offers; k = 1 is the plain lazy
+        // search.
+        let stale_in_top: Vec<usize> = match take {
+            Take::Lazy if screen > 1 => {
+                let mut ranked = open.clone();
+                ranked
+                    .sort_by(|&a, &b| memory_costs[a].total_cmp(&memory_costs[b]).then(a.cmp(&b)));
+                ranked.truncate(screen);
+                ranked.retain(|&o| st.fresh(o).is_none());
+                ranked
+            }
+            _ => Vec::new(),
+        };
+        if st.fresh(g).is_some() && stale_in_top.is_empty() {
             removed += st.accept(g, plan)?;
             if let Some(sub) = side.as_mut() {
                 sub.accept(g, plan)?; // measured in the same round, on the same mask
@@ -277,12 +294,16 @@ pub fn search(
             // Lazy: the cheapest-looking offer measured again on the current network (every
             // never-measured one at once: the same network, so the same costs).
             let unmeasured = |o: usize| memory_costs[o] == f64::NEG_INFINITY;
+            // (Screened, the stale ones among the k cheapest-looking, all at once.)
             let asked: Vec<(usize, usize)> = match unmeasured(g) {
                 true => open
                     .iter()
                     .filter(|&&o| unmeasured(o))
                     .map(|&o| (o, quota(st, o)))
                     .collect(),
+                false if !stale_in_top.is_empty() => {
+                    stale_in_top.iter().map(|&o| (o, quota(st, o))).collect()
+                }
                 false => vec![(g, quota(st, g))],
             };
             let costs = st.measure(&asked, scores, reader, keep_budget, gauge)?;
