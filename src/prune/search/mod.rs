@@ -236,16 +236,16 @@ pub fn search(
             st.accept_all(&accepted, original, own_head, reader)?;
             continue;
         }
-        // Lazy with a screen of k: the cheapest-looking offer is accepted only once the k
-        // cheapest-looking are all measured on the current network. Their last costs rank
-        // them, as the estimate ranks a screened round's offers; k = 1 is the plain lazy
-        // search.
+        // Lazy: the cheapest-looking offer is accepted once it and the others among the k
+        // cheapest-looking (k = `screen`, at least 1) are all measured on the current
+        // network. Their last costs rank them, as the estimate ranks a screened round's
+        // offers; k = 1 is the plain lazy search (the first ranked is `g`).
         let stale_in_top: Vec<usize> = match take {
-            Take::Lazy if screen > 1 => {
+            Take::Lazy => {
                 let mut ranked = open.clone();
                 ranked
                     .sort_by(|&a, &b| memory_costs[a].total_cmp(&memory_costs[b]).then(a.cmp(&b)));
-                ranked.truncate(screen);
+                ranked.truncate(screen.max(1));
                 ranked.retain(|&o| st.fresh(o).is_none());
                 ranked
             }
@@ -291,20 +291,17 @@ pub fn search(
                 memory_costs[*o] = c;
             }
         } else {
-            // Lazy: the cheapest-looking offer measured again on the current network (every
-            // never-measured one at once: the same network, so the same costs).
+            // Lazy: the stale ones among the k cheapest-looking measured again on the current
+            // network, all at once (every never-measured one at once when the cheapest-looking
+            // was never measured: the same network, so the same costs).
             let unmeasured = |o: usize| memory_costs[o] == f64::NEG_INFINITY;
-            // (Screened, the stale ones among the k cheapest-looking, all at once.)
             let asked: Vec<(usize, usize)> = match unmeasured(g) {
                 true => open
                     .iter()
                     .filter(|&&o| unmeasured(o))
                     .map(|&o| (o, quota(st, o)))
                     .collect(),
-                false if !stale_in_top.is_empty() => {
-                    stale_in_top.iter().map(|&o| (o, quota(st, o))).collect()
-                }
-                false => vec![(g, quota(st, g))],
+                false => stale_in_top.iter().map(|&o| (o, quota(st, o))).collect(),
             };
             let costs = st.measure(&asked, scores, reader, keep_budget, gauge)?;
             for ((o, _), c) in asked.iter().zip(costs) {
