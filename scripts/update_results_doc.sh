@@ -12,6 +12,10 @@ BIN=${LRPRUNE:-${CARGO_TARGET_DIR:-target}/release/lrprune}
 exps=("$@")
 [ ${#exps[@]} -eq 0 ] && exps=(quickstart headline ablation_aa_validation ablation_aa_heldout ablation_aa architectures after_step after_step_mnist paper_224 screen_validation paper)
 OUT=${OUT:-docs/results.md}
+# A figure is copied only from an experiment reported in this call: its report folders are
+# the ones just written, and a folder that merely exists (a tracked sweep, an old run) may
+# hold no report at all.
+reported() { local e; for e in "${exps[@]}"; do [ "$e" = "$1" ] && return 0; done; return 1; }
 {
   echo "# Results"
   echo
@@ -37,7 +41,7 @@ OUT=${OUT:-docs/results.md}
   # Figures for the analysis: the reported sweep's curves, and per-class curves and layer
   # profiles of the methods the analysis compares (seed 0 of each).
   fig=ablation_aa
-  if [ -d "results/$fig/steps" ]; then
+  if reported "$fig" && [ -d "results/$fig/steps" ]; then
     mkdir -p docs/img
     cp "results/$fig/report-vs-lrp-oneshot/balanced_vs_rate-vgg16-fashion-mnist.png" "docs/img/${fig}_balanced_vs_rate.png"
     for m in lrp lrp-oneshot aa-lrp aa-search-conf; do
@@ -50,7 +54,7 @@ OUT=${OUT:-docs/results.md}
   fi
   # Every architecture's banded curves and `lrp`'s layer profile (seed 0).
   arch=architectures
-  if [ -d "results/$arch/steps" ]; then
+  if reported "$arch" && [ -d "results/$arch/steps" ]; then
     mkdir -p docs/img
     for m in vgg16-64 mobilenet_v1 mobilenet_v2 efficientnet_lite0 resnet50_half; do
       cp "results/$arch/report-vs-lrp/balanced_vs_rate-$m-fashion-mnist.png" "docs/img/${arch}_balanced_vs_rate_$m.png"
@@ -59,14 +63,14 @@ OUT=${OUT:-docs/results.md}
   fi
   if [ -f docs/results-analysis.md ]; then echo; cat docs/results-analysis.md; fi
   if [ -f docs/results-architectures.md ]; then echo; cat docs/results-architectures.md; fi
-  if [ -d "results/after_step/steps" ]; then
+  if reported after_step && [ -d "results/after_step/steps" ]; then
     cp "results/after_step/report-vs-lrp/balanced_vs_rate-vgg16-fashion-mnist.png" docs/img/after_step_balanced_vs_rate.png
   fi
   if [ -f docs/results-after-step.md ]; then echo; cat docs/results-after-step.md; fi
   if [ -f docs/results-default.md ]; then echo; cat docs/results-default.md; fi
   if [ -f docs/results-screen.md ]; then echo; cat docs/results-screen.md; fi
   # The paper's experiment (natural photos at 224²): VGG16's banded curves.
-  if [ -d "results/paper/steps" ]; then
+  if reported paper && [ -d "results/paper/steps" ]; then
     cp "results/paper/report-vs-lrp-oneshot/balanced_vs_rate-vgg16-224-ifct-food.png" docs/img/paper_balanced_vs_rate_vgg16.png
   fi
   if [ -f docs/results-paper.md ]; then echo; cat docs/results-paper.md; fi
