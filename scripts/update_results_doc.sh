@@ -2,7 +2,7 @@
 # Rebuild docs/results.md from the harness's own reports (no hand-edited numbers).
 # Usage: scripts/update_results_doc.sh [EXPERIMENT...]
 #        (default: quickstart headline ablation_aa_validation ablation_aa_heldout ablation_aa
-#        architectures after_step after_step_mnist paper_224 screen_validation paper)
+#        architectures after_step after_step_mnist paper_224 screen_validation paper paper_gcompris)
 #        OUT=FILE writes there instead of docs/results.md.
 # Each experiment gets its summary twice: ratios to plain `lrp` (the paper's baseline) and
 # to `lrp-oneshot` (the stronger conventional baseline, which the target is measured against).
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=${LRPRUNE:-${CARGO_TARGET_DIR:-target}/release/lrprune}
 exps=("$@")
-[ ${#exps[@]} -eq 0 ] && exps=(quickstart headline ablation_aa_validation ablation_aa_heldout ablation_aa architectures after_step after_step_mnist paper_224 screen_validation paper)
+[ ${#exps[@]} -eq 0 ] && exps=(quickstart headline ablation_aa_validation ablation_aa_heldout ablation_aa architectures after_step after_step_mnist paper_224 screen_validation paper paper_gcompris)
 OUT=${OUT:-docs/results.md}
 # A figure is copied only from an experiment reported in this call: its report folders are
 # the ones just written, and a folder that merely exists (a tracked sweep, an old run) may
@@ -72,6 +72,9 @@ reported() { local e; for e in "${exps[@]}"; do [ "$e" = "$1" ] && return 0; don
   # The paper's experiment (natural photos at 224²): VGG16's banded curves.
   if reported paper && [ -d "results/paper/steps" ]; then
     cp "results/paper/report-vs-lrp-oneshot/balanced_vs_rate-vgg16-224-ifct-food.png" docs/img/paper_balanced_vs_rate_vgg16.png
+  fi
+  if reported paper_gcompris && [ -d "results/paper_gcompris/steps" ]; then
+    cp "results/paper_gcompris/report-vs-lrp-oneshot/balanced_vs_rate-vgg16-224-gcompris-photos.png" docs/img/paper_gcompris_balanced_vs_rate_vgg16.png
   fi
   if [ -f docs/results-paper.md ]; then echo; cat docs/results-paper.md; fi
 } > "$OUT.partial"
