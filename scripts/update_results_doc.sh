@@ -69,13 +69,17 @@ reported() { local e; for e in "${exps[@]}"; do [ "$e" = "$1" ] && return 0; don
   if [ -f docs/results-after-step.md ]; then echo; cat docs/results-after-step.md; fi
   if [ -f docs/results-default.md ]; then echo; cat docs/results-default.md; fi
   if [ -f docs/results-screen.md ]; then echo; cat docs/results-screen.md; fi
-  # The paper's experiment (natural photos at 224²): VGG16's banded curves.
-  if reported paper && [ -d "results/paper/steps" ]; then
-    cp "results/paper/report-vs-lrp-oneshot/balanced_vs_rate-vgg16-224-ifct-food.png" docs/img/paper_balanced_vs_rate_vgg16.png
-  fi
-  if reported paper_gcompris && [ -d "results/paper_gcompris/steps" ]; then
-    cp "results/paper_gcompris/report-vs-lrp-oneshot/balanced_vs_rate-vgg16-224-gcompris-photos.png" docs/img/paper_gcompris_balanced_vs_rate_vgg16.png
-  fi
+  # The paper's experiments (natural photos at 224²): every backbone's banded curves, named
+  # docs/img/<experiment>_balanced_vs_rate_<model without "-224">.png.
+  for e in paper paper_gcompris; do
+    reported "$e" && [ -d "results/$e/steps" ] || continue
+    mkdir -p docs/img
+    for png in "results/$e/report-vs-lrp-oneshot"/balanced_vs_rate-*.png; do
+      [ -f "$png" ] || continue
+      model=$(basename "$png" .png); model=${model#balanced_vs_rate-}; model=${model%%-224-*}
+      cp "$png" "docs/img/${e}_balanced_vs_rate_$model.png"
+    done
+  done
   if [ -f docs/results-paper.md ]; then echo; cat docs/results-paper.md; fi
 } > "$OUT.partial"
 mv "$OUT.partial" "$OUT"
